@@ -1,0 +1,63 @@
+# Two commands on a fresh machine with python3 and make: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-unit chaos soak lint bench up clean
+
+help:
+	@echo "make demo   - the email-campaign kill/resume demo (embedded NATS + controller)"
+	@echo "make test   - the test suite against a real nats-server"
+	@echo "make lint   - ruff and mypy"
+	@echo "make chaos  - only the chaos tests"
+	@echo "make soak   - the long soak tests"
+	@echo "make bench  - the quick benchmark profile (writes bench/results/)"
+	@echo "make up     - run nats-server + controller in the foreground (mesh up)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mesh demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check mesh agent_sdk controller cli
+	$(BIN)/mypy
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-*
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --profile quick
+
+up: $(STAMP)
+	$(BIN)/mesh up
+
+clean:
+	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""``mesh up``: the embedded nats-server and the controller in one foreground process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def up(
+    port: Annotated[int, typer.Option(help="Port for NATS clients.")] = 4222,
+    data_dir: Annotated[Path, typer.Option(help="Where JetStream keeps its data (survives restarts).")] = Path(
+        ".mesh"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    controller: Annotated[bool, typer.Option(help="Run the controller in this process too.")] = True,
+) -> None:
+    """Run a nats-server with JetStream and the controller until Ctrl+C.
+
+    Example: mesh up --port 4222 --data-dir .mesh
+    """
+    from cli.runtime import run_up
+
+    run_up(port=port, data_dir=data_dir, host=host, with_controller=controller)

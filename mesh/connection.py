@@ -1,0 +1,238 @@
+"""Connecting to NATS: bounded first connect, jittered reconnects, drain on close, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.client import Server
+from nats.js import JetStreamContext
+
+from mesh.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    MeshError,
+    MeshTimeout,
+    NotProvisioned,
+    PermissionDenied,
+)
+from mesh.settings import Settings
+from mesh.subjects import Namespace
+
+__all__ = ["Connection", "connect", "jittered_reconnect", "translate_error"]
+
+log = structlog.get_logger("mesh.connection")
+
+Callback = Callable[[], Awaitable[None]]
+
+#: Base delay between reconnect attempts; each fleet member waits a random share of it.
+RECONNECT_BASE = 0.25
+RECONNECT_MAX = 2.0
+
+
+def jittered_reconnect(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
+    """Pick the least-tried server and a randomised delay, so a fleet does not reconnect in lockstep.
+
+    nats-py has no reconnect jitter of its own; this is its ``reconnect_to_server_handler``.
+    """
+    fewest = min(s.reconnects for s in servers)
+    choice = random.choice([s for s in servers if s.reconnects == fewest])
+    ceiling = min(RECONNECT_MAX, RECONNECT_BASE * (2 ** min(choice.reconnects, 8)))
+    return choice, random.uniform(0.0, ceiling)
+
+
+def translate_error(exc: BaseException, operation: str, *, subject: str = "", timeout: float = 0.0) -> MeshError:
+    """Map a nats-py exception to the most specific :class:`MeshError` (callers ``raise ... from``)."""
+    if isinstance(exc, MeshError):
+        return exc
+    text = str(exc)
+    if "permissions violation" in text.lower():
+        return PermissionDenied(operation, subject, text)
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return PermissionDenied(operation, subject, "no responders (JetStream off, or no permission)")
+    if isinstance(exc, nats.js.errors.BucketNotFoundError | nats.js.errors.NotFoundError):
+        if "stream not found" in text.lower() or isinstance(exc, nats.js.errors.BucketNotFoundError):
+            return NotProvisioned(subject or operation)
+    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
+        return MeshTimeout(operation, timeout)
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return AuthenticationFailed(subject or "server", text)
+    if isinstance(
+        exc,
+        nats.errors.NoServersError
+        | nats.errors.ConnectionClosedError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.StaleConnectionError
+        | OSError,
+    ):
+        return ConnectionFailed(subject or "server", type(exc).__name__)
+    return MeshError(f"{operation} failed: {type(exc).__name__}: {text or 'no detail'}")
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text or (
+        "authentication" in text
+    )
+
+
+class _NotConnected:
+    """Null-object state: every use says clearly that there is no connection yet (or any more)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionFailed("(not connected)", f"used {name!r} before connect() or after close()")
+
+
+_NOT_CONNECTED: Any = _NotConnected()
+
+
+class Connection:
+    """One NATS connection with its JetStream context and namespace.
+
+    ``await Connection.open(settings)`` or ``async with Connection(settings) as conn``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str = "agent-mesh",
+        on_disconnect: Callback | None = None,
+        on_reconnect: Callback | None = None,
+        pending_size: int = 2 * 1024 * 1024,
+    ) -> None:
+        self.settings = settings
+        self.ns: Namespace = settings.namespace
+        self.name = name
+        self._on_disconnect = on_disconnect
+        self._on_reconnect = on_reconnect
+        self._pending_size = pending_size
+        self.nc: NATS = _NOT_CONNECTED
+        self.js: JetStreamContext = _NOT_CONNECTED
+        self.connected = asyncio.Event()
+        self.errors: list[BaseException] = []
+
+    @classmethod
+    async def open(cls, settings: Settings, **kwargs: Any) -> Connection:
+        conn = cls(settings, **kwargs)
+        await conn.connect()
+        return conn
+
+    async def __aenter__(self) -> Connection:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not _NOT_CONNECTED and self.nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect, failing within ``settings.connect_timeout`` with a one-line reason."""
+        url = self.settings.nats_url
+        nc = NATS()
+        auth_failed = asyncio.Event()
+        first_done = False
+
+        async def error_cb(exc: Exception) -> None:
+            if not first_done:
+                self.errors.append(exc)
+                if _is_auth_error(exc):
+                    auth_failed.set()
+                return
+            log.warning("nats error", error=str(exc) or type(exc).__name__, kind=type(exc).__name__)
+
+        async def disconnected_cb() -> None:
+            self.connected.clear()
+            if first_done:
+                log.warning("nats disconnected", url=url)
+                if self._on_disconnect is not None:
+                    await self._on_disconnect()
+
+        async def reconnected_cb() -> None:
+            self.connected.set()
+            log.info("nats reconnected", url=nc.connected_url.netloc if nc.connected_url else url)
+            if self._on_reconnect is not None:
+                await self._on_reconnect()
+
+        options: dict[str, Any] = {
+            "servers": self.settings.servers,
+            "name": self.name,
+            "error_cb": error_cb,
+            "disconnected_cb": disconnected_cb,
+            "reconnected_cb": reconnected_cb,
+            "connect_timeout": max(1, int(self.settings.connect_timeout)),
+            "max_reconnect_attempts": -1,
+            "reconnect_to_server_handler": jittered_reconnect,
+            "pending_size": self._pending_size,
+        }
+        if self.settings.user:
+            options["user"] = self.settings.user
+            options["password"] = self.settings.password or ""
+        if self.settings.token:
+            options["token"] = self.settings.token
+        if self.settings.creds:
+            options["user_credentials"] = str(self.settings.creds)
+
+        task = asyncio.ensure_future(nc.connect(**options))
+        auth_wait = asyncio.ensure_future(auth_failed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, auth_wait}, timeout=self.settings.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            auth_wait.cancel()
+        if task in done and task.exception() is None:
+            first_done = True
+            self.nc = nc
+            self.js = nc.jetstream()
+            self.connected.set()
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        with contextlib.suppress(Exception):
+            await nc.close()
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if auth_failed.is_set() or (failure is not None and _is_auth_error(failure)):
+            raise AuthenticationFailed(url, "authorization violation")
+        detail = self.errors[-1] if self.errors else failure
+        reason = (str(detail) or type(detail).__name__) if detail else "no answer"
+        raise ConnectionFailed(url, f"{reason}; gave up after {self.settings.connect_timeout:g}s") from failure
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain (deliver what is queued, then close); close outright if draining stalls."""
+        nc = self.nc
+        if nc is _NOT_CONNECTED:
+            return
+        self.nc = _NOT_CONNECTED
+        self.js = _NOT_CONNECTED
+        if nc.is_closed:
+            return
+        try:
+            if nc.is_connected:
+                await asyncio.wait_for(nc.drain(), timeout)
+        except Exception as exc:  # a drain that fails must still end in a closed connection
+            log.debug("drain failed, closing", error=str(exc) or type(exc).__name__)
+        finally:
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+
+async def connect(settings: Settings | None = None, **kwargs: Any) -> Connection:
+    """Open a :class:`Connection` using ``settings`` (default: from the environment)."""
+    return await Connection.open(settings or Settings.from_env(), **kwargs)
