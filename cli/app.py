@@ -25,7 +25,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """agent-mesh: a kill switch for fleets of AI agents, on NATS JetStream."""

@@ -45,6 +45,9 @@ def run_app(app: typer.Typer, *, debug: bool) -> int:
             return exc.exit_code
         if debug:
             raise
-        print(f"mesh: unexpected error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
+        print(
+            f"mesh: unexpected error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     return rv if isinstance(rv, int) else 0

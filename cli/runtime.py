@@ -10,14 +10,22 @@ from pathlib import Path
 from mesh.logs import configure_logging
 
 
-async def _serve(url: str, *, with_controller: bool, stop: asyncio.Event) -> None:
+async def _serve(url: str, *, with_controller: bool, data_dir: Path) -> None:
     from mesh.connection import Connection
     from mesh.provision import provision
     from mesh.settings import Settings
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
     settings = Settings.from_env(nats_url=url)
     async with Connection(settings, name="mesh-up") as conn:
         await provision(conn.js, conn.ns)
+    what = "the server and the controller" if with_controller else "the server"
+    print(f"NATS is up: export NATS_URL={url}", flush=True)
+    print(f"data: {data_dir}  (Ctrl+C stops {what})", flush=True)
     if with_controller:
         from controller import serve
 
@@ -27,24 +35,14 @@ async def _serve(url: str, *, with_controller: bool, stop: asyncio.Event) -> Non
 
 
 def run_up(*, port: int, data_dir: Path, host: str, with_controller: bool) -> None:
+    """Start nats-server, provision the mesh, run the controller; tear both down on a signal."""
     from mesh.server import EmbeddedServer
 
     configure_logging()
     server = EmbeddedServer(data_dir, port=port, host=host)
     server.start()
-    print(f"NATS is up: export NATS_URL={server.url}", flush=True)
-    print(f"data: {server.data_dir}  (Ctrl+C stops the server{' and the controller' if with_controller else ''})",
-          flush=True)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await _serve(server.url, with_controller=with_controller, stop=stop)
-
     try:
-        asyncio.run(main())
+        asyncio.run(_serve(server.url, with_controller=with_controller, data_dir=server.data_dir))
     finally:
         server.stop()
         print("mesh up: stopped", file=sys.stderr, flush=True)

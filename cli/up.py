@@ -10,9 +10,9 @@ import typer
 
 def up(
     port: Annotated[int, typer.Option(help="Port for NATS clients.")] = 4222,
-    data_dir: Annotated[Path, typer.Option(help="Where JetStream keeps its data (survives restarts).")] = Path(
-        ".mesh"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where JetStream keeps its data (survives restarts).")
+    ] = Path(".mesh"),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     controller: Annotated[bool, typer.Option(help="Run the controller in this process too.")] = True,
 ) -> None:

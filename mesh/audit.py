@@ -49,7 +49,7 @@ async def publish_event(
     for attempt in range(attempts):
         try:
             return await js.publish(subject, payload, timeout=timeout, headers=headers)
-        except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as exc:
             last = exc
             await asyncio.sleep(0.05 * (2**attempt))
         except Exception as exc:

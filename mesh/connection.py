@@ -25,6 +25,7 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
+from mesh.logs import ensure_configured
 from mesh.settings import Settings
 from mesh.subjects import Namespace
 
@@ -50,7 +51,9 @@ def jittered_reconnect(servers: list[Server], _info: dict[str, Any]) -> tuple[Se
     return choice, random.uniform(0.0, ceiling)
 
 
-def translate_error(exc: BaseException, operation: str, *, subject: str = "", timeout: float = 0.0) -> MeshError:
+def translate_error(
+    exc: BaseException, operation: str, *, subject: str = "", timeout: float = 0.0
+) -> MeshError:
     """Map a nats-py exception to the most specific :class:`MeshError` (callers ``raise ... from``)."""
     if isinstance(exc, MeshError):
         return exc
@@ -59,9 +62,10 @@ def translate_error(exc: BaseException, operation: str, *, subject: str = "", ti
         return PermissionDenied(operation, subject, text)
     if isinstance(exc, nats.errors.NoRespondersError):
         return PermissionDenied(operation, subject, "no responders (JetStream off, or no permission)")
-    if isinstance(exc, nats.js.errors.BucketNotFoundError | nats.js.errors.NotFoundError):
-        if "stream not found" in text.lower() or isinstance(exc, nats.js.errors.BucketNotFoundError):
-            return NotProvisioned(subject or operation)
+    if isinstance(exc, nats.js.errors.BucketNotFoundError) or (
+        isinstance(exc, nats.js.errors.NotFoundError) and "stream not found" in text.lower()
+    ):
+        return NotProvisioned(subject or operation)
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
         return MeshTimeout(operation, timeout)
     if isinstance(exc, nats.errors.AuthorizationError):
@@ -80,8 +84,10 @@ def translate_error(exc: BaseException, operation: str, *, subject: str = "", ti
 
 def _is_auth_error(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text or (
-        "authentication" in text
+    return (
+        isinstance(exc, nats.errors.AuthorizationError)
+        or "authorization violation" in text
+        or ("authentication" in text)
     )
 
 
@@ -111,6 +117,7 @@ class Connection:
         pending_size: int = 2 * 1024 * 1024,
     ) -> None:
         self.settings = settings
+        ensure_configured()
         self.ns: Namespace = settings.namespace
         self.name = name
         self._on_disconnect = on_disconnect
@@ -120,6 +127,7 @@ class Connection:
         self.js: JetStreamContext = _NOT_CONNECTED
         self.connected = asyncio.Event()
         self.errors: list[BaseException] = []
+        self._closing = False
 
     @classmethod
     async def open(cls, settings: Settings, **kwargs: Any) -> Connection:
@@ -157,7 +165,7 @@ class Connection:
 
         async def disconnected_cb() -> None:
             self.connected.clear()
-            if first_done:
+            if first_done and not self._closing:
                 log.warning("nats disconnected", url=url)
                 if self._on_disconnect is not None:
                     await self._on_disconnect()
@@ -211,13 +219,16 @@ class Connection:
             raise AuthenticationFailed(url, "authorization violation")
         detail = self.errors[-1] if self.errors else failure
         reason = (str(detail) or type(detail).__name__) if detail else "no answer"
-        raise ConnectionFailed(url, f"{reason}; gave up after {self.settings.connect_timeout:g}s") from failure
+        raise ConnectionFailed(
+            url, f"{reason}; gave up after {self.settings.connect_timeout:g}s"
+        ) from failure
 
     async def close(self, timeout: float = 5.0) -> None:
         """Drain (deliver what is queued, then close); close outright if draining stalls."""
         nc = self.nc
         if nc is _NOT_CONNECTED:
             return
+        self._closing = True
         self.nc = _NOT_CONNECTED
         self.js = _NOT_CONNECTED
         if nc.is_closed:

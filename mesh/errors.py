@@ -101,9 +101,7 @@ class ConnectionFailed(MeshError, ConnectionError):
         self.url = url
         self.detail = detail
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"cannot reach NATS at {url}{extra}: start one with `mesh up`, or set NATS_URL"
-        )
+        super().__init__(f"cannot reach NATS at {url}{extra}: start one with `mesh up`, or set NATS_URL")
 
 
 class AuthenticationFailed(MeshError, PermissionError):
@@ -174,9 +172,7 @@ class PortInUse(ServerError):
 
     def __init__(self, port: int) -> None:
         self.port = port
-        super().__init__(
-            f"port {port} is already in use (another `mesh up`?): stop it or pass --port"
-        )
+        super().__init__(f"port {port} is already in use (another `mesh up`?): stop it or pass --port")
 
 
 class AgentKilled(MeshError):

@@ -8,7 +8,7 @@ import sys
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "ensure_configured"]
 
 
 def configure_logging(level: str | int | None = None, *, json: bool | None = None) -> None:
@@ -24,7 +24,9 @@ def configure_logging(level: str | int | None = None, *, json: bool | None = Non
     if json is None:
         json = fmt == "json" if fmt else not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
@@ -39,3 +41,12 @@ def configure_logging(level: str | int | None = None, *, json: bool | None = Non
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def ensure_configured() -> None:
+    """Send our logs to stderr unless the application has configured structlog itself.
+
+    structlog's unconfigured default prints to stdout, and only the CLI may write there.
+    """
+    if not structlog.is_configured():
+        configure_logging()

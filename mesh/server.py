@@ -31,7 +31,10 @@ def find_nats_server() -> str:
         if not Path(explicit).is_file():
             raise ServerError(f"MESH_NATS_SERVER={explicit} is not a file")
         return explicit
-    candidates = [Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"]
+    candidates = [
+        Path(sys.executable).parent / "nats-server",
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+    ]
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -133,7 +136,9 @@ class EmbeddedServer:
                 tail = self._log_tail()
                 if "address already in use" in tail:
                     raise PortInUse(self.port)
-                raise ServerError(f"nats-server exited with code {self.process.returncode}: {tail.strip()[-400:]}")
+                raise ServerError(
+                    f"nats-server exited with code {self.process.returncode}: {tail.strip()[-400:]}"
+                )
             if ports_file.exists():
                 with contextlib.suppress(ValueError, OSError):
                     ports = json.loads(ports_file.read_text())

@@ -127,10 +127,7 @@ class Namespace:
 
     def matching_control_keys(self, agent: AgentURI, instance: str) -> list[str]:
         """Every control key that can match this instance: 8 patterns plus its own key."""
-        keys = [
-            ".".join(combo)
-            for combo in product((agent.org, ANY), (agent.env, ANY), (agent.name, ANY))
-        ]
+        keys = [".".join(combo) for combo in product((agent.org, ANY), (agent.env, ANY), (agent.name, ANY))]
         keys.append(f"{agent.org}.{agent.env}.{agent.name}.{instance}")
         return keys
 

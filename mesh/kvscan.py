@@ -1,0 +1,148 @@
+"""Fast KV access without per-call bucket lookups: batched last-value reads, puts and deletes with revisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mesh.connection import Connection, translate_error
+from mesh.errors import NotProvisioned
+
+__all__ = ["KVEntry", "delete_key", "put_key", "scan_latest"]
+
+#: Largest batch asked of one direct multi-get; bigger buckets fall back to a consumer scan.
+DIRECT_BATCH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class KVEntry:
+    """The latest live value of one key (deleted keys are never returned)."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+def _stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+async def _missing_bucket(conn: Connection, bucket: str) -> bool:
+    try:
+        await conn.js.stream_info(_stream(bucket))
+    except Exception:
+        return True
+    return False
+
+
+async def put_key(conn: Connection, bucket: str, key: str, value: bytes, *, timeout: float = 5.0) -> int:
+    """``kv.put`` with no bucket lookup first; returns the new revision."""
+    try:
+        ack = await conn.js.publish(f"$KV.{bucket}.{key}", value, timeout=timeout)
+    except Exception as exc:
+        if await _missing_bucket(conn, bucket):
+            raise NotProvisioned(f"bucket {bucket}") from exc
+        raise translate_error(exc, f"write to {bucket}", subject=key, timeout=timeout) from exc
+    return int(ack.seq)
+
+
+async def delete_key(conn: Connection, bucket: str, key: str, *, timeout: float = 5.0) -> int:
+    """``kv.delete`` that returns the tombstone's revision (nats-py's returns only ``True``)."""
+    try:
+        ack = await conn.js.publish(
+            f"$KV.{bucket}.{key}", b"", timeout=timeout, headers={"KV-Operation": "DEL"}
+        )
+    except Exception as exc:
+        if await _missing_bucket(conn, bucket):
+            raise NotProvisioned(f"bucket {bucket}") from exc
+        raise translate_error(exc, f"delete from {bucket}", subject=key, timeout=timeout) from exc
+    return int(ack.seq)
+
+
+def _entry(prefix: str, msg: Msg, subject: str, revision: int) -> KVEntry | None:
+    headers = msg.headers or {}
+    if headers.get("KV-Operation") in ("DEL", "PURGE"):
+        return None
+    return KVEntry(subject[len(prefix) :], msg.data, revision)
+
+
+async def scan_latest(
+    conn: Connection, bucket: str, key_filter: str = ">", *, timeout: float = 5.0
+) -> dict[str, KVEntry]:
+    """Latest live entry of every key matching ``key_filter`` (NATS wildcards), in one round trip.
+
+    Uses a JetStream direct multi-get (``multi_last``); falls back to an ephemeral consumer that
+    delivers the last message per subject when the bucket holds more keys than one batch.
+    """
+    prefix = f"$KV.{bucket}."
+    nc = conn.nc
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    out: dict[str, KVEntry] = {}
+    try:
+        request = {"multi_last": [prefix + key_filter], "batch": DIRECT_BATCH}
+        await nc.publish(f"$JS.API.DIRECT.GET.{_stream(bucket)}", json.dumps(request).encode(), reply=inbox)
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError as exc:
+                if await _missing_bucket(conn, bucket):
+                    raise NotProvisioned(f"bucket {bucket}") from exc
+                raise translate_error(exc, f"read {bucket}", subject=key_filter, timeout=timeout) from exc
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status and not msg.data:
+                if status == "204":
+                    if int(headers.get("Nats-Num-Pending", "0") or 0) > 0:
+                        return await _consumer_scan(conn, bucket, key_filter, timeout=timeout)
+                    return out
+                if status == "404":
+                    return out
+                if status == "503":
+                    raise NotProvisioned(f"bucket {bucket}")
+                return await _consumer_scan(conn, bucket, key_filter, timeout=timeout)
+            subject = headers.get("Nats-Subject", "")
+            entry = _entry(prefix, msg, subject, int(headers.get("Nats-Sequence", "0") or 0))
+            if entry is not None:
+                out[entry.key] = entry
+    finally:
+        await sub.unsubscribe()
+
+
+async def _consumer_scan(conn: Connection, bucket: str, key_filter: str, *, timeout: float) -> dict[str, KVEntry]:
+    prefix = f"$KV.{bucket}."
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        inactive_threshold=30.0,
+        headers_only=False,
+    )
+    try:
+        psub = await conn.js.pull_subscribe(prefix + key_filter, stream=_stream(bucket), config=config)
+        info = await psub.consumer_info()
+    except Exception as exc:
+        raise translate_error(exc, f"read {bucket}", subject=key_filter, timeout=timeout) from exc
+    out: dict[str, KVEntry] = {}
+    remaining = info.num_pending or 0
+    try:
+        while remaining > 0:
+            msgs = await psub.fetch(min(remaining, 4096), timeout=timeout)
+            for msg in msgs:
+                entry = _entry(prefix, msg, msg.subject, msg.metadata.sequence.stream)
+                if entry is not None:
+                    out[entry.key] = entry
+                else:
+                    out.pop(msg.subject[len(prefix) :], None)
+                remaining = msg.metadata.num_pending
+    finally:
+        await psub.unsubscribe()
+    return out
