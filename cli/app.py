@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
+from cli import demo as demo_cmd
+from cli import init_cmd, ops, views
 from cli import up as up_cmd
 
 app = typer.Typer(
     name="mesh",
     help=(
         "agent-mesh: a kill switch for fleets of AI agents, on NATS JetStream.\n\n"
+        "Connects to NATS_URL (default nats://127.0.0.1:4222) under MESH_PREFIX (default mesh); "
+        "NATS_USER/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS authenticate; MESH_ACTOR names you "
+        "in the audit log.\n\n"
         "Example:\n\n"
         "  mesh up                                    # NATS + controller, in the foreground\n\n"
         "  mesh kill agent://acme/prod/mailer --reason 'broken template'\n\n"
-        "  mesh resume agent://acme/prod/mailer"
+        "  mesh list\n\n"
+        "  mesh resume agent://acme/prod/mailer\n\n"
+        "  mesh demo                                  # the whole story in 30 seconds"
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -26,15 +34,43 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs (or set MESH_DEBUG=1).")
+    ] = False,
+) -> None:
     """agent-mesh: a kill switch for fleets of AI agents, on NATS JetStream."""
 
 
+app.command("kill")(ops.kill)
+app.command("resume")(ops.resume)
+app.command("list")(views.list_)
+app.command("events")(views.events)
+app.command("status")(views.status)
+app.command("init")(init_cmd.init)
 app.command("up")(up_cmd.up)
+app.command("demo")(demo_cmd.demo)
+
+
+def _register_controller() -> None:
+    """``mesh controller`` comes from cli/controller_cmd.py, owned by the controller package."""
+    try:
+        from cli.controller_cmd import controller
+    except ModuleNotFoundError as exc:
+        if exc.name != "cli.controller_cmd":
+            raise
+        return
+    app.command("controller")(controller)
+
+
+_register_controller()
 
 
 def main() -> None:
     """Console entry point: mesh errors become one line on stderr and a non-zero exit."""
     from cli.errors import run_app
 
-    sys.exit(run_app(app, debug="--debug" in sys.argv or bool(os.environ.get("MESH_DEBUG"))))
+    debug = "--debug" in sys.argv or bool(os.environ.get("MESH_DEBUG"))
+    if debug:
+        os.environ["MESH_DEBUG"] = "1"
+    sys.exit(run_app(app, debug=debug))

@@ -10,23 +10,22 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-def run_app(app: typer.Typer, *, debug: bool) -> int:
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
+def _mesh_error_code(exc: BaseException) -> int | None:
+    """The exit code for one of our errors, or None; imports ``mesh`` only once something failed."""
     from mesh.errors import ConfigError, InvalidTarget, MeshError
 
+    if isinstance(exc, InvalidTarget | ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, MeshError):
+        return EXIT_ERROR
+    return None
+
+
+def run_app(app: typer.Typer, *, debug: bool) -> int:
+    while "--debug" in sys.argv:
+        sys.argv.remove("--debug")
     try:
         rv = app(standalone_mode=False)
-    except (InvalidTarget, ConfigError) as exc:
-        if debug:
-            raise
-        print(f"mesh: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MeshError as exc:
-        if debug:
-            raise
-        print(f"mesh: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
@@ -35,16 +34,20 @@ def run_app(app: typer.Typer, *, debug: bool) -> int:
     except KeyboardInterrupt:
         print("mesh: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click's usage errors and anything unforeseen
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
+    except Exception as exc:  # our errors, click's usage errors, and anything unforeseen
+        # typer may vendor its own click: recognise its exceptions by shape, not by class.
+        exit_code = getattr(exc, "exit_code", None)
+        if isinstance(exit_code, int) and type(exc).__module__.split(".")[0] in ("click", "typer"):
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            return exit_code
         if debug:
             raise
+        code = _mesh_error_code(exc)
+        if code is not None:
+            print(f"mesh: error: {exc}", file=sys.stderr)
+            return code
         print(
             f"mesh: unexpected error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
             file=sys.stderr,

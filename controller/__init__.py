@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from controller.options import ControllerOptions
 from mesh.settings import Settings
 
-__all__ = ["serve"]
+__all__ = ["ControllerOptions", "serve"]
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event) -> None:
-    """Run the controller until ``stop`` is set. (Placeholder until the controller lands.)"""
-    await stop.wait()
+async def serve(settings: Settings, *, stop: asyncio.Event, options: ControllerOptions | None = None) -> None:
+    """Run the controller until ``stop`` is set (active or standby, as the lease decides)."""
+    from controller.runner import Controller
+
+    await Controller(settings, options).run(stop)

@@ -35,15 +35,21 @@ from mesh.models import (
     KillRecord,
     Status,
 )
+from mesh.operator import AsyncMesh
+from mesh.reports import AckRow, AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
 from mesh.settings import Settings
 from mesh.subjects import Namespace
+from mesh.sync import Mesh, get, kill, list_instances, resume, status
 from mesh.target import AgentURI, Target, parse_agent_uri, parse_target
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckRow",
     "AgentKilled",
+    "AgentStatus",
     "AgentURI",
+    "AsyncMesh",
     "AuditEvent",
     "AuthenticationFailed",
     "Checkpoint",
@@ -52,11 +58,14 @@ __all__ = [
     "EventType",
     "HaltAck",
     "Heartbeat",
+    "HeldBy",
     "InstanceStatus",
     "InvalidCheckpoint",
     "InvalidTarget",
     "KillRecord",
+    "KillReport",
     "MalformedMessage",
+    "Mesh",
     "MeshError",
     "MeshTimeout",
     "Namespace",
@@ -66,11 +75,18 @@ __all__ = [
     "PermissionDenied",
     "PortInUse",
     "ProvisioningConflict",
+    "ResumeReport",
     "ServerError",
     "Settings",
+    "SilentInstance",
     "Status",
     "Target",
     "__version__",
+    "get",
+    "kill",
+    "list_instances",
     "parse_agent_uri",
     "parse_target",
+    "resume",
+    "status",
 ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -29,7 +32,14 @@ from mesh.logs import ensure_configured
 from mesh.settings import Settings
 from mesh.subjects import Namespace
 
-__all__ = ["Connection", "connect", "jittered_reconnect", "translate_error"]
+__all__ = [
+    "Connection",
+    "connect",
+    "jittered_reconnect",
+    "note_permission_violation",
+    "recent_permission_violation",
+    "translate_error",
+]
 
 log = structlog.get_logger("mesh.connection")
 
@@ -51,6 +61,40 @@ def jittered_reconnect(servers: list[Server], _info: dict[str, Any]) -> tuple[Se
     return choice, random.uniform(0.0, ceiling)
 
 
+#: Recent "Permissions Violation" errors sent by the server: (monotonic time, subject, text).
+#: nats-server reports a denied publish only asynchronously (to ``error_cb``); the request that
+#: caused it just times out. Remembering them lets ``translate_error`` say "permission denied"
+#: instead of "timed out". Process-wide: a process normally connects as one user.
+_VIOLATIONS: deque[tuple[float, str, str]] = deque(maxlen=256)
+_VIOLATION_SUBJECT = re.compile(r'permissions violation for (?:publish|subscription) to "?([^"\s]+)', re.I)
+
+
+def note_permission_violation(exc: BaseException | str) -> bool:
+    """Remember a server "Permissions Violation" error; returns whether ``exc`` was one."""
+    text = str(exc)
+    if "permissions violation" not in text.lower():
+        return False
+    match = _VIOLATION_SUBJECT.search(text)
+    _VIOLATIONS.append((time.monotonic(), (match.group(1) if match else "").lower(), text))
+    return True
+
+
+def recent_permission_violation(subject: str = "", within: float = 30.0) -> str | None:
+    """The text of a violation noted in the last ``within`` seconds whose subject contains
+    ``subject`` (any violation when ``subject`` is empty), else ``None``.
+
+    Case-insensitive: nats-py lower-cases the server's error text, subject included.
+    """
+    now = time.monotonic()
+    subject = subject.lower()
+    for when, denied, text in reversed(_VIOLATIONS):
+        if now - when > within:
+            break
+        if not subject or subject in denied:
+            return text
+    return None
+
+
 def translate_error(
     exc: BaseException, operation: str, *, subject: str = "", timeout: float = 0.0
 ) -> MeshError:
@@ -61,7 +105,21 @@ def translate_error(
     if "permissions violation" in text.lower():
         return PermissionDenied(operation, subject, text)
     if isinstance(exc, nats.errors.NoRespondersError):
-        return PermissionDenied(operation, subject, "no responders (JetStream off, or no permission)")
+        # nats-server answers a denied request with an -ERR, not "no responders"; no responders
+        # means JetStream is off for the account or (in a cluster) has no leader for the asset yet.
+        seen = recent_permission_violation(subject, within=10.0)
+        if seen is not None:
+            return PermissionDenied(operation, subject, seen)
+        return MeshError(
+            f"{operation} failed: JetStream did not answer (no responders: JetStream off for this "
+            "account, or a cluster electing a leader); try again"
+        )
+    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
+        # A denied publish/request is never answered: the server's -ERR went to error_cb.
+        window = max(timeout, 5.0) + (5.0 if subject else 2.0)
+        seen = recent_permission_violation(subject, within=window)
+        if seen is not None:
+            return PermissionDenied(operation, subject, seen)
     if isinstance(exc, nats.js.errors.BucketNotFoundError) or (
         isinstance(exc, nats.js.errors.NotFoundError) and "stream not found" in text.lower()
     ):
@@ -115,6 +173,7 @@ class Connection:
         on_disconnect: Callback | None = None,
         on_reconnect: Callback | None = None,
         pending_size: int = 2 * 1024 * 1024,
+        on_error: Callable[[Exception], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         ensure_configured()
@@ -122,6 +181,7 @@ class Connection:
         self.name = name
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
+        self._on_error = on_error
         self._pending_size = pending_size
         self.nc: NATS = _NOT_CONNECTED
         self.js: JetStreamContext = _NOT_CONNECTED
@@ -156,11 +216,14 @@ class Connection:
         first_done = False
 
         async def error_cb(exc: Exception) -> None:
+            note_permission_violation(exc)
             if not first_done:
                 self.errors.append(exc)
                 if _is_auth_error(exc):
                     auth_failed.set()
                 return
+            if self._on_error is not None:
+                await self._on_error(exc)
             log.warning("nats error", error=str(exc) or type(exc).__name__, kind=type(exc).__name__)
 
         async def disconnected_cb() -> None:

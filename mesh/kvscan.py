@@ -1,4 +1,4 @@
-"""Fast KV access without per-call bucket lookups: batched last-value reads, puts and deletes with revisions."""
+"""Fast KV access without bucket lookups: batched last-value reads, puts and deletes with revisions."""
 
 from __future__ import annotations
 
@@ -118,7 +118,9 @@ async def scan_latest(
         await sub.unsubscribe()
 
 
-async def _consumer_scan(conn: Connection, bucket: str, key_filter: str, *, timeout: float) -> dict[str, KVEntry]:
+async def _consumer_scan(
+    conn: Connection, bucket: str, key_filter: str, *, timeout: float
+) -> dict[str, KVEntry]:
     prefix = f"$KV.{bucket}."
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,

@@ -123,6 +123,8 @@ class InstanceStatus(_Wire):
     first_seen: datetime
     last_seen: datetime
     last_change: datetime
+    #: Why the status last changed (for example "reported paused", "no heartbeat for 31.0s").
+    cause: str | None = None
     host: str = ""
     pid: int = 0
     sdk_version: str = ""

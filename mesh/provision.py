@@ -45,7 +45,7 @@ class ProvisionResult:
 
 
 def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig]:
-    """The KV buckets: control (with republish for the kill fan-out), instances, checkpoints, leases."""
+    """The KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies."""
     return [
         KeyValueConfig(
             bucket=ns.control_bucket,
@@ -82,6 +82,15 @@ def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig
             storage=StorageType.FILE,
             replicas=opts.replicas,
             max_value_size=4096,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=ns.policies_bucket,
+            description="agent-mesh policies: limits that kill automatically, one key per policy name",
+            history=8,
+            storage=StorageType.FILE,
+            replicas=opts.replicas,
+            max_value_size=64 * 1024,
             direct=True,
         ),
     ]

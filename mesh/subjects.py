@@ -84,6 +84,10 @@ class Namespace:
         return f"{self.prefix}_leases"
 
     @property
+    def policies_bucket(self) -> str:
+        return f"{self.prefix}_policies"
+
+    @property
     def audit_stream(self) -> str:
         return f"{self.prefix.upper().replace('-', '_')}_AUDIT"
 

@@ -17,6 +17,7 @@ def test_default_names() -> None:
     assert NS.instances_bucket == "mesh_instances"
     assert NS.checkpoints_bucket == "mesh_checkpoints"
     assert NS.leases_bucket == "mesh_leases"
+    assert NS.policies_bucket == "mesh_policies"
     assert NS.audit_stream == "MESH_AUDIT"
     assert NS.heartbeat_wildcard == "mesh.hb.>"
     assert NS.audit_wildcard == "mesh.audit.>"

@@ -1,0 +1,174 @@
+"""AsyncAgent: the SDK for asyncio agents; the NATS client runs on the agent's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from agent_sdk.config import AgentConfig
+from agent_sdk.core import AgentCore
+from mesh.errors import AgentKilled, ConfigError
+from mesh.models import KillRecord, Status
+from mesh.settings import Settings
+
+__all__ = ["AsyncAgent"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AsyncAgent:
+    """One agent instance in an asyncio program.
+
+    ``async with AsyncAgent("agent://acme/prod/mailer") as agent:`` connects, reads the kill
+    records and the last checkpoint, and reports ``started``. The safe points are
+    ``await agent.heartbeat()``, ``await agent.checkpoint()``, ``await agent.sleep()`` and every
+    ``@agent.guard``-ed call. Guarded coroutines that are running when a kill arrives are
+    cancelled at once and their caller gets :class:`AgentKilled`, in ``pause`` mode too: the
+    interrupted call did not complete, so after ``await agent.wait_resumed()`` re-run it.
+    Agents that poll should wait with ``await agent.sleep(seconds)``, which wakes on a kill.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        instance: str | None = None,
+        servers: str | list[str] | None = None,
+        heartbeat_interval: float = 2.0,
+        on_kill: str = "raise",
+        hard_kill: bool = True,
+        fail_closed_after: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+        resync_interval: float | None = None,
+    ) -> None:
+        self.config = AgentConfig.build(
+            uri,
+            instance=instance,
+            servers=servers,
+            settings=settings,
+            heartbeat_interval=heartbeat_interval,
+            on_kill=on_kill,
+            hard_kill=hard_kill,
+            fail_closed_after=fail_closed_after,
+            metadata=metadata,
+            resync_interval=resync_interval,
+        )
+        self._core = AgentCore(self.config)
+        self._restored: Any = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> AsyncAgent:
+        if self._started:
+            raise ConfigError("this agent has already been started")
+        self._started = True
+        self._restored = await self._core.start(own_loop=False)
+        return self
+
+    async def stop(self) -> None:
+        """Stop cleanly: flush the checkpoint, report ``stopped``, drain the connection."""
+        await self._core.close(Status.STOPPED)
+
+    async def __aenter__(self) -> AsyncAgent:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or isinstance(exc, GeneratorExit):
+            await self._core.close(Status.STOPPED)
+        elif isinstance(exc, AgentKilled):
+            await self._core.close(Status.KILLED)
+        else:
+            await self._core.close(Status.CRASHED, exc)
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        return str(self.config.uri)
+
+    @property
+    def instance(self) -> str:
+        return self.config.instance
+
+    @property
+    def killed(self) -> bool:
+        """Whether a kill record in force matches this instance (or it halted itself)."""
+        return self._core.killed_evt.is_set()
+
+    @property
+    def kill_record(self) -> KillRecord | None:
+        """The oldest kill record in force (who, why, when), or None."""
+        held = self._core.in_force()
+        return held[0].record if held else None
+
+    @property
+    def status(self) -> Status:
+        return self._core.status
+
+    def restore(self) -> Any:
+        """The last checkpoint state saved under this instance id (read at start), or None."""
+        return self._restored
+
+    async def wait_resumed(self, timeout: float | None = None) -> bool:
+        """Wait until no kill is in force; False if ``timeout`` passed first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._core.killed_evt.is_set():
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await self._core.wait_change(remaining)
+        return True
+
+    # -- safe points ---------------------------------------------------------------------------------
+    async def heartbeat(self, metadata: dict[str, Any] | None = None) -> None:
+        """Record progress (sent by the background timer) and pass a safe point."""
+        if metadata is not None:
+            self._core.metadata = dict(metadata)
+        if self._core.attention.is_set():
+            await self._core.safe_point()
+
+    async def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (JSON, ≤ 512 KiB; else InvalidCheckpoint) durably, in the background."""
+        core = self._core
+        if core.ckpt.stage(state):
+            core.ckpt.wake()
+        if core.attention.is_set():
+            await core.safe_point()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, waking at once when killed (a safe point: may raise or pause)."""
+        await self._core.sleep(seconds)
+
+    def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a tool so that it never runs while this instance is killed.
+
+        Coroutine functions are safe points (pause mode blocks before the call) and are
+        cancelled when a kill arrives mid-call. Plain functions can only refuse: they raise
+        AgentKilled whatever ``on_kill`` says, as they cannot wait without blocking the loop.
+        """
+        core = self._core
+        if asyncio.iscoroutinefunction(fn):
+            run = core.run_guarded
+            afn: Callable[..., Coroutine[Any, Any, Any]] = fn
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                return await run(afn, args, kwargs)
+
+            return guarded_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def guarded_sync(*args: P.args, **kwargs: P.kwargs) -> R:
+            if core.killed_evt.is_set():
+                core.spawn(core.halt())
+                raise core.killed_error()
+            return fn(*args, **kwargs)
+
+        return guarded_sync

@@ -1,0 +1,117 @@
+"""Checkpoints: validated at the call, written in the background (coalesced), flushed on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import nats.js.errors
+import structlog
+from nats.js.kv import KeyValue
+
+from mesh.codec import decode, encode, encode_state
+from mesh.connection import translate_error
+from mesh.errors import MalformedMessage
+from mesh.models import Checkpoint
+
+__all__ = ["CheckpointStore"]
+
+log = structlog.get_logger("agent_sdk.checkpoints")
+
+
+class CheckpointStore:
+    """The latest checkpoint of one instance and its durable copy in the checkpoints bucket.
+
+    ``stage`` runs on the caller's thread and never touches the network; the writer task on the
+    event loop takes whatever is latest when it wakes, so a fast loop costs one write per
+    round trip rather than one per call.
+    """
+
+    def __init__(self, agent_uri: str, instance: str, key: str) -> None:
+        self.agent_uri = agent_uri
+        self.instance = instance
+        self.key = key
+        self.kv: KeyValue | None = None
+        self.restored: Any = None
+        #: (seq, JSON bytes) of the newest checkpoint, replaced atomically by the caller thread.
+        self.latest: tuple[int, bytes] | None = None
+        self.written_seq = 0
+        self.seq = 0
+        self.scheduled = False
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def load(self, kv: KeyValue) -> Any:
+        """Read this instance id's last checkpoint (None if there is none)."""
+        self.kv = kv
+        try:
+            entry = await kv.get(self.key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except Exception as exc:
+            raise translate_error(exc, "read checkpoint", subject=self.key) from exc
+        if entry.value is None:
+            return None
+        try:
+            saved = decode(Checkpoint, entry.value)
+        except MalformedMessage as exc:
+            log.warning("ignoring unreadable checkpoint", key=self.key, error=str(exc))
+            return None
+        self.seq = self.written_seq = saved.seq
+        self.restored = saved.state
+        self.latest = (saved.seq, encode_state(saved.state))
+        return saved.state
+
+    def stage(self, state: Any) -> bool:
+        """Validate and keep ``state`` as the latest; True if the writer needs waking."""
+        raw = encode_state(state)  # raises InvalidCheckpoint at the call, not later
+        self.seq += 1
+        self.latest = (self.seq, raw)
+        if self.scheduled:
+            return False
+        self.scheduled = True
+        return True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def state(self) -> Any:
+        latest = self.latest
+        return None if latest is None else json.loads(latest[1])
+
+    @property
+    def dirty(self) -> bool:
+        latest = self.latest
+        return latest is not None and latest[0] > self.written_seq
+
+    async def flush(self) -> bool:
+        """Write the latest checkpoint if it is not stored yet; False (logged) if that failed."""
+        async with self._lock:
+            self.scheduled = False  # cleared before reading latest: a later stage() wakes us again
+            latest = self.latest
+            if latest is None or latest[0] <= self.written_seq or self.kv is None:
+                return True
+            seq, raw = latest
+            value = encode(
+                Checkpoint(agent_uri=self.agent_uri, instance=self.instance, seq=seq, state=json.loads(raw))
+            )
+            try:
+                await self.kv.put(self.key, value)
+            except Exception as exc:
+                err = translate_error(exc, "write checkpoint", subject=self.key)
+                log.warning("checkpoint write failed; will retry", seq=seq, error=str(err))
+                return False
+            self.written_seq = max(self.written_seq, seq)
+            return True
+
+    async def run_writer(self) -> None:
+        """Background task: write whenever woken, retrying after failures."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not await self.flush():
+                await asyncio.sleep(0.5)
+                if self.dirty:
+                    self._wake.set()

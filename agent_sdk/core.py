@@ -1,0 +1,696 @@
+"""The asyncio engine of one instance: control subscription, kill state, acks, heartbeats, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
+
+from agent_sdk import events
+from agent_sdk.checkpoints import CheckpointStore
+from agent_sdk.config import TERMINATED_EXIT_CODE, AgentConfig, OnKill
+from agent_sdk.killstate import InForce, KillState
+from agent_sdk.watchdog import schedule
+from mesh.audit import publish_event
+from mesh.codec import encode
+from mesh.connection import Connection
+from mesh.control import ControlUpdate, parse_control_message, read_records
+from mesh.errors import AgentKilled, MalformedMessage, MeshError, NotProvisioned, PermissionDenied
+from mesh.models import AuditEvent, EventType, Status, utcnow
+from mesh.provision import provision
+
+__all__ = ["AgentCore"]
+
+log = structlog.get_logger("agent_sdk.core")
+
+#: How long a safe point waits for the post-reconnect re-read before acting on what it knows.
+SYNC_WAIT = 5.0
+#: Bound on the `terminated` publish during escalation, before the process ends regardless.
+TERMINATE_PUBLISH_TIMEOUT = 2.0
+MALFORMED_LOG_EVERY = 10.0
+
+
+class AgentCore:
+    """Everything that talks to NATS for one instance. Runs on one event loop.
+
+    Thread-safety: the ``attention``/``killed_evt``/``clear_evt`` flags are threading.Events so
+    that a sync agent's thread can test them without touching the loop; everything else is
+    mutated on the loop only (``sync_parked`` under ``_sync_lock``).
+    """
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.ns = cfg.settings.namespace
+        self.key = self.ns.instance_key(cfg.uri, cfg.instance)
+        self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
+        self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key)
+        self.log = log.bind(agent=str(cfg.uri), instance=cfg.instance)
+        #: Set when a safe point must take the slow path: killed, fail-closed, or re-syncing.
+        self.attention = threading.Event()
+        self.killed_evt = threading.Event()
+        self.clear_evt = threading.Event()
+        self.clear_evt.set()
+        #: What sync sleepers wait on: set with ``attention``, except that when the loop is
+        #: about to acknowledge for a parked sleeper it is set only after the ack, so the
+        #: waking thread does not compete for the GIL with the ack on its way out.
+        self.sleep_wake = threading.Event()
+        self._defer_wake = False
+        self.metadata: dict[str, Any] = dict(cfg.metadata)
+        self.status = Status.ACTIVE
+        self.started_at = utcnow()
+        self.conn: Connection | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.control_kv: KeyValue | None = None
+        self.fail_closed = False
+        self.syncing = False
+        self.halted = False
+        self.closed = False
+        self.parked = 0
+        self.sync_parked = 0
+        self._sync_lock = threading.Lock()
+        self.paused_waiters = 0
+        self.guarded: dict[asyncio.Task[Any], int] = {}
+        self.kill_cancelled: set[asyncio.Task[Any]] = set()
+        self.acked: set[str] = set()
+        self.reached: set[str] = set()
+        self.escalating: set[str] = set()
+        self.malformed = 0
+        self._malformed_logged = 0.0
+        self._malformed_resync = 0.0
+        self._hb_seq = 0
+        self._changed = asyncio.Event()
+        self._halt_lock = asyncio.Lock()
+        self._resync_lock = asyncio.Lock()
+        self._subs: list[Subscription] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._last_contact = time.monotonic()
+        #: Last time the loop ran our heartbeat timer; a stale tick means user code blocks it.
+        self._tick = time.monotonic()
+        self._stall_escalating: set[str] = set()
+
+    # -- state queries (any thread) -------------------------------------------------------------
+    @property
+    def killed(self) -> bool:
+        return self.killed_evt.is_set()
+
+    def in_force(self) -> list[InForce]:
+        return self.state.in_force()
+
+    def mode(self) -> OnKill:
+        """What a halt does: a record's own ``action`` overrides on_kill; ``raise`` wins a tie."""
+        actions = [r.record.action or self.cfg.on_kill for r in self.in_force()] or [self.cfg.on_kill]
+        return "raise" if "raise" in actions else "pause"
+
+    def killed_error(self) -> AgentKilled:
+        held = self.in_force()
+        if held:
+            return AgentKilled(held[0].record)
+        return AgentKilled(
+            None, reason=f"no contact with NATS for {self.cfg.fail_closed_after:g}s (fail_closed_after)"
+        )
+
+    # -- start ------------------------------------------------------------------------------------
+    async def start(self, *, own_loop: bool = False) -> Any:
+        """Connect, subscribe, read kill records and checkpoint, then report ``started``.
+
+        ``own_loop=False`` (AsyncAgent): the loop is the user's and may be blocked by their
+        code, so a watchdog thread also checks for kills out of band when the loop stalls.
+        """
+        self.loop = asyncio.get_running_loop()
+        conn = Connection(
+            self.cfg.settings,
+            name=f"agent-sdk {self.cfg.uri} {self.cfg.instance}",
+            on_disconnect=self._on_disconnect,
+            on_reconnect=self._on_reconnect,
+        )
+        await conn.connect()
+        self.conn = conn
+        try:
+            self.control_kv, ckpt_kv = await self._buckets()
+            # Subscribe first, then read: a kill written in between arrives by one path or both.
+            for subject in self.ns.instance_control_subjects(self.cfg.uri, self.cfg.instance):
+                self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
+            await conn.nc.flush()
+            await self._read_records()
+            restored = await self.ckpt.load(ckpt_kv)
+            self._last_contact = time.monotonic()
+            await self._emit(
+                events.lifecycle_event(
+                    self.cfg,
+                    EventType.STARTED,
+                    data={
+                        "kill_keys": [r.key for r in self.in_force()],
+                        "checkpoint_seq": self.ckpt.written_seq or None,
+                        "hard_kill": self.cfg.hard_kill,
+                        "on_kill": self.cfg.on_kill,
+                    },
+                )
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        await self.send_heartbeat()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
+            asyncio.create_task(self._resync_loop(), name="agent-sdk resync"),
+            asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
+        ]
+        if self.cfg.fail_closed_after is not None:
+            self._tasks.append(asyncio.create_task(self._fail_closed_loop(), name="agent-sdk fail-closed"))
+        if self.cfg.hard_kill and not own_loop:
+            schedule(self._stall_after, self._check_stall)
+        self.log.debug("agent started", killed=self.killed, restored=restored is not None)
+        return restored
+
+    async def _buckets(self) -> tuple[KeyValue, KeyValue]:
+        assert self.conn is not None
+        js = self.conn.js
+        try:
+            return await self._open_buckets()
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+            pass
+        try:
+            await provision(js, self.ns)
+        except PermissionDenied:
+            self.log.info("may not provision; expecting an operator to have done it")
+        try:
+            return await self._open_buckets()
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError) as exc:
+            raise NotProvisioned(f"bucket {self.ns.control_bucket}") from exc
+
+    async def _open_buckets(self) -> tuple[KeyValue, KeyValue]:
+        assert self.conn is not None
+        js = self.conn.js
+        return await js.key_value(self.ns.control_bucket), await js.key_value(self.ns.checkpoints_bucket)
+
+    # -- control path -------------------------------------------------------------------------------
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            update = parse_control_message(self.ns, msg)
+        except MalformedMessage as exc:
+            self._note_malformed(msg.subject, str(exc))
+            return
+        except Exception as exc:  # a callback that raises would be logged by nats-py and forgotten
+            self._note_malformed(msg.subject, f"{type(exc).__name__}: {exc}")
+            return
+        if update.record is None:
+            # A resume lifts a kill, so it is confirmed against the KV before it counts: a forged
+            # or replayed "cleared" push must never let an instance act.
+            if update.key in self.state.keys:
+                self.spawn(self._confirm_clear(update.key))
+            return
+        self._apply([update])
+
+    async def _confirm_clear(self, key: str) -> None:
+        assert self.control_kv is not None
+        try:
+            updates = await read_records(self.control_kv, [key])
+        except MeshError as exc:
+            self.log.warning(
+                "confirming a resume failed; staying halted until the next re-read", error=str(exc)
+            )
+            return
+        self._apply(updates, from_kv=True)
+
+    def _note_malformed(self, subject: str, error: str) -> None:
+        self.malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_EVERY:
+            self._malformed_logged = now
+            self.log.warning(
+                "ignored malformed control message", subject=subject, error=error, count=self.malformed
+            )
+        # The KV is the truth: a corrupt push may hide a real kill, so read the records again
+        # (at most once a second, so a flood of garbage cannot turn into a flood of reads).
+        if now - self._malformed_resync >= 1.0:
+            self._malformed_resync = now
+            self.spawn(self.resync())
+
+    async def _read_records(self) -> None:
+        assert self.control_kv is not None
+        kv = self.control_kv
+        results = await asyncio.gather(*(read_records(kv, [key]) for key in sorted(self.state.keys)))
+        self._apply([u for batch in results for u in batch], from_kv=True)
+
+    async def resync(self) -> bool:
+        """Re-read every matching key; True if the read succeeded (the watch-health check)."""
+        if self.conn is None or not self.conn.is_connected or self.closed:
+            return False
+        async with self._resync_lock:
+            try:
+                await self._read_records()
+            except MeshError as exc:
+                self.log.warning("re-reading kill records failed", error=str(exc))
+                return False
+        self._last_contact = time.monotonic()
+        return True
+
+    def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> None:
+        before = {r.record.command_id for r in self.in_force()}
+        if self.state.apply(updates, from_kv=from_kv):
+            new = [r for r in self.in_force() if r.record.command_id not in before]
+            for held in new:
+                self.log.info(
+                    "kill observed", key=held.key, revision=held.revision, command_id=held.record.command_id
+                )
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute the flags after a change and start whatever the change calls for."""
+        held = self.in_force()
+        killed = bool(held) or self.fail_closed
+        if killed:
+            self.killed_evt.set()
+            self.clear_evt.clear()
+        else:
+            self.clear_evt.set()
+            self.killed_evt.clear()
+        parked = self.parked or self.sync_parked or self.paused_waiters or self.guarded or self.halted
+        immediate = killed and bool(parked) and not self.closed
+        self._defer_wake = immediate and bool(self.sync_parked)
+        self._update_attention()
+        live = {r.record.command_id for r in held}
+        self.acked &= live
+        self.reached &= live
+        self.escalating &= live
+        if self.cfg.hard_kill:
+            for r in held:
+                if r.record.command_id not in self.escalating:
+                    self.escalating.add(r.record.command_id)
+                    schedule(r.record.grace, functools.partial(self._escalate, r.record.command_id))
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if self.closed:  # a push delivered while draining: nothing left to report to
+            return
+        if killed:
+            for task in self.guarded:
+                if task not in self.kill_cancelled:
+                    self.kill_cancelled.add(task)
+                    task.cancel()
+            if immediate:
+                self.spawn(self._halt_then_wake())  # parked at a safe point: acknowledge at once
+                return  # the halt sends the heartbeat
+        elif self.halted and not self.paused_waiters:
+            self.spawn(self.publish_resumed())
+        self.spawn(self.send_heartbeat())
+
+    async def _halt_then_wake(self) -> None:
+        try:
+            await self.halt()
+        finally:
+            self._defer_wake = False
+            self._update_attention()
+
+    def _update_attention(self) -> None:
+        if self.killed_evt.is_set() or self.syncing:
+            self.attention.set()
+            if not self._defer_wake:
+                self.sleep_wake.set()
+        else:
+            self.attention.clear()
+            self.sleep_wake.clear()
+
+    async def wait_change(self, timeout: float | None = None) -> None:
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    # -- safe points ----------------------------------------------------------------------------------
+    async def safe_point(self) -> None:
+        """The slow path of every safe point: wait for a re-sync, then halt if killed."""
+        if self.syncing:
+            deadline = time.monotonic() + SYNC_WAIT
+            while self.syncing and time.monotonic() < deadline:
+                await self.wait_change(deadline - time.monotonic())
+        if not self.killed:
+            return
+        await self.halt()
+        if self.mode() == "raise":
+            raise self.killed_error()
+        await self._pause_until_clear()
+
+    async def halt(self) -> None:
+        """Flush the checkpoint, then acknowledge every record in force not yet acknowledged."""
+        async with self._halt_lock:
+            held = self.in_force()
+            if not held and not self.fail_closed:
+                return
+            for r in held:
+                self.reached.add(r.record.command_id)
+            status = Status.PAUSED if self.mode() == "pause" else Status.KILLED
+            new = [r for r in held if r.record.command_id not in self.acked]
+            if self.halted and not new and self.status == status:
+                return
+            me = asyncio.current_task()
+            cancelled = [t for t in self.kill_cancelled if not t.done() and t is not me]
+            if cancelled:  # let cancelled guarded calls unwind before we say we have stopped
+                await asyncio.wait(cancelled, timeout=min(r.record.grace for r in held) if held else 1.0)
+            self.halted = True
+            self.status = status
+            await self.ckpt.flush()
+            if new:
+                metadata = dict(self.metadata)
+                checkpoint = self.ckpt.state
+                seq = self.ckpt.latest[0] if self.ckpt.latest else None
+                acks = [
+                    events.ack_event(
+                        self.cfg,
+                        EventType.HALTED,
+                        r,
+                        status=status.value,
+                        metadata=metadata,
+                        checkpoint=checkpoint,
+                        checkpoint_seq=seq,
+                    )
+                    for r in new
+                ]
+                results = await asyncio.gather(*(self._emit(a) for a in acks), return_exceptions=True)
+                for r, result in zip(new, results, strict=True):
+                    if isinstance(result, BaseException):
+                        self.log.warning("halt ack failed; will retry", command_id=r.record.command_id)
+                    else:
+                        self.acked.add(r.record.command_id)
+                        self.log.info(
+                            "halt acknowledged",
+                            status=status.value,
+                            command_id=r.record.command_id,
+                            revision=r.revision,
+                            key=r.key,
+                        )
+            await self.send_heartbeat()
+
+    async def _pause_until_clear(self) -> None:
+        self.paused_waiters += 1
+        try:
+            while self.killed:
+                if self.closed:  # stop() from another thread: do not hold the caller forever
+                    raise self.killed_error()
+                await self.wait_change()
+                if self.killed:
+                    await self.halt()
+                    if self.mode() == "raise":
+                        raise self.killed_error()
+        finally:
+            self.paused_waiters -= 1
+        await self.publish_resumed()
+
+    async def publish_resumed(self) -> None:
+        if not self.halted or self.killed:
+            return
+        self.halted = False
+        self.status = Status.ACTIVE
+        self.log.info("resumed")
+        await self.send_heartbeat()
+        try:
+            await self._emit(
+                events.lifecycle_event(
+                    self.cfg, EventType.RESUMED, data={"checkpoint_seq": self.ckpt.written_seq or None}
+                )
+            )
+        except MeshError as exc:
+            self.log.warning("could not record resume", error=str(exc))
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, waking at once on a kill (parked: acknowledged by the push itself)."""
+        if not self.attention.is_set():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
+            self.parked += 1
+            try:
+                while not self.attention.is_set():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await self.wait_change(remaining)
+            finally:
+                self.parked -= 1
+        if self.attention.is_set():
+            await self.safe_point()
+
+    async def run_guarded(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a guarded coroutine; a kill cancels it at once and the caller gets AgentKilled."""
+        if self.attention.is_set():
+            await self.safe_point()
+        task = asyncio.current_task()
+        assert task is not None
+        self.guarded[task] = self.guarded.get(task, 0) + 1
+        try:
+            return await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            if task in self.kill_cancelled and task.cancelling() == 1:
+                self.kill_cancelled.discard(task)
+                task.uncancel()
+                raise self.killed_error() from None
+            raise
+        finally:
+            depth = self.guarded.pop(task, 1) - 1
+            if depth:
+                self.guarded[task] = depth
+            elif task in self.kill_cancelled:  # the call swallowed our cancel: take it back
+                self.kill_cancelled.discard(task)
+                if task.cancelling():
+                    task.uncancel()
+
+    # -- heartbeats and background loops ------------------------------------------------------------
+    async def send_heartbeat(self) -> None:
+        conn = self.conn
+        if conn is None or not conn.is_connected:
+            return
+        self._hb_seq += 1
+        hb = events.heartbeat(
+            self.cfg,
+            status=self.status,
+            seq=self._hb_seq,
+            started_at=self.started_at,
+            metadata=dict(self.metadata),
+            kill_keys=[r.key for r in self.in_force()],
+        )
+        try:
+            await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
+        except Exception as exc:  # heartbeats are best effort; the next one follows
+            self.log.debug("heartbeat not sent", error=str(exc) or type(exc).__name__)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+            self._tick = time.monotonic()
+            await self.send_heartbeat()
+
+    async def _resync_loop(self) -> None:
+        # A missed republish (or a dead subscription) must not leave us unkillable.
+        while True:
+            await asyncio.sleep(self.cfg.resync_interval)
+            await self.resync()
+
+    async def _fail_closed_loop(self) -> None:
+        limit = self.cfg.fail_closed_after
+        assert limit is not None
+        while True:
+            await asyncio.sleep(min(0.5, limit / 4))
+            conn = self.conn
+            if conn is not None and conn.is_connected and not self.syncing:
+                self._last_contact = time.monotonic()
+            elif not self.fail_closed and time.monotonic() - self._last_contact > limit:
+                self.log.warning("no contact with NATS; halting (fail_closed_after)", seconds=limit)
+                self.fail_closed = True
+                self._refresh()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._bg.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning("background step failed", error=repr(task.exception()))
+
+    async def _emit(self, event: AuditEvent, timeout: float = 5.0) -> None:
+        assert self.conn is not None
+        await publish_event(self.conn.js, self.ns, event, timeout=timeout)
+
+    # -- connection events -------------------------------------------------------------------------
+    async def _on_disconnect(self) -> None:
+        self.log.warning("disconnected from NATS")
+
+    async def _on_reconnect(self) -> None:
+        # Gate safe points until the records are re-read: a kill written while we were away
+        # must be honoured before the first guarded action (rule 3). Never block nats-py here.
+        self.syncing = True
+        self._update_attention()
+        self.spawn(self._after_reconnect())
+
+    async def _after_reconnect(self) -> None:
+        try:
+            while not self.closed:
+                assert self.conn is not None
+                with contextlib.suppress(Exception):
+                    await self.conn.nc.flush(timeout=2)
+                if await self.resync():
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            self.syncing = False
+            if self.fail_closed:
+                self.fail_closed = False
+            self.log.info("re-synced after reconnect", killed=bool(self.state))
+            self._refresh()
+        if self.ckpt.dirty:
+            self.ckpt.wake()
+
+    # -- escalation (watchdog thread) ----------------------------------------------------------------
+    def _escalate(self, command_id: str) -> None:
+        if self.closed or not self.cfg.hard_kill or command_id in self.reached:
+            return
+        held = next((r for r in self.in_force() if r.record.command_id == command_id), None)
+        if held is not None:
+            self._terminate(held)
+
+    @property
+    def _stall_after(self) -> float:
+        return 2 * self.cfg.heartbeat_interval + 0.5
+
+    def _stalled(self) -> bool:
+        return time.monotonic() - self._tick > self._stall_after
+
+    def _check_stall(self) -> None:
+        """Watchdog thread: while the user's loop is blocked, look for kills with our own client."""
+        if self.closed:
+            return
+        schedule(self._stall_after, self._check_stall)
+        if not self._stalled():
+            return
+        try:
+            held = asyncio.run(self._read_out_of_band())
+        except Exception as exc:
+            self.log.warning("event loop blocked and kill records unreadable", error=repr(exc))
+            return
+        for r in held:
+            cid = r.record.command_id
+            if cid not in self.reached and cid not in self._stall_escalating:
+                self._stall_escalating.add(cid)
+                self.log.warning("kill seen while the event loop is blocked", command_id=cid)
+                schedule(r.record.grace, functools.partial(self._escalate_stalled, r))
+
+    async def _read_out_of_band(self) -> list[InForce]:
+        conn = await Connection.open(self.cfg.settings, name="agent-sdk watchdog")
+        try:
+            kv = await conn.js.key_value(self.ns.control_bucket)
+            updates = await read_records(kv, sorted(self.state.keys))
+        finally:
+            await conn.close(timeout=1.0)
+        return [InForce(u.key, u.revision, u.record) for u in updates if u.record is not None]
+
+    def _escalate_stalled(self, held: InForce) -> None:
+        cid = held.record.command_id
+        if self.closed or cid in self.reached:
+            return
+        if not self._stalled():  # the loop is back: the normal path sees the kill and escalates
+            self._stall_escalating.discard(cid)
+            return
+        self._terminate(held)
+
+    def _terminate(self, held: InForce) -> None:
+        """Report ``terminated`` (bounded), then end the process: the kill's last resort."""
+        self.log.error(
+            "no safe point within the kill's grace; terminating the process",
+            grace=held.record.grace,
+            command_id=held.record.command_id,
+            exit_code=TERMINATED_EXIT_CODE,
+        )
+        done = False
+        if self.loop is not None and self.loop.is_running() and not self._stalled():
+            future = asyncio.run_coroutine_threadsafe(self._report_terminated(held, self.conn), self.loop)
+            try:
+                future.result(TERMINATE_PUBLISH_TIMEOUT)
+                done = True
+            except Exception:  # the loop is blocked too (a stuck AsyncAgent): use our own
+                future.cancel()
+        if not done:
+            try:
+                asyncio.run(self._report_terminated(held, None))
+            except Exception as exc:
+                self.log.error("could not report termination", error=repr(exc))
+        os._exit(TERMINATED_EXIT_CODE)
+
+    async def _report_terminated(self, held: InForce, conn: Connection | None) -> None:
+        own = conn is None or not conn.is_connected
+        if own:
+            conn = await Connection.open(self.cfg.settings, name="agent-sdk terminate")
+        assert conn is not None
+        try:
+            self.status = Status.TERMINATED
+            seq = self.ckpt.latest[0] if self.ckpt.latest else None
+            event = events.ack_event(
+                self.cfg,
+                EventType.TERMINATED,
+                held,
+                status="terminated",
+                metadata=dict(self.metadata),
+                checkpoint=self.ckpt.state,
+                checkpoint_seq=seq,
+            )
+            await publish_event(conn.js, self.ns, event, timeout=1.0, attempts=1)
+            hb = events.heartbeat(
+                self.cfg,
+                status=Status.TERMINATED,
+                seq=self._hb_seq + 1,
+                started_at=self.started_at,
+                metadata=dict(self.metadata),
+                kill_keys=[r.key for r in self.in_force()],
+            )
+            await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
+            await conn.nc.flush(timeout=1)
+        finally:
+            if own:
+                await conn.close(timeout=1.0)
+
+    # -- stop ----------------------------------------------------------------------------------------
+    async def close(self, outcome: Status, exc: BaseException | None = None) -> None:
+        """Flush, report ``stopped``/``crashed`` (killed: ``stopped`` with that status), drain."""
+        if self.closed:
+            return
+        self.closed = True
+        self._changed.set()  # wake paused safe points so they can leave
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            await self.ckpt.flush()
+            data: dict[str, Any] = {"status": outcome.value, "checkpoint_seq": self.ckpt.written_seq or None}
+            etype = EventType.STOPPED
+            if outcome is Status.CRASHED and exc is not None:
+                etype = EventType.CRASHED
+                data["exception"] = type(exc).__name__
+                data["message"] = str(exc)[:1000]
+            self.status = outcome
+            if conn.is_connected:
+                await self.send_heartbeat()
+                await self._emit(events.lifecycle_event(self.cfg, etype, data=data), timeout=2.0)
+        except MeshError as err:
+            self.log.warning("could not report stop", error=str(err))
+        finally:
+            for task in list(self._bg):
+                task.cancel()
+            await conn.close()
+        self.log.debug("agent closed", status=outcome.value)

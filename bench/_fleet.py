@@ -1,0 +1,147 @@
+"""A fleet process for :mod:`bench.kill_latency`: many real ``AsyncAgent`` instances in one process.
+
+``python -m bench._fleet URL PREFIX RUN PROC --uri agent://bench/kl/n100 --first 0 --count 50``
+
+Each instance is a real SDK instance with its own connection and subscriptions, parked in
+``await agent.sleep()`` (or in a guarded coroutine with ``--guarded``), with ``on_kill`` = ``--mode``.
+The wall-clock time at which the SDK applies a pushed kill (its kill flag goes up: the instance
+*observed* the kill) and at which it applies the resume (flag down) is noted by wrapping the
+instance's internal ``_refresh`` -- a bench-only probe, the SDK itself is not changed. In
+``raise`` mode the parked call raises ``AgentKilled``; the task waits for the resume and parks
+again. In ``pause`` mode the parked call blocks until the resume and returns. The bench's operator side asks for the notes
+between cycles on ``bench.fleet.RUN.PROC.collect`` and stops the process with
+``bench.fleet.RUN.stop``. Bounded: it exits on its own after ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+
+import nats
+from nats.aio.msg import Msg
+
+from bench.common import bench_settings
+
+
+async def run(args: argparse.Namespace) -> None:
+    from agent_sdk import AgentKilled, AsyncAgent
+
+    settings = bench_settings(args.url, args.prefix)
+    coord = await nats.connect(args.url, name=f"bench-fleet-{args.proc}")
+    observed: list[float] = []
+    resumed: list[float] = []
+    raised = 0
+    ready = 0
+    failed: list[str] = []
+    stop = asyncio.Event()
+    gate = asyncio.Semaphore(args.start_concurrency)
+
+    def probe(agent: AsyncAgent) -> None:
+        core = agent._core
+        flag = core.killed_evt
+        original = core._refresh
+
+        def refresh() -> None:
+            before = flag.is_set()
+            original()
+            after = flag.is_set()
+            if after and not before:
+                observed.append(time.time())
+            elif before and not after:
+                resumed.append(time.time())
+
+        core._refresh = refresh  # type: ignore[method-assign]
+
+    async def instance(i: int) -> None:
+        nonlocal ready, raised
+        name = f"p{args.proc}-{i:05d}"
+        await gate.acquire()
+        released = False
+        try:
+            async with AsyncAgent(
+                args.uri,
+                instance=name,
+                settings=settings,
+                heartbeat_interval=args.heartbeat_interval,
+                on_kill=args.mode,
+            ) as agent:
+                probe(agent)
+                gate.release()
+                released = True
+                ready += 1
+                if args.guarded:
+
+                    @agent.guard
+                    async def work() -> None:
+                        await asyncio.sleep(3600)
+
+                while not stop.is_set():
+                    try:
+                        if args.guarded:
+                            await work()
+                        else:
+                            await agent.sleep(3600)
+                    except AgentKilled:
+                        raised += 1
+                        await agent.wait_resumed()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+        finally:
+            if not released:
+                gate.release()
+
+    async def on_collect(msg: Msg) -> None:
+        nonlocal observed, resumed
+        obs, res = observed, resumed
+        observed, resumed = [], []
+        await msg.respond(json.dumps({"observed": obs, "resumed": res}).encode())
+
+    async def on_status(msg: Msg) -> None:
+        body = {"ready": ready, "count": args.count, "failed": len(failed), "errors": failed[:3], "raised": raised}
+        await msg.respond(json.dumps(body).encode())
+
+    async def on_stop(_msg: Msg) -> None:
+        stop.set()
+
+    base = f"bench.fleet.{args.run}"
+    await coord.subscribe(f"{base}.{args.proc}.collect", cb=on_collect)
+    await coord.subscribe(f"{base}.{args.proc}.status", cb=on_status)
+    await coord.subscribe(f"{base}.stop", cb=on_stop)
+    await coord.flush()
+
+    tasks = [asyncio.create_task(instance(args.first + i)) for i in range(args.count)]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), args.max_seconds)
+    for t in tasks:
+        t.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    await coord.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("prefix")
+    parser.add_argument("run")
+    parser.add_argument("proc", type=int)
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--heartbeat-interval", type=float, default=2.0)
+    parser.add_argument("--start-concurrency", type=int, default=64)
+    parser.add_argument("--mode", choices=["pause", "raise"], default="pause", help="the instances' on_kill")
+    parser.add_argument("--guarded", action="store_true", help="park in a guarded coroutine, not agent.sleep()")
+    parser.add_argument("--max-seconds", type=float, default=900.0)
+    args = parser.parse_args()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

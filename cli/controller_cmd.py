@@ -1,0 +1,59 @@
+"""``mesh controller``: run the controller in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def controller(
+    lost_after: Annotated[float, typer.Option(help="Seconds of silence before an instance is lost.")] = 30.0,
+    retention: Annotated[
+        float, typer.Option(help="Seconds after which records of gone instances leave the status KV.")
+    ] = 86400.0,
+    lease_ttl: Annotated[float, typer.Option(help="Leader lease TTL in seconds (takeover time).")] = 10.0,
+    refresh_every: Annotated[
+        float, typer.Option(help="Write an instance's last_seen at most this often (seconds).")
+    ] = 5.0,
+    stale_intervals: Annotated[
+        float, typer.Option(help="Missed heartbeat intervals before an instance is stale.")
+    ] = 3.0,
+    sweep_every: Annotated[float, typer.Option(help="Seconds between sweeps.")] = 1.0,
+) -> None:
+    """Run the controller (live status, stale/lost detection, audit) until Ctrl+C.
+
+    Several may run against one NATS: one is active, the others stand by.
+
+    Example: mesh controller --lost-after 30 --retention 86400
+    """
+    import asyncio
+    import signal
+
+    from controller import ControllerOptions, serve
+    from mesh.logs import configure_logging
+    from mesh.settings import Settings
+
+    configure_logging()
+    settings = Settings.from_env()
+    options = ControllerOptions(
+        lost_after=lost_after,
+        retention=retention,
+        lease_ttl=lease_ttl,
+        refresh_every=refresh_every,
+        stale_intervals=stale_intervals,
+        sweep_every=sweep_every,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop=stop, options=options)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    typer.run(controller)

@@ -1,0 +1,188 @@
+"""The controller process: lease, then (while active) heartbeat ingest, lifecycle feed, sweep and writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import nats.errors
+import structlog
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
+
+from controller.ingest import Ingest
+from controller.lease import Lease
+from controller.lifecycle import LifecycleFeed
+from controller.options import ControllerOptions
+from controller.restore import restore
+from controller.service import ServiceAPI
+from controller.state import Fleet, Policy
+from controller.stats import Stats
+from controller.sweep import sweep_loop
+from controller.writer import Writer
+from mesh.connection import Connection, translate_error
+from mesh.settings import Settings
+
+__all__ = ["Controller"]
+
+log = structlog.get_logger("controller")
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True if it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+    return event.is_set()
+
+
+class Controller:
+    """One controller process. Several may run: the lease decides which one is active."""
+
+    def __init__(self, settings: Settings, options: ControllerOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or ControllerOptions()
+        o = self.options
+        self.policy = Policy(
+            lost_after=o.lost_after,
+            stale_intervals=o.stale_intervals,
+            refresh_every=o.refresh_every,
+            retention=o.retention,
+        )
+        self.stats = Stats()
+        self.fleet = Fleet(self.policy)
+        self.role = "starting"
+        self.lease: Lease | None = None
+        self.writer: Writer | None = None
+        self._hb_sub: Subscription | None = None
+
+    @property
+    def ingesting(self) -> bool:
+        """Active and subscribed to heartbeats."""
+        return self.role == "active" and self._hb_sub is not None
+
+    # -- observability --------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        counts = self.fleet.counts() if self.role == "active" else {}
+        lease = self.lease
+        return {
+            "prefix": self.settings.prefix,
+            "holder": self.options.holder,
+            "role": self.role,
+            "lease_holder": lease.current_holder if lease else None,
+            "instances": counts,
+            "instances_total": sum(counts.values()),
+            "pending_audit_events": self.writer.pending_events if self.writer else 0,
+            **self.stats.as_dict(),
+        }
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            sub = self._hb_sub
+            if sub is not None and exc.sid == sub._id:
+                self.stats.dropped += 1
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        o = self.options
+        conn = Connection(self.settings, name=f"mesh-controller {o.holder}", on_error=self._on_error)
+        await conn.connect()
+        service: ServiceAPI | None = None
+        ticker = asyncio.create_task(self._tick(stop))
+        try:
+            ns = conn.ns
+            try:
+                leases_kv = await conn.js.key_value(ns.leases_bucket)
+                instances_kv = await conn.js.key_value(ns.instances_bucket)
+            except Exception as exc:
+                raise translate_error(exc, "open the controller's buckets", subject=ns.leases_bucket) from exc
+            self.lease = Lease(leases_kv, o.holder, o.lease_ttl)
+            service = ServiceAPI(conn.nc, ns.controller_service, ns.prefix, self.snapshot)
+            await service.start()
+            log.info("controller started", holder=o.holder, prefix=ns.prefix, lease_ttl=o.lease_ttl)
+            while not stop.is_set():
+                if await self.lease.step():
+                    await self._active(conn, instances_kv, stop)
+                    continue
+                if self.role != "standby":
+                    log.info("standing by", lease_holder=self.lease.current_holder)
+                self.role = "standby"
+                await _wait(stop, o.lease_ttl / 3)
+        finally:
+            ticker.cancel()
+            if self.lease is not None:
+                await self.lease.release()
+            if service is not None:
+                await service.stop()
+            await conn.close()
+            self.role = "stopped"
+            log.info("controller stopped", holder=o.holder)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.stats.tick(time.time())
+            await asyncio.sleep(1.0)
+
+    async def _active(self, conn: Connection, kv: KeyValue, stop: asyncio.Event) -> None:
+        """Act as the active controller until the lease is lost or ``stop`` is set."""
+        o = self.options
+        lease = self.lease
+        assert lease is not None
+        self.role = "active"
+        fleet = self.fleet = Fleet(self.policy)
+        try:
+            loaded = await restore(kv, fleet)
+        except Exception as exc:
+            log.warning("could not read the instances KV, will retry", error=str(exc) or type(exc).__name__)
+            await _wait(stop, o.lease_ttl / 3)
+            return
+        writer = self.writer = Writer(
+            conn,
+            kv,
+            fleet,
+            self.stats,
+            actor="mesh-controller",
+            may_write=lambda: lease.held,
+            flush_every=o.flush_every,
+        )
+        ingest = Ingest(conn.ns, fleet, self.stats, writer.submit, max_bytes=o.max_heartbeat_bytes)
+        self._hb_sub = await conn.nc.subscribe(
+            conn.ns.heartbeat_wildcard,
+            cb=ingest.on_message,
+            pending_msgs_limit=o.pending_msgs_limit,
+            pending_bytes_limit=o.pending_bytes_limit,
+        )
+        feed = LifecycleFeed(
+            conn, fleet, self.stats, writer.submit, writer.flush, durable=o.lifecycle_durable
+        )
+        warmup = o.warmup if o.warmup is not None else min(o.lost_after, fleet.longest_interval()) + 0.5
+        log.info("active", holder=o.holder, restored=loaded, first_sweep_in=round(warmup, 2))
+        tasks = [
+            asyncio.create_task(writer.run(), name="writer"),
+            asyncio.create_task(feed.run(), name="lifecycle"),
+            asyncio.create_task(
+                sweep_loop(fleet, writer.submit, writer.wake, every=o.sweep_every, warmup=warmup),
+                name="sweep",
+            ),
+        ]
+        try:
+            while not await _wait(stop, o.lease_ttl / 3):
+                if not await lease.step():
+                    log.warning("lease lost, standing by", lease_holder=lease.current_holder)
+                    break
+                for task in tasks:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        raise RuntimeError(f"controller task {task.get_name()} died") from task.exception()
+        finally:
+            sub, self._hb_sub = self._hb_sub, None
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if lease.held:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.flush(refresh=True), 5.0)
+            self.writer = None

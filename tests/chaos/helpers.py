@@ -1,0 +1,128 @@
+"""Shared pieces of the chaos tests: a fleet of real SDK agents with work loops, polling, audit reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from agent_sdk import AgentKilled, AsyncAgent
+from mesh.codec import decode
+from mesh.connection import Connection
+from mesh.models import AuditEvent, Checkpoint, EventType
+from mesh.settings import Settings
+from mesh.subjects import Namespace
+from mesh.target import parse_agent_uri
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll until ``check()`` (sync or async) is truthy: a generous deadline, never a timing assertion."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if asyncio.iscoroutine(last):
+                last = await last
+        except Exception as exc:  # e.g. a read while the server restarts: try again
+            last = exc
+        else:
+            if last:
+                return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Worker:
+    """One real AsyncAgent (pause on kill) whose loop heartbeats, checkpoints and counts units of work."""
+
+    def __init__(self, settings: Settings, uri: str, instance: str, *, interval: float = 0.3) -> None:
+        self.uri, self.instance = uri, instance
+        self.agent = AsyncAgent(
+            uri, instance=instance, settings=settings, on_kill="pause", hard_kill=False, heartbeat_interval=interval
+        )
+        self.done = 0
+        self.checkpointed = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Worker:
+        await self.agent.start()
+        self.task = asyncio.create_task(self._loop())
+        return self
+
+    async def _loop(self) -> None:
+        with contextlib.suppress(AgentKilled, asyncio.CancelledError):
+            while True:
+                await self.agent.heartbeat({"done": self.done})
+                self.done += 1
+                await self.agent.checkpoint({"done": self.done})
+                self.checkpointed = self.done
+                await self.agent.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.agent.stop(), 15)
+
+
+async def start_fleet(settings: Settings, members: list[tuple[str, str]], **kw: Any) -> list[Worker]:
+    workers = [Worker(settings, uri, inst, **kw) for uri, inst in members]
+    await asyncio.gather(*(w.start() for w in workers))
+    await eventually(lambda: all(w.done > 2 for w in workers), what="the fleet to be working")
+    return workers
+
+
+async def stop_fleet(workers: list[Worker]) -> None:
+    await asyncio.gather(*(w.stop() for w in workers))
+
+
+async def stalled(workers: list[Worker], pause: float = 0.3) -> bool:
+    """Every worker is killed and its loop no longer advances."""
+    if not all(w.agent.killed for w in workers):
+        return False
+    before = [w.done for w in workers]
+    await asyncio.sleep(pause)
+    return [w.done for w in workers] == before
+
+
+async def all_events(settings: Settings) -> list[AuditEvent]:
+    """Every event in the audit stream, oldest first (an ordered consumer, raw)."""
+    async with Connection(settings, name="chaos-audit") as conn:
+        stream = conn.ns.audit_stream
+        info = await conn.js.stream_info(stream)
+        out: list[AuditEvent] = []
+        if info.state.messages == 0:
+            return out
+        sub = await conn.js.subscribe(conn.ns.audit_wildcard, ordered_consumer=True, stream=stream)
+        try:
+            while len(out) < info.state.messages:
+                msg = await sub.next_msg(timeout=10)
+                out.append(decode(AuditEvent, msg.data))
+        finally:
+            await sub.unsubscribe()
+        return out
+
+
+def count(events: list[AuditEvent], etype: EventType, **match: Any) -> Counter[tuple[str | None, str | None]]:
+    """How many events of ``etype`` per (agent_uri, instance), filtered on equal fields."""
+    return Counter(
+        (e.agent_uri, e.instance)
+        for e in events
+        if e.type is etype and all(getattr(e, k) == v for k, v in match.items())
+    )
+
+
+async def stored_checkpoint(settings: Settings, uri: str, instance: str) -> Checkpoint | None:
+    async with Connection(settings, name="chaos-checkpoints") as conn:
+        ns: Namespace = conn.ns
+        kv = await conn.js.key_value(ns.checkpoints_bucket)
+        try:
+            entry = await kv.get(ns.instance_key(parse_agent_uri(uri), instance))
+        except Exception:
+            return None
+        return decode(Checkpoint, entry.value) if entry.value else None

@@ -1,0 +1,94 @@
+"""A 3-node cluster on loopback, with compose.yaml's flags and nats.conf's roles, R3 buckets and stream:
+one node is killed (``kill -9``) during a kill, and every instance ends halted, including those that
+were connected to the dead node."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mesh.connection import Connection
+from mesh.models import EventType
+from mesh.operator import AsyncMesh
+from mesh.provision import ProvisionOptions, provision
+from mesh.settings import Settings
+
+from .cluster import ClusterNode, loopback_cluster
+from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+TARGET = "agent://acme/prod/mailer"
+ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS", "ROUTE")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[ClusterNode], dict[str, str]]]:
+    env = {f"MESH_{r}_PASSWORD": "pw-" + secrets.token_urlsafe(12) for r in ROLES}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # nats.conf reads the role passwords from the servers' environment
+    nodes = loopback_cluster(tmp_path, env)
+    for node in nodes:
+        node.server.start()
+    try:
+        yield nodes, env
+    finally:
+        for node in nodes:
+            node.server.kill()
+
+
+def role(url: str, env: dict[str, str], user: str) -> Settings:
+    return Settings(
+        nats_url=url, user=user, password=env[f"MESH_{user.upper()}_PASSWORD"], prefix="mesh", connect_timeout=5.0
+    )
+
+
+async def test_node_killed_during_a_kill(cluster: tuple[list[ClusterNode], dict[str, str]]) -> None:
+    nodes, env = cluster
+    urls = [n.server.url for n in nodes]
+    all_urls = ",".join(urls)
+
+    async def provisioned() -> bool:
+        async with Connection(role(all_urls, env, "admin")) as conn:
+            await provision(conn.js, conn.ns, ProvisionOptions(replicas=3))
+        return True
+
+    await eventually(provisioned, timeout=90, what="R3 provisioning (JetStream meta leader elected)")
+    async with Connection(role(all_urls, env, "operator")) as conn:
+        info = await conn.js.stream_info(conn.ns.audit_stream)
+        assert info.config.num_replicas == 3 and info.config.deny_delete and info.config.deny_purge
+
+    # 6 instances, two on each node (each agent is given one node; it learns the others from it)
+    workers = []
+    for k in range(6):
+        workers += await start_fleet(role(urls[k % 3], env, "agent"), [(TARGET, f"n{k % 3}-i{k}")])
+    doomed = [w for w in workers if w.instance.startswith("n0-")]
+    operator = role(urls[1], env, "operator")
+    try:
+        async with AsyncMesh(operator) as op:
+            report = await op.kill(TARGET, reason="chaos: node lost", wait=0.0)
+        nodes[0].server.kill()
+
+        await eventually(lambda: stalled(workers), timeout=90, what="every instance to halt")
+        assert all(w.agent.killed for w in doomed)
+
+        async def acked() -> bool:
+            halted = count(await all_events(operator), EventType.HALTED, revision=report.revision)
+            return all(halted[(w.uri, w.instance)] >= 1 for w in workers)
+
+        await eventually(acked, timeout=90, what="every acknowledgement on the surviving nodes")
+        events = await all_events(operator)
+        assert len({e.id for e in events}) == len(events)
+        assert count(events, EventType.HALTED, revision=report.revision) == {(w.uri, w.instance): 1 for w in workers}
+
+        # the dead node comes back on its store and catches up; resume reaches everyone
+        await asyncio.to_thread(nodes[0].server.start)
+        async with AsyncMesh(role(urls[2], env, "operator")) as op:
+            await op.resume(TARGET, reason="chaos over", wait=5.0)
+        await eventually(lambda: not any(w.agent.killed for w in workers), timeout=90, what="resume everywhere")
+    finally:
+        await stop_fleet(workers)

@@ -1,0 +1,109 @@
+"""Controller ``kill -9`` during a kill: the kill still lands, and the restarted controller loses and
+doubles no event (it rebuilds from JetStream, and its durable consumer resumes where it stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mesh.codec import encode
+from mesh.connection import Connection
+from mesh.models import EventType, Heartbeat, Status
+from mesh.operator import AsyncMesh
+from mesh.provision import ProvisionOptions, provision
+from mesh.server import EmbeddedServer
+from mesh.settings import Settings
+from mesh.target import parse_agent_uri
+
+from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
+
+MESH_CLI = str(Path(sys.executable).parent / "mesh")
+TARGET = "agent://acme/prod/mailer"
+GHOST = "agent://acme/prod/ghost"
+
+
+def start_controller(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NATS_URL": settings.nats_url, "MESH_PREFIX": settings.prefix, "MESH_ACTOR": "controller"}
+    args = ["--lost-after", "4", "--lease-ttl", "2", "--refresh-every", "0.5", "--sweep-every", "0.2"]
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [MESH_CLI, "controller", *args], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+async def test_controller_kill9_during_a_kill(own_server: EmbeddedServer, tmp_path: Path) -> None:
+    settings = Settings(nats_url=own_server.url, prefix="c" + uuid.uuid4().hex[:8], actor="chaos")
+    async with Connection(settings) as conn:
+        await provision(conn.js, conn.ns, ProvisionOptions())
+    first = start_controller(settings, tmp_path / "controller-1.log")
+    second: subprocess.Popen[bytes] | None = None
+    workers = await start_fleet(settings, [(TARGET, f"i{k}") for k in range(4)])
+    try:
+        async with AsyncMesh(settings) as op:
+
+            async def all_status(status: Status) -> bool:
+                rows = await op.list_instances(TARGET)
+                return len(rows) == 4 and all(r.status is status for r in rows)
+
+            await eventually(lambda: all_status(Status.ACTIVE), what="the controller to list the fleet")
+
+            # A ghost instance heartbeats, then falls silent: the first controller marks it stale.
+            async with Connection(settings) as raw:
+                agent = parse_agent_uri(GHOST)
+                for seq in range(4):
+                    hb = Heartbeat(agent_uri=GHOST, instance="g1", seq=seq, interval=0.3)
+                    await raw.nc.publish(raw.ns.heartbeat_subject(agent, "g1"), encode(hb))
+                    await asyncio.sleep(0.1)
+
+            async def ghost_stale() -> bool:
+                return count(await all_events(settings), EventType.STALE)[(GHOST, "g1")] == 1
+
+            await eventually(ghost_stale, what="the ghost to go stale")
+
+            # kill -9 the controller while the kill is in flight
+            kill = asyncio.create_task(op.kill(TARGET, reason="chaos: controller crash", wait=10.0))
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            report = await kill
+            assert sorted(r.instance for r in report.instances) == [f"i{k}" for k in range(4)], report
+            await eventually(lambda: stalled(workers), what="every instance to halt without a controller")
+
+            second = start_controller(settings, tmp_path / "controller-2.log")
+            await eventually(lambda: all_status(Status.PAUSED), what="the new controller to see every halt")
+
+            async def ghost_lost() -> bool:
+                return (await op.get(GHOST, "g1")).status is Status.LOST
+
+            await eventually(ghost_lost, what="the ghost to be lost")
+            await op.resume(TARGET, reason="chaos over", wait=5.0)
+            await eventually(lambda: all_status(Status.ACTIVE), what="active again after resume")
+
+        events = await all_events(settings)
+        assert len({e.id for e in events}) == len(events), "an event was stored twice"
+        fleet = {(w.uri, w.instance): 1 for w in workers}
+        assert count(events, EventType.STARTED) == fleet
+        assert count(events, EventType.HALTED, revision=report.revision) == fleet
+        assert count(events, EventType.RESUMED) == fleet
+        # the controller's own transitions: each once, none invented for live instances by the restart
+        assert count(events, EventType.STALE) == {(GHOST, "g1"): 1}
+        assert count(events, EventType.LOST) == {(GHOST, "g1"): 1}
+        assert count(events, EventType.RECOVERED) == {}
+    finally:
+        await stop_fleet(workers)
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)

@@ -1,0 +1,112 @@
+"""An agent process frozen with SIGSTOP: stale, then lost; SIGCONT brings it back (recovered). Frozen
+again while a kill is issued: after SIGCONT it halts before its next action."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import ControllerOptions, serve
+from mesh.connection import Connection
+from mesh.models import EventType, Status
+from mesh.operator import AsyncMesh
+from mesh.provision import ProvisionOptions, provision
+from mesh.server import EmbeddedServer
+from mesh.settings import Settings
+
+from .helpers import all_events, count, eventually
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
+
+URI = "agent://acme/prod/frozen"
+AGENT = Path(__file__).with_name("agent_proc.py")
+FAST = ControllerOptions(lost_after=3.0, stale_intervals=3.0, sweep_every=0.1, refresh_every=0.5, flush_every=0.05)
+
+
+class Proc:
+    """The agent subprocess and the JSON lines it has printed so far."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, str(AGENT), "--url", settings.nats_url, "--prefix", settings.prefix,
+             "--uri", URI, "--instance", "f1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for raw in self.p.stdout:
+            self.lines.append(json.loads(raw))
+
+    def actions(self) -> list[int]:
+        return [line["action"] for line in list(self.lines) if "action" in line]
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGCONT)
+            self.p.kill()
+        self.p.wait(10)
+
+
+async def test_sigstop_stale_lost_recovered_then_killed_while_frozen(own_server: EmbeddedServer) -> None:
+    settings = Settings(nats_url=own_server.url, prefix="c" + uuid.uuid4().hex[:8], actor="chaos")
+    async with Connection(settings) as conn:
+        await provision(conn.js, conn.ns, ProvisionOptions())
+    stop = asyncio.Event()
+    ctl = asyncio.create_task(serve(settings, stop=stop, options=FAST))
+    proc = Proc(settings)
+    try:
+        async with AsyncMesh(settings) as op:
+
+            async def status_is(status: Status) -> bool:
+                rows = await op.list_instances(URI)
+                return bool(rows) and rows[0].status is status
+
+            await eventually(lambda: status_is(Status.ACTIVE), what="active")
+            await eventually(lambda: len(proc.actions()) > 3, what="the agent to work")
+
+            # 1. frozen: stale, then lost; thawed: recovered, working again
+            proc.p.send_signal(signal.SIGSTOP)
+            await eventually(lambda: status_is(Status.STALE), what="stale")
+            await eventually(lambda: status_is(Status.LOST), what="lost")
+            proc.p.send_signal(signal.SIGCONT)
+            await eventually(lambda: status_is(Status.ACTIVE), what="active again")
+            events = await all_events(settings)
+            assert count(events, EventType.STALE)[(URI, "f1")] == 1
+            assert count(events, EventType.LOST)[(URI, "f1")] == 1
+            assert count(events, EventType.RECOVERED)[(URI, "f1")] == 1
+            n = len(proc.actions())
+            await eventually(lambda: len(proc.actions()) > n, what="work after thawing")
+
+            # 2. frozen while a kill is issued: after SIGCONT, no action before it halts
+            proc.p.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.3)
+            frozen_at = proc.actions()
+            report = await op.kill(URI, reason="chaos: frozen agent", wait=0.5)
+            assert [s.instance for s in report.missing] == ["f1"], "a frozen instance cannot acknowledge"
+            proc.p.send_signal(signal.SIGCONT)
+            await asyncio.to_thread(proc.p.wait, 60)
+            assert proc.p.returncode == 0
+            assert proc.lines[-1].get("killed") is True
+            assert proc.actions() == frozen_at, "the agent acted after a kill issued while it was frozen"
+            await eventually(
+                lambda: status_is(Status.KILLED), what="status killed"
+            )
+            halted = count(await all_events(settings), EventType.HALTED, revision=report.revision)
+            assert halted == {(URI, "f1"): 1}
+    finally:
+        proc.close()
+        stop.set()
+        await asyncio.wait_for(ctl, 20)

@@ -1,0 +1,146 @@
+"""Helpers for the SDK tests: write kill records straight to the KV, read the audit stream, poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from mesh.codec import decode, encode
+from mesh.connection import Connection
+from mesh.models import AuditEvent, KillRecord
+from mesh.provision import provision
+from mesh.settings import Settings
+from mesh.target import parse_target
+
+DEADLINE = 30.0
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """Poll ``pred`` until it is truthy; generous deadline, no timing assertion."""
+    end = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+async def await_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def put_kill(
+    conn: Connection, target: str, instance: str | None = None, **fields: Any
+) -> tuple[str, int, KillRecord]:
+    """Write a kill record as the operator API would: the KV put is the whole kill (rule 2)."""
+    t = parse_target(target, instance)
+    key = conn.ns.control_key(t)
+    record = KillRecord(target=t.uri, instance=t.instance, actor="tester", **fields)
+    kv = await conn.js.key_value(conn.ns.control_bucket)
+    revision = await kv.put(key, encode(record))
+    return key, revision, record
+
+
+async def delete_kill(conn: Connection, key: str) -> None:
+    kv = await conn.js.key_value(conn.ns.control_bucket)
+    await kv.delete(key)
+
+
+async def audit_events(
+    conn: Connection, etype: str | None = None, instance: str | None = None
+) -> list[AuditEvent]:
+    """Every event in this namespace's audit stream, optionally filtered."""
+    info = await conn.js.stream_info(conn.ns.audit_stream)
+    out: list[AuditEvent] = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if not seq:
+            continue
+        msg = await conn.js.get_msg(conn.ns.audit_stream, seq)
+        assert msg.data is not None
+        event = decode(AuditEvent, msg.data)
+        if (etype is None or event.type.value == etype) and (instance is None or event.instance == instance):
+            out.append(event)
+    return out
+
+
+class Ops:
+    """A synchronous operator for tests that drive the sync ``Agent``: its own loop thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
+        self.portal = self._cm.__enter__()
+        self.conn: Connection = self.portal.call(self._open, settings)
+
+    @staticmethod
+    async def _open(settings: Settings) -> Connection:
+        conn = await Connection.open(settings, name="sdk-test-ops")
+        await provision(conn.js, conn.ns)
+        return conn
+
+    def kill(self, target: str, instance: str | None = None, **fields: Any) -> tuple[str, int, KillRecord]:
+        return self.portal.call(lambda: put_kill(self.conn, target, instance, **fields))
+
+    def resume(self, key: str) -> None:
+        self.portal.call(delete_kill, self.conn, key)
+
+    def events(self, etype: str | None = None, instance: str | None = None) -> list[AuditEvent]:
+        return self.portal.call(audit_events, self.conn, etype, instance)
+
+    def acks(self, command_id: str) -> list[AuditEvent]:
+        return [e for e in self.events("halted") if e.command_id == command_id]
+
+    def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        async def go() -> None:
+            await self.conn.nc.publish(subject, data, headers=headers)
+            await self.conn.nc.flush()
+
+        self.portal.call(go)
+
+    def close(self) -> None:
+        try:
+            self.portal.call(self.conn.close)
+        finally:
+            self._cm.__exit__(None, None, None)
+
+
+class AgentPool:
+    """Starts sync agents for a test and stops whatever is still running at teardown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.agents: list[Any] = []
+
+    def start(self, uri: str = "agent://acme/prod/mailer", **kwargs: Any) -> Any:
+        from agent_sdk import Agent
+
+        kwargs.setdefault("hard_kill", False)  # an in-process escalation would end pytest
+        kwargs.setdefault("heartbeat_interval", 0.5)
+        agent = Agent(uri, settings=self.settings, **kwargs).start()
+        self.agents.append(agent)
+        return agent
+
+    def close(self) -> None:
+        for agent in self.agents:
+            # Teardown of an agent that a test already stopped or broke.
+            with contextlib.suppress(Exception):
+                agent.stop()
+
+
+def resync(agent: Any) -> None:
+    """Make a sync agent re-read its records now (what its periodic health check does)."""
+    agent._portal.call(agent._core.resync)

@@ -1,0 +1,170 @@
+"""Failures: kill during a server outage, fail-closed, escalation of a stuck process, 3 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_sdk import TERMINATED_EXIT_CODE, AgentKilled
+from mesh.server import EmbeddedServer
+from mesh.settings import Settings
+from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
+
+pytestmark = pytest.mark.chaos
+
+URI = "agent://acme/prod/mailer"
+WORKER = Path(__file__).parent / "agents" / "worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def own_settings(own_server: EmbeddedServer, prefix: str) -> Settings:
+    return Settings(nats_url=own_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
+
+
+@pytest.fixture
+def ops(settings: Settings) -> Iterator[Ops]:
+    o = Ops(settings)
+    yield o
+    o.close()
+
+
+def test_kill_written_while_disconnected_is_honoured_first(
+    own_server: EmbeddedServer, own_settings: Settings
+) -> None:
+    ops = Ops(own_settings)
+    pool = AgentPool(own_settings)
+    try:
+        agent = pool.start(URI, instance="d1")
+        core = agent._core
+        actions: list[tuple[int, bool]] = []  # (reconnect epoch, connected) at each guarded action
+        epoch = [0]
+        stop = threading.Event()
+
+        @agent.guard
+        def act() -> None:
+            actions.append((epoch[0], core.conn.is_connected))
+
+        def loop() -> None:
+            try:
+                while not stop.is_set():
+                    act()
+                    agent.sleep(0.005)
+            except AgentKilled:
+                pass
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        wait_until(lambda: len(actions) > 3)
+
+        own_server.stop()
+        wait_until(lambda: not core.conn.is_connected, what="agent sees the outage")
+        # Let the agent's jittered reconnect back off, so the kill lands while it is still away.
+        time.sleep(1.5)
+        epoch[0] = 1
+        own_server.start()
+        ops2 = Ops(own_settings)
+        try:
+            _, _, record = ops2.kill(URI, reason="written during outage")
+            away_when_written = not core.conn.is_connected
+            thread.join(30)
+            assert not thread.is_alive() and agent.killed
+            wait_until(lambda: ops2.acks(record.command_id), what="ack after reconnect")
+        finally:
+            ops2.close()
+        after = [a for a in actions if a[0] == 1 and a[1]]
+        if away_when_written:  # the usual case: nothing ran between reconnect and the kill
+            assert after == []
+    finally:
+        pool.close()
+        ops.close()
+
+
+def test_fail_closed_halts_without_nats_and_clears_on_reconnect(
+    own_server: EmbeddedServer, own_settings: Settings
+) -> None:
+    pool = AgentPool(own_settings)
+    try:
+        agent = pool.start(URI, instance="f1", fail_closed_after=0.5)
+        agent.heartbeat()
+        own_server.stop()
+        wait_until(lambda: agent.killed, what="fail-closed halt")
+        with pytest.raises(AgentKilled) as info:
+            agent.heartbeat()
+        assert info.value.record is None and "fail_closed_after" in str(info.value)
+        own_server.start()
+        assert agent.wait_resumed(timeout=30)
+        agent.heartbeat()
+    finally:
+        pool.close()
+
+
+def _spawn(settings: Settings, instance: str, log: Path, mode: str = "loop") -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(WORKER), "--url", settings.nats_url, "--prefix", settings.prefix]
+    cmd += ["--uri", URI, "--instance", instance, "--mode", mode]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=ROOT)
+
+
+def _lines(log: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("mode", ["stuck", "stuck-async"])
+def test_escalation_terminates_a_stuck_process(
+    ops: Ops, settings: Settings, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "stuck.log"
+    proc = _spawn(settings, "stuck", log, mode=mode)
+    try:
+        wait_until(lambda: any(e.get("event") == "action" for e in _lines(log)), what="stuck agent ready")
+        _, _, record = ops.kill(URI, grace=1.0, reason="stuck")
+        assert proc.wait(60) == TERMINATED_EXIT_CODE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (terminated,) = ops.events("terminated", "stuck")
+    assert terminated.command_id == record.command_id
+    assert terminated.data["status"] == "terminated"
+    assert ops.acks(record.command_id) == []
+
+
+def test_three_processes_do_nothing_after_their_ack(ops: Ops, settings: Settings, tmp_path: Path) -> None:
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = [_spawn(settings, f"w{i}", log) for i, log in enumerate(logs)]
+    try:
+        for log in logs:
+            wait_until(
+                lambda log=log: sum(e.get("event") == "action" for e in _lines(log)) > 5, what="worker busy"
+            )
+        _, _, record = ops.kill("agent://acme/*/*", reason="stop the fleet")
+        for proc in procs:
+            assert proc.wait(60) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    acks = ops.acks(record.command_id)
+    assert sorted(e.instance for e in acks) == ["w0", "w1", "w2"]  # type: ignore[type-var]
+    for log, ack in zip(logs, sorted(acks, key=lambda e: e.instance or ""), strict=True):
+        events = [e.get("event") for e in _lines(log)]
+        assert "halt acknowledged" in events
+        acked_at = events.index("halt acknowledged")
+        assert "action" not in events[acked_at:]
+        last = max(e["n"] for e in _lines(log) if e.get("event") == "action")
+        assert ack.data["checkpoint"] == {"n": last + 1}

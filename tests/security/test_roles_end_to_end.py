@@ -1,0 +1,152 @@
+"""The real components, each under its own role, against nats.conf: nothing they need is denied,
+and what a role may not do fails with one clear line (API and CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_sdk import AgentKilled, AsyncAgent
+from controller import ControllerOptions, serve
+from mesh import connection as mesh_connection
+from mesh.errors import PermissionDenied
+from mesh.models import EventType, Status
+from mesh.operator import AsyncMesh
+
+from .conftest import SecureServer
+
+pytestmark = pytest.mark.timeout(120)
+
+URI = "agent://acme/prod/e2e"
+MESH_CLI = str(Path(sys.executable).parent / "mesh")
+FAST = ControllerOptions(lost_after=20.0, refresh_every=0.5, sweep_every=0.2, flush_every=0.05, lease_ttl=3.0)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_every_component_works_under_its_own_role(secure_server: SecureServer) -> None:
+    mesh_connection._VIOLATIONS.clear()
+    stop = asyncio.Event()
+    ctl = asyncio.create_task(serve(secure_server.settings("controller"), stop=stop, options=FAST))
+    agent = AsyncAgent(
+        URI, instance="i1", settings=secure_server.settings("agent"), heartbeat_interval=0.3, on_kill="pause", hard_kill=False
+    )
+    await agent.start()
+    steps = 0
+
+    async def work() -> None:  # an agent loop: its safe points are where the kill lands
+        nonlocal steps
+        while True:
+            await agent.heartbeat({"steps": steps})
+            steps += 1
+            await agent.checkpoint({"step": steps})
+            await agent.sleep(0.05)
+
+    worker = asyncio.create_task(work())
+    try:
+        async with AsyncMesh(secure_server.settings("operator")) as op:
+
+            async def listed() -> bool:
+                rows = await op.list_instances(URI)
+                return any(r.instance == "i1" and r.status is Status.ACTIVE for r in rows)
+
+            await eventually(listed, what="the controller to list the instance")
+
+            report = await op.kill(URI, reason="e2e", wait=10.0)
+            assert [(r.instance, r.status) for r in report.instances] == [("i1", "paused")]
+            assert agent.killed
+
+            async def paused() -> bool:
+                return (await op.get(URI, "i1")).status is Status.PAUSED
+
+            await eventually(paused, what="status paused")
+            await op.resume(URI, reason="e2e done", wait=5.0)
+            await eventually(lambda: not agent.killed, what="the agent to resume")
+            resumed_at = steps
+            await eventually(lambda: steps > resumed_at, what="the loop to continue")
+
+        async with AsyncMesh(secure_server.settings("auditor")) as auditor:
+            types: set[EventType] = set()
+            async for event in auditor.events(URI):
+                types.add(event.type)
+            assert {EventType.STARTED, EventType.KILL, EventType.HALTED, EventType.RESUME} <= types
+            denied = [text for _, _, text in mesh_connection._VIOLATIONS]
+            assert denied == [], f"a role was refused something it needs: {denied}"
+            with pytest.raises(PermissionDenied, match="^permission denied: this user may not write kill records$"):
+                await auditor.kill(URI, wait=0.5)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await agent.stop()
+        stop.set()
+        await asyncio.wait_for(ctl, 20)
+
+
+async def test_agent_credentials_cannot_kill_or_resume(secure_server: SecureServer) -> None:
+    async with AsyncMesh(secure_server.settings("operator")) as op:
+        await op.kill("agent://acme/prod/held", wait=0.2)
+    async with AsyncMesh(secure_server.settings("agent")) as as_agent:
+        with pytest.raises(PermissionDenied) as info:
+            await as_agent.kill("agent://*/*/*", reason="rogue agent", wait=0.5)
+        assert str(info.value) == "permission denied: this user may not write kill records"
+        with pytest.raises(PermissionDenied):
+            await as_agent.resume("agent://acme/prod/held", wait=0.5)
+        held = await as_agent.records("agent://acme/prod/held")  # still in force; reading is allowed
+        assert [h.key for h in held] == ["acme.prod.held"]
+
+
+async def test_a_killed_agent_with_agent_credentials_stays_killed(secure_server: SecureServer) -> None:
+    """The SDK itself (agent role) cannot clear its own kill record: it stays halted."""
+    async with AsyncMesh(secure_server.settings("operator")) as op:
+        await op.kill("agent://acme/prod/stuck", wait=0.2)
+    agent = AsyncAgent(
+        "agent://acme/prod/stuck", instance="i1", settings=secure_server.settings("agent"), heartbeat_interval=0.3, hard_kill=False
+    )
+    await agent.start()
+    try:
+        assert agent.killed
+        with pytest.raises(AgentKilled):
+            await agent.heartbeat()
+        kv = await agent._core.conn.js.key_value("mesh_control")  # what a hostile agent would try
+        with pytest.raises(Exception):  # noqa: B017 - refused by the server, whatever nats-py calls it
+            await asyncio.wait_for(kv.delete("acme.prod.stuck"), 2.0)
+        assert agent.killed
+    finally:
+        await agent.stop()
+
+
+def test_cli_kill_with_agent_credentials(secure_server: SecureServer) -> None:
+    env = {
+        **os.environ,
+        "NATS_URL": secure_server.url,
+        "NATS_USER": "agent",
+        "NATS_PASSWORD": secure_server.passwords["agent"],
+        "MESH_PREFIX": "mesh",
+    }
+    result = subprocess.run(
+        [MESH_CLI, "kill", "agent://acme/prod/mailer", "--reason", "not allowed", "--wait", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "permission denied: this user may not write kill records" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
