@@ -126,6 +126,21 @@ class AsyncAgent:
             await self._core.wait_change(remaining)
         return True
 
+    def record(self, **counters: float) -> None:
+        """Add to this instance's usage counters, e.g. ``record(emails=100, cost_usd=0.42)``.
+
+        Totals are monotonic, ride on every heartbeat (policies act on them) and are stored
+        with the checkpoint, so a restart with the same instance id continues from them. Never
+        waits on the network; a negative or non-numeric value raises ConfigError (a ValueError).
+        Not a safe point.
+        """
+        self._core.usage.add(counters)
+
+    @property
+    def usage(self) -> dict[str, float]:
+        """This instance's usage totals (restored at start when the instance id is stable)."""
+        return self._core.usage.snapshot()[1]
+
     # -- safe points ---------------------------------------------------------------------------------
     async def heartbeat(self, metadata: dict[str, Any] | None = None) -> None:
         """Record progress (sent by the background timer) and pass a safe point."""

@@ -1,4 +1,4 @@
-"""Checkpoints: validated at the call, written in the background (coalesced), flushed on demand."""
+"""Checkpoints (and usage totals): validated at the call, written in the background, flushed on demand."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import nats.js.errors
 import structlog
 from nats.js.kv import KeyValue
 
+from agent_sdk.usage import UsageCounters
 from mesh.codec import decode, encode, encode_state
 from mesh.connection import translate_error
 from mesh.errors import MalformedMessage
@@ -25,10 +26,11 @@ class CheckpointStore:
 
     ``stage`` runs on the caller's thread and never touches the network; the writer task on the
     event loop takes whatever is latest when it wakes, so a fast loop costs one write per
-    round trip rather than one per call.
+    round trip rather than one per call. The instance's usage totals travel in the same value,
+    so that they survive a restart with the same instance id.
     """
 
-    def __init__(self, agent_uri: str, instance: str, key: str) -> None:
+    def __init__(self, agent_uri: str, instance: str, key: str, usage: UsageCounters | None = None) -> None:
         self.agent_uri = agent_uri
         self.instance = instance
         self.key = key
@@ -38,6 +40,9 @@ class CheckpointStore:
         self.latest: tuple[int, bytes] | None = None
         self.written_seq = 0
         self.seq = 0
+        self.usage = usage or UsageCounters()
+        #: ``usage.version`` of the totals stored last.
+        self.usage_written = 0
         self.scheduled = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -58,6 +63,9 @@ class CheckpointStore:
         except MalformedMessage as exc:
             log.warning("ignoring unreadable checkpoint", key=self.key, error=str(exc))
             return None
+        self.usage.restore(saved.usage)
+        if saved.seq == 0 and saved.state is None:
+            return None  # only usage was ever saved under this id: there is no checkpoint
         self.seq = self.written_seq = saved.seq
         self.restored = saved.state
         self.latest = (saved.seq, encode_state(saved.state))
@@ -82,20 +90,28 @@ class CheckpointStore:
         return None if latest is None else json.loads(latest[1])
 
     @property
+    def usage_dirty(self) -> bool:
+        return self.usage.version != self.usage_written
+
+    @property
     def dirty(self) -> bool:
         latest = self.latest
-        return latest is not None and latest[0] > self.written_seq
+        return (latest is not None and latest[0] > self.written_seq) or self.usage_dirty
 
     async def flush(self) -> bool:
         """Write the latest checkpoint if it is not stored yet; False (logged) if that failed."""
         async with self._lock:
             self.scheduled = False  # cleared before reading latest: a later stage() wakes us again
             latest = self.latest
-            if latest is None or latest[0] <= self.written_seq or self.kv is None:
+            usage_version, usage = self.usage.snapshot()
+            due = (latest is not None and latest[0] > self.written_seq) or usage_version != self.usage_written
+            if not due or self.kv is None:
                 return True
-            seq, raw = latest
+            seq, state = (latest[0], json.loads(latest[1])) if latest is not None else (0, None)
             value = encode(
-                Checkpoint(agent_uri=self.agent_uri, instance=self.instance, seq=seq, state=json.loads(raw))
+                Checkpoint(
+                    agent_uri=self.agent_uri, instance=self.instance, seq=seq, state=state, usage=usage
+                )
             )
             try:
                 await self.kv.put(self.key, value)
@@ -104,6 +120,7 @@ class CheckpointStore:
                 log.warning("checkpoint write failed; will retry", seq=seq, error=str(err))
                 return False
             self.written_seq = max(self.written_seq, seq)
+            self.usage_written = max(self.usage_written, usage_version)
             return True
 
     async def run_writer(self) -> None:

@@ -21,12 +21,14 @@ from agent_sdk import events
 from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import TERMINATED_EXIT_CODE, AgentConfig, OnKill
 from agent_sdk.killstate import InForce, KillState
+from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.control import ControlUpdate, parse_control_message, read_records
 from mesh.errors import AgentKilled, MalformedMessage, MeshError, NotProvisioned, PermissionDenied
+from mesh.logs import ensure_configured
 from mesh.models import AuditEvent, EventType, Status, utcnow
 from mesh.provision import provision
 
@@ -54,7 +56,9 @@ class AgentCore:
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
         self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
-        self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key)
+        self.usage = UsageCounters()
+        self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key, self.usage)
+        ensure_configured()  # bind() fixes the config now; unconfigured structlog writes to stdout
         self.log = log.bind(agent=str(cfg.uri), instance=cfg.instance)
         #: Set when a safe point must take the slow path: killed, fail-closed, or re-syncing.
         self.attention = threading.Event()
@@ -479,6 +483,7 @@ class AgentCore:
             started_at=self.started_at,
             metadata=dict(self.metadata),
             kill_keys=[r.key for r in self.in_force()],
+            usage=self.usage.snapshot()[1],
         )
         try:
             await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
@@ -490,6 +495,9 @@ class AgentCore:
             await asyncio.sleep(self.cfg.heartbeat_interval)
             self._tick = time.monotonic()
             await self.send_heartbeat()
+            # Usage totals are stored at most once per interval, so a restart loses at most that.
+            if self.ckpt.usage_dirty:
+                self.ckpt.wake()
 
     async def _resync_loop(self) -> None:
         # A missed republish (or a dead subscription) must not leave us unkillable.
@@ -653,6 +661,7 @@ class AgentCore:
                 started_at=self.started_at,
                 metadata=dict(self.metadata),
                 kill_keys=[r.key for r in self.in_force()],
+                usage=self.usage.snapshot()[1],
             )
             await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
             await conn.nc.flush(timeout=1)

@@ -25,6 +25,7 @@ def heartbeat(
     started_at: datetime | None,
     metadata: dict[str, Any],
     kill_keys: list[str],
+    usage: dict[str, float] | None = None,
 ) -> Heartbeat:
     return Heartbeat(
         agent_uri=str(cfg.uri),
@@ -40,6 +41,7 @@ def heartbeat(
         on_kill=cfg.on_kill,
         metadata=metadata,
         kill_keys=kill_keys,
+        usage=usage or {},
     )
 
 

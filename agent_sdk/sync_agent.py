@@ -141,6 +141,21 @@ class Agent:
         """Block until no kill is in force; False if ``timeout`` passed first."""
         return self._core.clear_evt.wait(timeout)
 
+    def record(self, **counters: float) -> None:
+        """Add to this instance's usage counters, e.g. ``record(emails=100, cost_usd=0.42)``.
+
+        Totals are monotonic, ride on every heartbeat (policies act on them) and are stored
+        with the checkpoint, so a restart with the same instance id continues from them. Never
+        waits on the network; a negative or non-numeric value raises ConfigError (a ValueError).
+        Not a safe point.
+        """
+        self._core.usage.add(counters)
+
+    @property
+    def usage(self) -> dict[str, float]:
+        """This instance's usage totals (restored at start when the instance id is stable)."""
+        return self._core.usage.snapshot()[1]
+
     # -- safe points: the hot path is one flag test -------------------------------------------------
     def _slow_path(self) -> None:
         portal = self._portal

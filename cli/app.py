@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from cli import dashboard_cmd, init_cmd, ops, policy_cmd, views
 from cli import demo as demo_cmd
-from cli import init_cmd, ops, views
 from cli import up as up_cmd
 
 app = typer.Typer(
@@ -50,6 +50,9 @@ app.command("status")(views.status)
 app.command("init")(init_cmd.init)
 app.command("up")(up_cmd.up)
 app.command("demo")(demo_cmd.demo)
+app.add_typer(policy_cmd.app, name="policy")
+app.command("usage")(policy_cmd.usage)
+app.command("dashboard")(dashboard_cmd.dashboard)
 
 
 def _register_controller() -> None:

@@ -15,11 +15,19 @@ def up(
     ] = Path(".mesh"),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     controller: Annotated[bool, typer.Option(help="Run the controller in this process too.")] = True,
+    dashboard: Annotated[bool, typer.Option(help="Serve the web dashboard too (loopback only).")] = True,
+    dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard; 0 picks a free one.")] = 8600,
 ) -> None:
-    """Run a nats-server with JetStream and the controller until Ctrl+C.
+    """Run a nats-server with JetStream, the controller and the dashboard until Ctrl+C.
 
     Example: mesh up --port 4222 --data-dir .mesh
     """
     from cli.runtime import run_up
 
-    run_up(port=port, data_dir=data_dir, host=host, with_controller=controller)
+    run_up(
+        port=port,
+        data_dir=data_dir,
+        host=host,
+        with_controller=controller,
+        dashboard_port=dashboard_port if dashboard else None,
+    )

@@ -34,6 +34,7 @@ class Ingest:
         *,
         max_bytes: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
+        observer: Callable[[str, Heartbeat, float], None] | None = None,
     ) -> None:
         self.ns = ns
         self.fleet = fleet
@@ -41,6 +42,8 @@ class Ingest:
         self.on_transition = on_transition
         self.max_bytes = max_bytes
         self.clock = clock
+        #: Told of every accepted heartbeat (the policy engine's usage samples).
+        self.observer = observer
         self._head = f"{ns.prefix}.hb."
         self._head_len = len(self._head)
         self._warn = RateLimitedLog(log)
@@ -85,9 +88,15 @@ class Ingest:
                 self._bad("invalid_name", subject, str(exc))
                 return
         self.stats.heartbeats += 1
-        transition = self.fleet.heartbeat(key, hb, self.clock())
+        now = self.clock()
+        transition = self.fleet.heartbeat(key, hb, now)
         if transition is not None:
             self.on_transition(transition)
+        observer = self.observer
+        if observer is not None:
+            entry = self.fleet.entries.get(key)
+            if entry is not None and entry.last_seen == now:  # not a straggler the fleet ignored
+                observer(key, hb, now)
 
     def _bad(self, reason: str, subject: str, detail: str) -> None:
         self.stats.bad[reason] += 1

@@ -41,5 +41,9 @@ class ControllerOptions:
     pending_bytes_limit: int = 512 * 1024 * 1024
     #: Id of this controller in the lease; unique per process by default.
     holder: str = field(default_factory=default_holder)
+    #: How often the policies bucket is re-read (a KV watch would need its own health check).
+    policy_reload_every: float = 1.0
+    #: How often every agent a policy covers is evaluated, for limits that move with time alone.
+    policy_tick_every: float = 1.0
     #: Name of the durable consumer on the audit stream that feeds lifecycle events.
     lifecycle_durable: str = "mesh-controller"

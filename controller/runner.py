@@ -16,6 +16,7 @@ from controller.ingest import Ingest
 from controller.lease import Lease
 from controller.lifecycle import LifecycleFeed
 from controller.options import ControllerOptions
+from controller.policies import PolicyEngine
 from controller.restore import restore
 from controller.service import ServiceAPI
 from controller.state import Fleet, Policy
@@ -146,7 +147,27 @@ class Controller:
             may_write=lambda: lease.held,
             flush_every=o.flush_every,
         )
-        ingest = Ingest(conn.ns, fleet, self.stats, writer.submit, max_bytes=o.max_heartbeat_bytes)
+        try:
+            control_kv = await conn.js.key_value(conn.ns.control_bucket)
+        except Exception as exc:
+            raise translate_error(exc, "open the control bucket", subject=conn.ns.control_bucket) from exc
+        policies = PolicyEngine(
+            conn,
+            control_kv,
+            fleet,
+            self.stats,
+            may_act=lambda: lease.held,
+            reload_every=o.policy_reload_every,
+            tick_every=o.policy_tick_every,
+        )
+        ingest = Ingest(
+            conn.ns,
+            fleet,
+            self.stats,
+            writer.submit,
+            max_bytes=o.max_heartbeat_bytes,
+            observer=policies.on_heartbeat,
+        )
         self._hb_sub = await conn.nc.subscribe(
             conn.ns.heartbeat_wildcard,
             cb=ingest.on_message,
@@ -160,6 +181,7 @@ class Controller:
         log.info("active", holder=o.holder, restored=loaded, first_sweep_in=round(warmup, 2))
         tasks = [
             asyncio.create_task(writer.run(), name="writer"),
+            asyncio.create_task(policies.run(), name="policies"),
             asyncio.create_task(feed.run(), name="lifecycle"),
             asyncio.create_task(
                 sweep_loop(fleet, writer.submit, writer.wake, every=o.sweep_every, warmup=warmup),

@@ -23,6 +23,9 @@ class Stats:
         self.deletes = 0
         self.audit_events = 0
         self.lifecycle_events = 0
+        self.policies = 0
+        self.bad_policies = 0
+        self.policy_kills = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=6)
 
     def tick(self, now: float) -> None:
@@ -49,6 +52,9 @@ class Stats:
             "deletes": self.deletes,
             "audit_events": self.audit_events,
             "lifecycle_events": self.lifecycle_events,
+            "policies": self.policies,
+            "bad_policies": self.bad_policies,
+            "policy_kills": self.policy_kills,
         }
 
 

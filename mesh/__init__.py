@@ -36,11 +36,13 @@ from mesh.models import (
     Status,
 )
 from mesh.operator import AsyncMesh
+from mesh.policy import Limit, Policy
 from mesh.reports import AckRow, AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
 from mesh.settings import Settings
 from mesh.subjects import Namespace
 from mesh.sync import Mesh, get, kill, list_instances, resume, status
 from mesh.target import AgentURI, Target, parse_agent_uri, parse_target
+from mesh.usage import AgentUsage, InstanceUsageRow, UsageReport
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "AgentKilled",
     "AgentStatus",
     "AgentURI",
+    "AgentUsage",
     "AsyncMesh",
     "AuditEvent",
     "AuthenticationFailed",
@@ -60,10 +63,12 @@ __all__ = [
     "Heartbeat",
     "HeldBy",
     "InstanceStatus",
+    "InstanceUsageRow",
     "InvalidCheckpoint",
     "InvalidTarget",
     "KillRecord",
     "KillReport",
+    "Limit",
     "MalformedMessage",
     "Mesh",
     "MeshError",
@@ -73,6 +78,7 @@ __all__ = [
     "NotProvisioned",
     "PayloadTooLarge",
     "PermissionDenied",
+    "Policy",
     "PortInUse",
     "ProvisioningConflict",
     "ResumeReport",
@@ -81,6 +87,7 @@ __all__ = [
     "SilentInstance",
     "Status",
     "Target",
+    "UsageReport",
     "__version__",
     "get",
     "kill",

@@ -72,7 +72,8 @@ class EventType(StrEnum):
 
 class _Wire(BaseModel):
     # Unknown fields are ignored so that newer peers can add fields without breaking older ones.
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # defer_build: a model builds its validator on first use, which keeps `mesh kill` start-up short.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class KillRecord(_Wire):
@@ -145,6 +146,8 @@ class Checkpoint(_Wire):
     seq: int = Field(ge=0)
     time: datetime = Field(default_factory=utcnow)
     state: Any = None
+    #: The instance's usage counters (monotonic totals), restored with the same instance id.
+    usage: dict[str, float] = Field(default_factory=dict)
 
 
 class AuditEvent(_Wire):

@@ -29,10 +29,12 @@ from mesh.models import (
     new_id,
     utcnow,
 )
+from mesh.policy import Limit, Policy
 from mesh.reports import AckRow, AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
 from mesh.settings import Settings
 from mesh.subjects import key_to_target
 from mesh.target import Target, parse_agent_uri, parse_target
+from mesh.usage import UsageReport, build_usage
 
 __all__ = ["AsyncMesh"]
 
@@ -505,6 +507,52 @@ class AsyncMesh:
         tgt = _as_target(pattern)
         conn = self.connection
         return _records(await scan_latest(conn, conn.ns.control_bucket), tgt)
+
+    # -- policies and usage ---------------------------------------------------------------------
+    async def set_policy(
+        self,
+        name: str,
+        target: str | Target,
+        limits: list[str] | list[Limit],
+        action: Literal["kill", "pause"] = "kill",
+        grace: float = 10.0,
+    ) -> Policy:
+        """Create or replace policy ``name`` on ``target`` (e.g. limits ``["emails<=10000/1h"]``).
+
+        The active controller applies it within about a second, to agents created later too.
+        A breach kills (or pauses) every instance of the breaching agent, never the whole pattern.
+        """
+        from mesh import policystore
+
+        policy = policystore.build_policy(
+            name,
+            str(target),
+            limits,
+            action=action,
+            grace=grace,
+            created_by=self.settings.resolve_actor(),
+        )
+        await self._guard("write policies", policystore.set_policy(self.connection, policy))
+        return policy
+
+    async def list_policies(self) -> list[Policy]:
+        """Every policy, by name."""
+        from mesh import policystore
+
+        return await policystore.list_policies(self.connection)
+
+    async def remove_policy(self, name: str) -> None:
+        """Delete policy ``name`` (NotFound if none). Agents it killed stay killed: resume them."""
+        from mesh import policystore
+
+        await self._guard("write policies", policystore.remove_policy(self.connection, name))
+
+    async def usage(
+        self, pattern: str | Target = ALL, since: datetime | timedelta | str | None = None
+    ) -> UsageReport:
+        """Usage counters per agent and instance (totals, and average rates per hour)."""
+        tgt = _as_target(pattern)
+        return build_usage(str(tgt), await self.list_instances(tgt), parse_since(since))
 
     def events(
         self,

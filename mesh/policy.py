@@ -88,7 +88,23 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def parse_limit(text: str) -> Limit:
-    """Parse one limit expression; a ConfigError shows the accepted grammar."""
+    """Parse one limit expression; every ConfigError is one line that shows the accepted grammar."""
+    try:
+        return _parse_limit(text)
+    except ConfigError as exc:
+        message = str(exc)
+    except ValueError as exc:  # pydantic's checks on Limit (e.g. a zero window)
+        errors = getattr(exc, "errors", None)
+        detail = errors()[0].get("msg", "invalid") if callable(errors) else str(exc)
+        message = f"invalid limit {text!r}: {detail}"
+    if GRAMMAR not in message:
+        message = (
+            f"invalid limit {text!r}: {message.removeprefix(f'invalid limit {text!r}: ')}; expected {GRAMMAR}"
+        )
+    raise ConfigError(message) from None
+
+
+def _parse_limit(text: str) -> Limit:
     match = _LIMIT.fullmatch(text)
     if not match:
         raise ConfigError(f"invalid limit {text!r}: expected {GRAMMAR}")

@@ -21,7 +21,7 @@ __all__ = [
 
 
 class _Report(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class AckRow(_Report):

@@ -12,9 +12,11 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from mesh.models import AuditEvent, InstanceStatus, Status
 from mesh.operator import ALL, AsyncMesh
+from mesh.policy import Limit, Policy
 from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
 from mesh.target import Target
+from mesh.usage import UsageReport
 
 __all__ = ["Mesh", "get", "kill", "list_instances", "resume", "status"]
 
@@ -107,6 +109,30 @@ class Mesh:
 
     def records(self, pattern: str | Target = ALL) -> list[HeldBy]:
         return self._call(lambda: self._mesh.records(pattern))
+
+    def set_policy(
+        self,
+        name: str,
+        target: str | Target,
+        limits: list[str] | list[Limit],
+        action: Literal["kill", "pause"] = "kill",
+        grace: float = 10.0,
+    ) -> Policy:
+        """See :meth:`AsyncMesh.set_policy`."""
+        return self._call(lambda: self._mesh.set_policy(name, target, limits, action, grace))
+
+    def list_policies(self) -> list[Policy]:
+        return self._call(self._mesh.list_policies)
+
+    def remove_policy(self, name: str) -> None:
+        """See :meth:`AsyncMesh.remove_policy`."""
+        self._call(lambda: self._mesh.remove_policy(name))
+
+    def usage(
+        self, pattern: str | Target = ALL, since: datetime | timedelta | str | None = None
+    ) -> UsageReport:
+        """See :meth:`AsyncMesh.usage`."""
+        return self._call(lambda: self._mesh.usage(pattern, since))
 
     def _iterate(self, make: Callable[[], Any]) -> Iterator[AuditEvent]:
         iterator = self._call(self._make_async(make))

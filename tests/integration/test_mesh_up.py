@@ -26,7 +26,7 @@ def _free_port() -> int:
 def _start(port: int, data_dir: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "MESH_LOG_FORMAT": "json"}
     return subprocess.Popen(
-        [MESH, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [MESH, "up", "--port", str(port), "--data-dir", str(data_dir), "--dashboard-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,6 +61,8 @@ def test_up_serves_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     try:
         line = _wait_line(proc, "NATS_URL=")
         assert f"nats://127.0.0.1:{port}" in line
+        page = _wait_line(proc, "dashboard: http://127.0.0.1:")
+        assert "read-only" in page
         assert asyncio.run(_put_and_get(f"nats://127.0.0.1:{port}", b"kept")) == b"kept"
 
         second = subprocess.run(

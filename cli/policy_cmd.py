@@ -1,0 +1,153 @@
+"""``mesh policy set|list|rm`` and ``mesh usage``: limits that kill automatically, and what agents used."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from mesh.policy import Policy
+    from mesh.usage import UsageReport
+
+app = typer.Typer(
+    name="policy",
+    help=(
+        "Policies: limits on usage counters, instances, runtime or silence; a breach kills (or pauses) "
+        "every instance of the breaching agent, with actor policy:NAME.\n\n"
+        "Example: mesh policy set mail-cap 'agent://acme/prod/*' --limit 'emails<=10000/1h'"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("set")
+def set_(
+    name: Annotated[str, typer.Argument(help="The policy's name (letters, digits, '_' and '-').")],
+    target: Annotated[str, typer.Argument(help="agent://ORG/ENV/NAME; any segment may be *.")],
+    limit: Annotated[
+        list[str],
+        typer.Option(
+            "--limit",
+            "-l",
+            help="COUNTER<=NUMBER[/WINDOW], instances<=N, runtime<=DURATION or silence<=DURATION "
+            "(repeatable).",
+        ),
+    ],
+    action: Annotated[str, typer.Option("--action", "-a", help="kill (raise) or pause.")] = "kill",
+    grace: Annotated[
+        float, typer.Option("--grace", "-g", min=0, help="Seconds before a stuck instance is terminated.")
+    ] = 10.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create or replace a policy; the controller enforces it within about a second.
+
+    Example: mesh policy set mail-cap 'agent://acme/prod/*' -l 'emails<=10000/1h' -l 'cost_usd<=50/1d'
+    """
+    from cli.common import with_mesh
+    from mesh.policystore import build_policy
+
+    # Validated here first, so that a bad expression never needs a server to be refused.
+    policy = build_policy(name, target, limit, action=action, grace=grace)
+    saved = with_mesh(lambda m: m.set_policy(name, policy.target, policy.limits, policy.action, grace))
+    if json_out:
+        print(json.dumps(_policy_json(saved)))
+        return
+    limits = ", ".join(str(lim) for lim in saved.limits)
+    print(f"Policy {saved.name} set on {saved.target}: {limits} -> {saved.action} (grace {saved.grace:g}s)")
+
+
+def _policy_json(p: Policy) -> dict[str, object]:
+    return {
+        "name": p.name,
+        "target": p.target,
+        "limits": [str(lim) for lim in p.limits],
+        "action": p.action,
+        "grace": p.grace,
+        "created_by": p.created_by,
+        "created_at": p.created_at.isoformat(),
+    }
+
+
+@app.command("list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List the policies in force.
+
+    Example: mesh policy list --json
+    """
+    from cli import fmt
+    from cli.common import with_mesh
+
+    policies = with_mesh(lambda m: m.list_policies())
+    if json_out:
+        print(json.dumps([_policy_json(p) for p in policies]))
+        return
+    rows = [
+        [p.name, p.target, ", ".join(str(lim) for lim in p.limits), p.action, f"{p.grace:g}s", p.created_by]
+        for p in policies
+    ]
+    if rows:
+        for line in fmt.table(["NAME", "TARGET", "LIMITS", "ACTION", "GRACE", "BY"], rows):
+            print(line)
+    print(f"{len(rows)} {'policy' if len(rows) == 1 else 'policies'}")
+
+
+@app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="The policy's name.")]) -> None:
+    """Remove a policy. Agents it killed stay killed: resume them with `mesh resume`.
+
+    Example: mesh policy rm mail-cap
+    """
+    from cli.common import with_mesh
+
+    with_mesh(lambda m: m.remove_policy(name))
+    print(f"Policy {name} removed (agents it stopped stay stopped until resumed)")
+
+
+def render_usage(report: UsageReport) -> list[str]:
+    from cli import fmt
+
+    def counters(values: dict[str, float]) -> str:
+        return ", ".join(f"{k} {fmt.number(v)}" for k, v in sorted(values.items())) or "-"
+
+    rows: list[list[str]] = []
+    for agent in report.agents:
+        rows.append([agent.agent_uri, "(all)", "", counters(agent.totals), counters(agent.per_hour)])
+        for i in agent.instances:
+            rows.append(["", i.instance, i.status, counters(i.totals), counters(i.per_hour)])
+    lines = fmt.table(["AGENT", "INSTANCE", "STATUS", "TOTALS", "PER HOUR"], rows) if rows else []
+    n = len(report.agents)
+    lines.append(f"{n} {'agent' if n == 1 else 'agents'}")
+    return lines
+
+
+def usage(
+    pattern: Annotated[str, typer.Argument(help="agent://ORG/ENV/NAME; any segment may be *.")] = (
+        "agent://*/*/*"
+    ),
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only instances heard from since: 30m, 1d or an ISO time."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Usage counters per agent and instance: totals, and average rates per hour.
+
+    Example: mesh usage 'agent://acme/prod/*' --since 1d --json
+    """
+    from cli.common import with_mesh
+    from mesh.eventlog import parse_since
+    from mesh.target import parse_target
+
+    target = parse_target(pattern)
+    when = parse_since(since)
+    report = with_mesh(lambda m: m.usage(target, when))
+    if json_out:
+        print(json.dumps(report.to_json()))
+        return
+    for line in render_usage(report):
+        print(line)

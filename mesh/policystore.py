@@ -1,0 +1,76 @@
+"""Policies in the policies bucket: one key per policy name; set, list and remove."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import ValidationError
+
+from mesh.codec import encode
+from mesh.connection import Connection
+from mesh.errors import ConfigError, InvalidTarget, NotFound
+from mesh.kvscan import delete_key, put_key, scan_latest
+from mesh.policy import Limit, Policy, parse_limit
+from mesh.target import parse_target
+
+__all__ = ["build_policy", "list_policies", "remove_policy", "set_policy"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def build_policy(
+    name: str,
+    target: str,
+    limits: Sequence[str | Limit],
+    *,
+    action: str = "kill",
+    grace: float = 10.0,
+    created_by: str = "unknown",
+) -> Policy:
+    """Validate everything (ConfigError/InvalidTarget naming the bad part) before anything is written."""
+    parsed = [lim if isinstance(lim, Limit) else parse_limit(lim) for lim in limits]
+    if not parsed:
+        raise ConfigError("a policy needs at least one limit (e.g. --limit 'emails<=10000/1h')")
+    if action not in ("kill", "pause"):
+        raise ConfigError(f"invalid action {action!r}: use 'kill' or 'pause'")
+    tgt = parse_target(target)
+    if tgt.instance is not None:
+        raise InvalidTarget(target, "instance", "a policy covers whole agents: drop the #INSTANCE")
+    checked: Literal["kill", "pause"] = "pause" if action == "pause" else "kill"
+    try:
+        return Policy(
+            name=name, target=tgt.uri, limits=parsed, action=checked, grace=grace, created_by=created_by
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "policy"
+        raise ConfigError(f"invalid policy {where}: {first.get('msg', 'invalid')}") from exc
+
+
+async def set_policy(conn: Connection, policy: Policy) -> int:
+    """Create or replace the policy; returns the KV revision."""
+    return await put_key(conn, conn.ns.policies_bucket, policy.name, encode(policy))
+
+
+async def list_policies(conn: Connection) -> list[Policy]:
+    """Every readable policy, by name (unreadable values are skipped, as the controller does)."""
+    out: list[Policy] = []
+    for key, entry in sorted((await scan_latest(conn, conn.ns.policies_bucket)).items()):
+        with contextlib.suppress(ValidationError, ValueError):
+            policy = Policy.model_validate_json(entry.value)
+            if policy.name == key:
+                out.append(policy)
+    return out
+
+
+async def remove_policy(conn: Connection, name: str) -> int:
+    """Delete the policy; NotFound if there is none. Agents it killed stay killed: a human resumes."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"invalid policy name {name!r}: letters, digits, '_' and '-' (up to 64)")
+    bucket = conn.ns.policies_bucket
+    if name not in await scan_latest(conn, bucket, name):
+        raise NotFound(f"no policy named {name!r}: see `mesh policy list`")
+    return await delete_key(conn, bucket, name)
