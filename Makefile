@@ -54,7 +54,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench.run --profile quick
+	$(BIN)/python -m bench.run --profile $${BENCH_PROFILE:-quick}
 
 up: $(STAMP)
 	$(BIN)/mesh up

@@ -27,12 +27,22 @@ from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.control import ControlUpdate, parse_control_message, read_records
-from mesh.errors import AgentKilled, MalformedMessage, MeshError, NotProvisioned, PermissionDenied
+from mesh.errors import (
+    AgentKilled,
+    MalformedMessage,
+    MeshError,
+    MeshTimeout,
+    NotProvisioned,
+    PermissionDenied,
+)
 from mesh.logs import ensure_configured
 from mesh.models import AuditEvent, EventType, Status, utcnow
 from mesh.provision import provision
 
 __all__ = ["AgentCore"]
+
+#: The longest any one step of closing an agent may take when the server stalls.
+CLOSE_TIMEOUT = 5.0
 
 log = structlog.get_logger("agent_sdk.core")
 
@@ -678,14 +688,17 @@ class AgentCore:
         self._changed.set()  # wake paused safe points so they can leave
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if self._tasks:
+            # Bounded: leaving the agent must not hang on a task stuck in a stalled server call.
+            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
         conn = self.conn
         if conn is None:
             return
         try:
-            await self.ckpt.flush()
+            try:
+                await asyncio.wait_for(self.ckpt.flush(), CLOSE_TIMEOUT)
+            except TimeoutError as err:
+                raise MeshTimeout("flush the last checkpoint", CLOSE_TIMEOUT) from err
             data: dict[str, Any] = {"status": outcome.value, "checkpoint_seq": self.ckpt.written_seq or None}
             etype = EventType.STOPPED
             if outcome is Status.CRASHED and exc is not None:
@@ -701,5 +714,5 @@ class AgentCore:
         finally:
             for task in list(self._bg):
                 task.cancel()
-            await conn.close()
+            await conn.close(timeout=CLOSE_TIMEOUT)
         self.log.debug("agent closed", status=outcome.value)

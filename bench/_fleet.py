@@ -8,7 +8,8 @@ The wall-clock time at which the SDK applies a pushed kill (its kill flag goes u
 *observed* the kill) and at which it applies the resume (flag down) is noted by wrapping the
 instance's internal ``_refresh`` -- a bench-only probe, the SDK itself is not changed. In
 ``raise`` mode the parked call raises ``AgentKilled``; the task waits for the resume and parks
-again. In ``pause`` mode the parked call blocks until the resume and returns. The bench's operator side asks for the notes
+again. In ``pause`` mode the parked call blocks until the resume and returns.
+The bench's operator side asks for the notes
 between cycles on ``bench.fleet.RUN.PROC.collect`` and stops the process with
 ``bench.fleet.RUN.stop``. Bounded: it exits on its own after ``--max-seconds``.
 """
@@ -103,7 +104,13 @@ async def run(args: argparse.Namespace) -> None:
         await msg.respond(json.dumps({"observed": obs, "resumed": res}).encode())
 
     async def on_status(msg: Msg) -> None:
-        body = {"ready": ready, "count": args.count, "failed": len(failed), "errors": failed[:3], "raised": raised}
+        body = {
+            "ready": ready,
+            "count": args.count,
+            "failed": len(failed),
+            "errors": failed[:3],
+            "raised": raised,
+        }
         await msg.respond(json.dumps(body).encode())
 
     async def on_stop(_msg: Msg) -> None:
@@ -137,7 +144,9 @@ def main() -> None:
     parser.add_argument("--heartbeat-interval", type=float, default=2.0)
     parser.add_argument("--start-concurrency", type=int, default=64)
     parser.add_argument("--mode", choices=["pause", "raise"], default="pause", help="the instances' on_kill")
-    parser.add_argument("--guarded", action="store_true", help="park in a guarded coroutine, not agent.sleep()")
+    parser.add_argument(
+        "--guarded", action="store_true", help="park in a guarded coroutine, not agent.sleep()"
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
     asyncio.run(run(args))

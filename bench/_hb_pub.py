@@ -31,9 +31,15 @@ def templates(prefix: str, first: int, count: int, interval: float) -> list[tupl
     for i in range(first, first + count):
         inst = f"sim{i:06d}"
         hb = Heartbeat(
-            agent_uri=URI, instance=inst, seq=0, interval=interval, host=host, pid=os.getpid(),
-            sdk_version="bench", metadata={"sim": i},
-        )  # fmt: skip
+            agent_uri=URI,
+            instance=inst,
+            seq=0,
+            interval=interval,
+            host=host,
+            pid=os.getpid(),
+            sdk_version="bench",
+            metadata={"sim": i},
+        )
         raw = hb.model_dump_json().encode()
         head, tail = raw.split(b'"seq":0', 1)
         out.append((f"{prefix}.hb.bench.ingest.sim.{inst}", head + b'"seq":', tail))
@@ -89,7 +95,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.0, help="heartbeats/s from this process; 0: flat out")
     parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--interval", type=float, default=2.0, help="the heartbeat interval the instances claim")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="the heartbeat interval the instances claim"
+    )
     parser.add_argument("--start-at", type=float, default=0.0)
     args = parser.parse_args()
     args.duration = min(args.duration, 600.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 
 import nats
@@ -42,10 +43,14 @@ async def run(url: str, prefix: str, decode: bool) -> None:
             nonlocal received
             received += 1
 
-    sub = await nc.subscribe(f"{prefix}.hb.>", cb=on_hb, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024)
+    sub = await nc.subscribe(
+        f"{prefix}.hb.>", cb=on_hb, pending_msgs_limit=1_000_000, pending_bytes_limit=512 * 1024 * 1024
+    )
 
     async def on_stats(msg: Msg) -> None:
-        await msg.respond(json.dumps({"received": received, "pending": sub.pending_msgs, "slow_consumer": slow}).encode())
+        await msg.respond(
+            json.dumps({"received": received, "pending": sub.pending_msgs, "slow_consumer": slow}).encode()
+        )
 
     async def on_stop(msg: Msg) -> None:
         await msg.respond(b"{}")
@@ -55,10 +60,8 @@ async def run(url: str, prefix: str, decode: bool) -> None:
     await nc.subscribe(f"bench.rawsub.{prefix}.stop", cb=on_stop)
     await nc.flush()
     print("ready", flush=True)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), 900)
-    except TimeoutError:
-        pass
     await nc.close()
 
 

@@ -29,24 +29,24 @@ configure_logging(os.environ.get("MESH_LOG_LEVEL", "WARNING"))
 __all__ = [
     "RESULTS_DIR",
     "ROOT",
-    "child_env",
     "Children",
-    "cpu_seconds",
-    "nats_server_pids",
     "PySpy",
-    "summarise_collapsed",
     "bench_prefix",
     "bench_server",
     "bench_settings",
+    "child_env",
+    "cpu_seconds",
     "envelope",
     "fmt_ms",
     "fmt_rate",
     "fmt_ratio",
     "machine_info",
+    "nats_server_pids",
     "percentiles",
     "print_table",
     "ratio",
     "standard_args",
+    "summarise_collapsed",
     "wait_until",
     "write_json",
 ]
@@ -59,7 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for a bench child process: this repo importable, unbuffered output."""
     path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=f"{ROOT}{os.pathsep}{path}" if path else str(ROOT))
+    env = dict(
+        os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)
+    )
     env.update(extra)
     return env
 
@@ -175,7 +177,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     print("  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells[1:]:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     sys.stdout.flush()
 
 
@@ -250,13 +256,19 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, *args: str, stdout: int | None = subprocess.DEVNULL, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, stdout: int | None = subprocess.DEVNULL, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         err: Any = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
-                [sys.executable, *args], stdout=stdout, stderr=err, stdin=subprocess.DEVNULL,
-                env=child_env(), cwd=ROOT,
-            )  # fmt: skip
+                [sys.executable, *args],
+                stdout=stdout,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=child_env(),
+                cwd=ROOT,
+            )
         finally:
             if log:
                 err.close()
@@ -312,10 +324,23 @@ class PySpy:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, pid in self.targets.items():
             self.procs[name] = subprocess.Popen(
-                [binary, "record", "--pid", str(pid), "--rate", str(self.rate), "--format", "raw",
-                 "--output", str(self.out_dir / f"{name}.collapsed"), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    binary,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(self.rate),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.out_dir / f"{name}.collapsed"),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
 
     def stop(self) -> dict[str, Any]:
         import signal
@@ -345,8 +370,12 @@ def summarise_collapsed(path: Path, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_s)
         total += count
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
-                  for f in stack.split(";")]  # fmt: skip
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            if " (" in f
+            else f
+            for f in stack.split(";")
+        ]
         self_c[frames[-1]] = self_c.get(frames[-1], 0) + count
         for f in set(frames):
             incl[f] = incl.get(f, 0) + count

@@ -46,7 +46,13 @@ __all__ = ["measure"]
 
 
 def _publishers(
-    kids: Children, url: str, prefix: str, instances: int, publishers: int, rate: float, seconds: float,
+    kids: Children,
+    url: str,
+    prefix: str,
+    instances: int,
+    publishers: int,
+    rate: float,
+    seconds: float,
     interval: float = 2.0,
 ) -> list[subprocess.Popen[bytes]]:
     share = instances // publishers
@@ -56,10 +62,24 @@ def _publishers(
         count = share if p < publishers - 1 else instances - share * (publishers - 1)
         procs.append(
             kids.spawn(
-                "-m", "bench._hb_pub", url, prefix, "--first", str(p * share), "--count", str(count),
-                "--rate", str(rate / publishers if rate > 0 else 0), "--duration", str(seconds),
-                "--interval", str(interval), "--start-at", str(start_at), stdout=subprocess.PIPE,
-            )  # fmt: skip
+                "-m",
+                "bench._hb_pub",
+                url,
+                prefix,
+                "--first",
+                str(p * share),
+                "--count",
+                str(count),
+                "--rate",
+                str(rate / publishers if rate > 0 else 0),
+                "--duration",
+                str(seconds),
+                "--interval",
+                str(interval),
+                "--start-at",
+                str(start_at),
+                stdout=subprocess.PIPE,
+            )
         )
     return procs
 
@@ -98,10 +118,14 @@ async def _settle(get_count: Any, target: int, timeout: float) -> tuple[int, flo
     return count, time.perf_counter() - t0
 
 
-async def _floor(url: str, prefix: str, instances: int, publishers: int, seconds: float, decode: bool) -> dict[str, Any]:
+async def _floor(
+    url: str, prefix: str, instances: int, publishers: int, seconds: float, decode: bool
+) -> dict[str, Any]:
     nc = await nats.connect(url, name="bench-ingest-floor")
     with Children() as kids:
-        sub = kids.spawn("-m", "bench._raw_sub", url, prefix, *(["--decode"] if decode else []), stdout=subprocess.PIPE)
+        sub = kids.spawn(
+            "-m", "bench._raw_sub", url, prefix, *(["--decode"] if decode else []), stdout=subprocess.PIPE
+        )
         assert sub.stdout is not None
         await asyncio.get_running_loop().run_in_executor(None, sub.stdout.readline)
         subj = f"bench.rawsub.{prefix}.stats"
@@ -135,7 +159,13 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _controller_phase(
-    url: str, prefix: str, instances: int, publishers: int, rates: list[float], step_seconds: float, interval: float,
+    url: str,
+    prefix: str,
+    instances: int,
+    publishers: int,
+    rates: list[float],
+    step_seconds: float,
+    interval: float,
     tmp: Path,
 ) -> dict[str, Any]:
     from mesh.connection import Connection
@@ -150,7 +180,9 @@ async def _controller_phase(
     status_subject = f"{prefix}.controller.status"
     out: dict[str, Any] = {"steps": []}
     with Children() as kids:
-        ctl = kids.spawn("-m", "bench._controller_proc", url, prefix, stdout=subprocess.PIPE, log=tmp / "controller.log")
+        ctl = kids.spawn(
+            "-m", "bench._controller_proc", url, prefix, stdout=subprocess.PIPE, log=tmp / "controller.log"
+        )
         assert ctl.stdout is not None
         await asyncio.get_running_loop().run_in_executor(None, ctl.stdout.readline)
         deadline = time.monotonic() + 30
@@ -172,7 +204,9 @@ async def _controller_phase(
 
         # learn every instance: each heartbeats a few times at a gentle rate
         warm_rate = min(20_000.0, instances / interval * 2)
-        procs = _publishers(kids, url, prefix, instances, publishers, warm_rate, max(2.0, 3 * instances / warm_rate), interval)
+        procs = _publishers(
+            kids, url, prefix, instances, publishers, warm_rate, max(2.0, 3 * instances / warm_rate), interval
+        )
         await asyncio.get_running_loop().run_in_executor(None, _collect, procs, 120)
         await asyncio.sleep(max(1.5, interval))
         out["stats_after_warmup"] = await _request_json(nc, status_subject)
@@ -212,7 +246,9 @@ async def _controller_phase(
         out["stats_end"] = await _request_json(nc, status_subject)
 
         # freshness: everyone heartbeats at its interval for two intervals, then read last_seen ages
-        procs = _publishers(kids, url, prefix, instances, publishers, instances / interval, 2 * interval, interval)
+        procs = _publishers(
+            kids, url, prefix, instances, publishers, instances / interval, 2 * interval, interval
+        )
         await asyncio.get_running_loop().run_in_executor(None, _collect, procs, 120)
         await asyncio.sleep(0.5)
         entries = await scan_latest(conn, conn.ns.instances_bucket)
@@ -236,7 +272,12 @@ async def _controller_phase(
 
 
 async def measure(
-    url: str, instances: int, publishers: int, floor_seconds: float, rates: list[float], step_seconds: float,
+    url: str,
+    instances: int,
+    publishers: int,
+    floor_seconds: float,
+    rates: list[float],
+    step_seconds: float,
     interval: float = 2.0,
 ) -> dict[str, Any]:
     prefix = bench_prefix()
@@ -245,7 +286,9 @@ async def measure(
         "decode": await _floor(url, prefix, instances, publishers, floor_seconds, decode=True),
     }
     with tempfile.TemporaryDirectory(prefix="mesh-bench-ingest-") as tmp:
-        ctl = await _controller_phase(url, prefix, instances, publishers, rates, step_seconds, interval, Path(tmp))
+        ctl = await _controller_phase(
+            url, prefix, instances, publishers, rates, step_seconds, interval, Path(tmp)
+        )
     sustained = ctl.get("sustained_heartbeats_per_s")
     return {
         "floor": floor,
@@ -268,18 +311,34 @@ async def measure(
 def print_ingest(res: dict[str, Any]) -> None:
     f = res["floor"]
     rows = [
-        ["raw nats-py subscriber (floor)", fmt_rate(f["raw"]["publish_rate"]), fmt_rate(f["raw"]["received_per_s"]),
-         f["raw"]["dropped"], "1.0x"],
-        ["subscriber + Heartbeat decode", fmt_rate(f["decode"]["publish_rate"]), fmt_rate(f["decode"]["received_per_s"]),
-         f["decode"]["dropped"], fmt_ratio(ratio(f["decode"]["received_per_s"], f["raw"]["received_per_s"]))],
-    ]  # fmt: skip
+        [
+            "raw nats-py subscriber (floor)",
+            fmt_rate(f["raw"]["publish_rate"]),
+            fmt_rate(f["raw"]["received_per_s"]),
+            f["raw"]["dropped"],
+            "1.0x",
+        ],
+        [
+            "subscriber + Heartbeat decode",
+            fmt_rate(f["decode"]["publish_rate"]),
+            fmt_rate(f["decode"]["received_per_s"]),
+            f["decode"]["dropped"],
+            fmt_ratio(ratio(f["decode"]["received_per_s"], f["raw"]["received_per_s"])),
+        ],
+    ]
     for s in res["controller"]["steps"]:
-        rows.append([
-            f"controller @ {s['target_rate']:,.0f}/s" + (" ok" if s["sustained"] else " NOT sustained"),
-            fmt_rate(s["publish_rate"]), fmt_rate(s["received"] / max(s["published"], 1) * s["publish_rate"]),
-            s["dropped"], fmt_ratio(ratio(s["publish_rate"], f["raw"]["received_per_s"])),
-        ])  # fmt: skip
-    print_table("heartbeat ingest (msgs/s)", ["phase", "published/s", "received/s", "dropped", "of raw floor"], rows)
+        rows.append(
+            [
+                f"controller @ {s['target_rate']:,.0f}/s" + (" ok" if s["sustained"] else " NOT sustained"),
+                fmt_rate(s["publish_rate"]),
+                fmt_rate(s["received"] / max(s["published"], 1) * s["publish_rate"]),
+                s["dropped"],
+                fmt_ratio(ratio(s["publish_rate"], f["raw"]["received_per_s"])),
+            ]
+        )
+    print_table(
+        "heartbeat ingest (msgs/s)", ["phase", "published/s", "received/s", "dropped", "of raw floor"], rows
+    )
     s = res["summary"]
     fr = res["controller"]["freshness"]
     print(
@@ -302,10 +361,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with bench_server(args.nats_url) as url:
         res = asyncio.run(
-            measure(url, args.instances, args.publishers, args.floor_seconds, args.rates, args.step_seconds, args.interval)
+            measure(
+                url,
+                args.instances,
+                args.publishers,
+                args.floor_seconds,
+                args.rates,
+                args.step_seconds,
+                args.interval,
+            )
         )
     print_ingest(res)
-    params = {k: getattr(args, k) for k in ("instances", "publishers", "floor_seconds", "step_seconds", "rates", "interval")}
+    params = {
+        k: getattr(args, k)
+        for k in ("instances", "publishers", "floor_seconds", "step_seconds", "rates", "interval")
+    }
     data = envelope("ingest", params, res)
     write_json("ingest", data, args.out)
     return data

@@ -35,15 +35,15 @@ from nats.aio.msg import Msg
 
 from bench.common import (
     Children,
-    cpu_seconds,
-    nats_server_pids,
     PySpy,
     bench_prefix,
     bench_server,
     bench_settings,
+    cpu_seconds,
     envelope,
     fmt_ms,
     fmt_ratio,
+    nats_server_pids,
     percentiles,
     print_table,
     ratio,
@@ -105,7 +105,9 @@ class Observer:
 
         await self.nc.subscribe(f"{prefix}.ctl.>", cb=on_record)
         await self.nc.subscribe(f"{prefix}.audit.*.*.*.*.halted", cb=on_halted, pending_msgs_limit=2_000_000)
-        await self.nc.subscribe(f"{prefix}.audit.*.*.*.*.resumed", cb=on_resumed, pending_msgs_limit=2_000_000)
+        await self.nc.subscribe(
+            f"{prefix}.audit.*.*.*.*.resumed", cb=on_resumed, pending_msgs_limit=2_000_000
+        )
         await self.nc.flush()
 
     def reset(self, expect: int) -> None:
@@ -128,7 +130,9 @@ async def _count_active(conn: Any, uri: str) -> int:
     from mesh.models import InstanceStatus
     from mesh.target import parse_target
 
-    entries = await scan_latest(conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(parse_target(uri)))
+    entries = await scan_latest(
+        conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(parse_target(uri))
+    )
     active = 0
     for e in entries.values():
         with contextlib.suppress(Exception):
@@ -187,7 +191,9 @@ async def measure(
     cycles_out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-kill-") as tmpdir, Children() as kids:
         tmp = Path(tmpdir)
-        ctl = kids.spawn("-m", "bench._controller_proc", url, prefix, stdout=subprocess.PIPE, log=tmp / "controller.log")
+        ctl = kids.spawn(
+            "-m", "bench._controller_proc", url, prefix, stdout=subprocess.PIPE, log=tmp / "controller.log"
+        )
         assert ctl.stdout is not None
         await asyncio.get_running_loop().run_in_executor(None, ctl.stdout.readline)
         share = instances // procs_n
@@ -195,11 +201,28 @@ async def measure(
         fleet_pids: list[int] = []
         for p in range(procs_n):
             count = share if p < procs_n - 1 else instances - share * (procs_n - 1)
-            fleet_pids.append(kids.spawn(
-                "-m", "bench._fleet", url, prefix, run_id, str(p), "--uri", uri, "--first", str(p * share),
-                "--count", str(count), "--mode", mode, "--heartbeat-interval", str(heartbeat_interval),
-                *(["--guarded"] if guarded else []), log=tmp / f"fleet{p}.log",
-            ).pid)  # fmt: skip
+            fleet_pids.append(
+                kids.spawn(
+                    "-m",
+                    "bench._fleet",
+                    url,
+                    prefix,
+                    run_id,
+                    str(p),
+                    "--uri",
+                    uri,
+                    "--first",
+                    str(p * share),
+                    "--count",
+                    str(count),
+                    "--mode",
+                    mode,
+                    "--heartbeat-interval",
+                    str(heartbeat_interval),
+                    *(["--guarded"] if guarded else []),
+                    log=tmp / f"fleet{p}.log",
+                ).pid
+            )
         # every instance started (connected, subscribed, read its records, reported started)
         deadline = time.monotonic() + 60 + instances * 0.05
         ready = 0
@@ -225,8 +248,12 @@ async def measure(
         await mesh.connect()
         profiler: Any = None
         spy: PySpy | None = None
-        cpu_pids = {"operator": [os.getpid()], "controller": [ctl.pid], "fleet": fleet_pids,
-                    "nats_server": nats_server_pids()}  # fmt: skip
+        cpu_pids = {
+            "operator": [os.getpid()],
+            "controller": [ctl.pid],
+            "fleet": fleet_pids,
+            "nats_server": nats_server_pids(),
+        }
         cpu0: dict[str, float] = {}
         for c in range(warmup + cycles):
             if c == warmup:
@@ -268,24 +295,26 @@ async def measure(
             if c < warmup:
                 continue
             acked_ms = _ms(halted, t0)
-            cycles_out.append({
-                "record_ms": _ms(record[:1], t0)[0] if record else None,
-                "observed_ms": _ms(seen, t0),
-                "acked_ms": acked_ms,
-                "all_acked_ms": max(acked_ms) if len(halted) >= instances else None,
-                "acks": len(halted),
-                "kill_call_ms": (t_ret - t0) * 1000,
-                "report_acked": report.acked,
-                "report_expected": report.expected,
-                "report_missing": len(report.missing),
-                "resume_call_ms": (t_rret - t_r0) * 1000,
-                "resume_all_ms": max(_ms(resumed, t_r0)) if len(resumed) >= instances else None,
-                "resume_observed_ms": _ms(cleared, t_r0),
-                "resumes": len(resumed),
-                "resume_report_acked": rreport.acked,
-                "active_before_next": active,
-                "settle_s": round(waited, 3),
-            })  # fmt: skip
+            cycles_out.append(
+                {
+                    "record_ms": _ms(record[:1], t0)[0] if record else None,
+                    "observed_ms": _ms(seen, t0),
+                    "acked_ms": acked_ms,
+                    "all_acked_ms": max(acked_ms) if len(halted) >= instances else None,
+                    "acks": len(halted),
+                    "kill_call_ms": (t_ret - t0) * 1000,
+                    "report_acked": report.acked,
+                    "report_expected": report.expected,
+                    "report_missing": len(report.missing),
+                    "resume_call_ms": (t_rret - t_r0) * 1000,
+                    "resume_all_ms": max(_ms(resumed, t_r0)) if len(resumed) >= instances else None,
+                    "resume_observed_ms": _ms(cleared, t_r0),
+                    "resumes": len(resumed),
+                    "resume_report_acked": rreport.acked,
+                    "active_before_next": active,
+                    "settle_s": round(waited, 3),
+                }
+            )
         cpu1 = cpu_seconds(cpu_pids)
         measured = max(1, cycles)
         out["cpu_ms_per_cycle"] = {k: round((cpu1[k] - cpu0.get(k, 0.0)) * 1000 / measured, 1) for k in cpu1}
@@ -317,25 +346,30 @@ async def measure(
     def flat(key: str) -> dict[str, Any]:
         return percentiles([v for c in cycles_out for v in c[key]])
 
-    out.update({
-        "cycles": len(cycles_out),
-        "incomplete_cycles": sum(1 for c in cycles_out if c["all_acked_ms"] is None),
-        "all_acked_ms": agg("all_acked_ms"),
-        "kill_call_ms": agg("kill_call_ms"),
-        "record_ms": agg("record_ms"),
-        "observed_ms": flat("observed_ms"),
-        "acked_ms": flat("acked_ms"),
-        "resume_all_ms": agg("resume_all_ms"),
-        "resume_call_ms": agg("resume_call_ms"),
-        "resume_observed_ms": flat("resume_observed_ms"),
-        "report_acked_min": min((c["report_acked"] for c in cycles_out), default=None),
-        "report_expected_min": min((c["report_expected"] for c in cycles_out), default=None),
-        "per_cycle": [
-            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()
-             if k not in ("observed_ms", "acked_ms", "resume_observed_ms")}
-            for c in cycles_out
-        ],
-    })  # fmt: skip
+    out.update(
+        {
+            "cycles": len(cycles_out),
+            "incomplete_cycles": sum(1 for c in cycles_out if c["all_acked_ms"] is None),
+            "all_acked_ms": agg("all_acked_ms"),
+            "kill_call_ms": agg("kill_call_ms"),
+            "record_ms": agg("record_ms"),
+            "observed_ms": flat("observed_ms"),
+            "acked_ms": flat("acked_ms"),
+            "resume_all_ms": agg("resume_all_ms"),
+            "resume_call_ms": agg("resume_call_ms"),
+            "resume_observed_ms": flat("resume_observed_ms"),
+            "report_acked_min": min((c["report_acked"] for c in cycles_out), default=None),
+            "report_expected_min": min((c["report_expected"] for c in cycles_out), default=None),
+            "per_cycle": [
+                {
+                    k: (round(v, 3) if isinstance(v, float) else v)
+                    for k, v in c.items()
+                    if k not in ("observed_ms", "acked_ms", "resume_observed_ms")
+                }
+                for c in cycles_out
+            ],
+        }
+    )
     if floor_n:
         out["floor"] = await measure_floor_for_kill(url, floor_n)
     return out
@@ -358,21 +392,48 @@ def print_results(rows_in: list[dict[str, Any]], floor: dict[str, Any]) -> None:
     rows = []
     for r in rows_in:
         rt = r.get("ratio_to_floor", {})
-        rows.append([
-            f"{r['instances']:,}", r["processes"], r["cycles"],
-            fmt_ms(r["record_ms"]["p50"]), fmt_ms(r["observed_ms"]["p50"]), fmt_ms(r["observed_ms"]["p99"]),
-            fmt_ms(r["acked_ms"]["p50"]), fmt_ms(r["all_acked_ms"]["p50"]), fmt_ms(r["all_acked_ms"]["p99"]),
-            fmt_ms(r["all_acked_ms"]["max"]), fmt_ratio(rt.get("all_acked_p50")), fmt_ms(r["kill_call_ms"]["p50"]),
-            fmt_ms(r["resume_all_ms"]["p50"]), fmt_ms(r["resume_all_ms"]["p99"]), r["incomplete_cycles"],
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{r['instances']:,}",
+                r["processes"],
+                r["cycles"],
+                fmt_ms(r["record_ms"]["p50"]),
+                fmt_ms(r["observed_ms"]["p50"]),
+                fmt_ms(r["observed_ms"]["p99"]),
+                fmt_ms(r["acked_ms"]["p50"]),
+                fmt_ms(r["all_acked_ms"]["p50"]),
+                fmt_ms(r["all_acked_ms"]["p99"]),
+                fmt_ms(r["all_acked_ms"]["max"]),
+                fmt_ratio(rt.get("all_acked_p50")),
+                fmt_ms(r["kill_call_ms"]["p50"]),
+                fmt_ms(r["resume_all_ms"]["p50"]),
+                fmt_ms(r["resume_all_ms"]["p99"]),
+                r["incomplete_cycles"],
+            ]
+        )
     f = floor["kill_ack_raw_ms"]
     print_table(
         f"kill latency, ms from the kill call (floor: raw kill round trip p50 {fmt_ms(f['p50'])} / p99 "
         f"{fmt_ms(f['p99'])}; request/reply p50 {fmt_ms(floor['request_reply_ms']['p50'])})",
-        ["N", "procs", "cycles", "record", "observed p50", "observed p99", "ack p50", "all-acked p50",
-         "all-acked p99", "max", "p50/floor", "kill() ret p50", "resume-all p50", "resume-all p99", "incomplete"],
+        [
+            "N",
+            "procs",
+            "cycles",
+            "record",
+            "observed p50",
+            "observed p99",
+            "ack p50",
+            "all-acked p50",
+            "all-acked p99",
+            "max",
+            "p50/floor",
+            "kill() ret p50",
+            "resume-all p50",
+            "resume-all p99",
+            "incomplete",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 def cycles_for(n: int, base: int) -> int:
@@ -389,13 +450,21 @@ async def amain(args: Any) -> dict[str, Any]:
             prof = args.profile if (args.profile and biggest) else None
             spy = args.py_spy / f"n{n}" if (args.py_spy and biggest) else None
             res = await measure(
-                url, instances=n, processes=args.processes, cycles=cycles_for(n, args.cycles),
-                floor_n=0, mode=args.mode, guarded=args.guarded, profile=prof, py_spy=spy,
-            )  # fmt: skip
+                url,
+                instances=n,
+                processes=args.processes,
+                cycles=cycles_for(n, args.cycles),
+                floor_n=0,
+                mode=args.mode,
+                guarded=args.guarded,
+                profile=prof,
+                py_spy=spy,
+            )
             add_ratios(res, floor)
             results.append(res)
             print(
-                f"N={n:,}: all-acked p50 {fmt_ms(res['all_acked_ms']['p50'])} ms, p99 {fmt_ms(res['all_acked_ms']['p99'])} ms "
+                f"N={n:,}: all-acked p50 {fmt_ms(res['all_acked_ms']['p50'])} ms, "
+                f"p99 {fmt_ms(res['all_acked_ms']['p99'])} ms "
                 f"({res['cycles']} cycles, {res['processes']} procs, startup {res['startup_s']} s)",
                 flush=True,
             )
@@ -412,12 +481,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode", choices=["pause", "raise"], default="pause")
     parser.add_argument("--guarded", action="store_true", help="instances park in a guarded coroutine")
     parser.add_argument("--floor-n", type=int, default=200)
-    parser.add_argument("--profile", type=Path, default=None, help="pyinstrument the operator side at the largest N")
-    parser.add_argument("--py-spy", type=Path, default=None,
-                        help="py-spy the operator, fleet process 0 and the controller at the largest N (dir)")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="pyinstrument the operator side at the largest N"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="py-spy the operator, fleet process 0 and the controller at the largest N (dir)",
+    )
     args = parser.parse_args(argv)
     results = asyncio.run(amain(args))
-    data = envelope("kill_latency", {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}, results)
+    data = envelope(
+        "kill_latency",
+        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
+        results,
+    )
     write_json("kill_latency", data, args.out)
     return data
 

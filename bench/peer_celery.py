@@ -55,7 +55,11 @@ def _free_port() -> int:
 
 def find_redis_server() -> str:
     explicit = os.environ.get("BENCH_REDIS_SERVER")
-    found = explicit or shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = (
+        explicit
+        or shutil.which("redis-server")
+        or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    )
     if not found:
         raise SystemExit(REDIS_HINT)
     return found
@@ -78,10 +82,29 @@ def redis_server(tmp: Path) -> Iterator[str]:
     port = _free_port()
     log = open(tmp / "redis.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--protected-mode", "yes", "--dir", str(tmp), "--daemonize", "no", "--loglevel", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(tmp),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 15
@@ -124,11 +147,29 @@ class CeleryWorkers:
             log = open(self.tmp / f"worker{i}.log", "wb")  # noqa: SIM115 - the child keeps it
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "bench.peer_celery_app", "worker",
-                     "--pool=solo", "-n", f"bench{i}@localhost", "-Q", self.queue,
-                     "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
-                    env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "bench.peer_celery_app",
+                        "worker",
+                        "--pool=solo",
+                        "-n",
+                        f"bench{i}@localhost",
+                        "-Q",
+                        self.queue,
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                        "--loglevel=WARNING",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             )
             log.close()
 
@@ -181,7 +222,11 @@ def measure_celery(ns: list[int], reps: int, warmup: int = 5) -> dict[str, Any]:
                             continue
                         if i >= warmup:
                             samples.append(dt)
-                    out["by_n"][str(n)] = {"processes": n, "all_replied_ms": percentiles(samples), "incomplete": short}
+                    out["by_n"][str(n)] = {
+                        "processes": n,
+                        "all_replied_ms": percentiles(samples),
+                        "incomplete": short,
+                    }
             finally:
                 workers.stop()
                 with contextlib.suppress(Exception):
@@ -229,19 +274,42 @@ def run(ns: list[int], reps: int, nats_url: str | None) -> dict[str, Any]:
             "mesh_over_floor_p50": ratio(m.get("p50"), f_kill),
         }
         cc = comparison[str(n)]
-        rows.append([
-            n, fmt_ms(c["p50"]), fmt_ms(c["p99"]), fmt_ms(m.get("p50")), fmt_ms(m.get("p99")),
-            fmt_ratio(cc["mesh_over_celery_p50"]), fmt_ratio(cc["celery_over_floor_p50"]),
-            fmt_ratio(cc["mesh_over_floor_p50"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                n,
+                fmt_ms(c["p50"]),
+                fmt_ms(c["p99"]),
+                fmt_ms(m.get("p50")),
+                fmt_ms(m.get("p99")),
+                fmt_ratio(cc["mesh_over_celery_p50"]),
+                fmt_ratio(cc["celery_over_floor_p50"]),
+                fmt_ratio(cc["mesh_over_floor_p50"]),
+            ]
+        )
     print_table(
-        f"Celery broadcast->all replied vs mesh kill->all acked, ms ({reps} reps; floor: raw kill {fmt_ms(f_kill)} ms)",
-        ["N procs", "celery p50", "celery p99", "mesh p50", "mesh p99", "mesh/celery", "celery/floor", "mesh/floor"],
+        f"Celery broadcast->all replied vs mesh kill->all acked, ms ({reps} reps; "
+        f"floor: raw kill {fmt_ms(f_kill)} ms)",
+        [
+            "N procs",
+            "celery p50",
+            "celery p99",
+            "mesh p50",
+            "mesh p99",
+            "mesh/celery",
+            "celery/floor",
+            "mesh/floor",
+        ],
         rows,
     )
     if mesh_error:
         print(f"mesh side not measured: {mesh_error}")
-    return {"celery": celery, "mesh": mesh, "mesh_error": mesh_error, "floor": floor, "comparison": comparison}
+    return {
+        "celery": celery,
+        "mesh": mesh,
+        "mesh_error": mesh_error,
+        "floor": floor,
+        "comparison": comparison,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

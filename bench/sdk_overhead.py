@@ -28,6 +28,7 @@ from bench.common import (
 __all__ = ["measure"]
 
 BUDGET_US = 5.0
+STOP_S: dict[str, float] = {}
 URI = "agent://bench/overhead/hot"
 
 
@@ -77,7 +78,9 @@ def _row(label: str, runs: list[float], bare_us: float, floor_us: float | None) 
     }
 
 
-def _sync_agent(url: str, n: int, repeats: int, bare_us: float, floor_us: float | None) -> list[dict[str, Any]]:
+def _sync_agent(
+    url: str, n: int, repeats: int, bare_us: float, floor_us: float | None
+) -> list[dict[str, Any]]:
     from agent_sdk import Agent
 
     settings = bench_settings(url)
@@ -91,24 +94,36 @@ def _sync_agent(url: str, n: int, repeats: int, bare_us: float, floor_us: float 
         meta = {"batch": 1, "sent": 10}
         rows.append(_row("Agent.heartbeat()", _time_sync(agent.heartbeat, n, repeats), bare_us, floor_us))
         rows.append(
-            _row("Agent.heartbeat(metadata=...)", _time_sync(lambda: agent.heartbeat(metadata=meta), n, repeats),
-                 bare_us, floor_us)
-        )  # fmt: skip
+            _row(
+                "Agent.heartbeat(metadata=...)",
+                _time_sync(lambda: agent.heartbeat(metadata=meta), n, repeats),
+                bare_us,
+                floor_us,
+            )
+        )
         state = {"batch": 7}
         rows.append(
-            _row("Agent.checkpoint(state)", _time_sync(lambda: agent.checkpoint(state), n, repeats), bare_us, floor_us)
+            _row(
+                "Agent.checkpoint(state)",
+                _time_sync(lambda: agent.checkpoint(state), n, repeats),
+                bare_us,
+                floor_us,
+            )
         )
         rows.append(_row("@agent.guard call", _time_sync(tool, n, repeats), bare_us, floor_us))
         rows.append(_row("agent.killed", _time_sync(lambda: agent.killed, n, repeats), bare_us, floor_us))
     return rows
 
 
-async def _async_agent(url: str, n: int, repeats: int, bare_us: float, floor_us: float | None) -> list[dict[str, Any]]:
+async def _async_agent(
+    url: str, n: int, repeats: int, bare_us: float, floor_us: float | None
+) -> list[dict[str, Any]]:
     from agent_sdk import AsyncAgent
 
     settings = bench_settings(url)
     rows: list[dict[str, Any]] = []
-    async with AsyncAgent(URI, instance="async-0", servers=url, **_agent_kwargs(settings)) as agent:
+    agent = await AsyncAgent(URI, instance="async-0", servers=url, **_agent_kwargs(settings)).start()
+    try:
 
         @agent.guard
         async def tool() -> None:
@@ -119,16 +134,39 @@ async def _async_agent(url: str, n: int, repeats: int, bare_us: float, floor_us:
 
         bare_async_us = statistics.median(await _time_async(bare_async, n, repeats))
         rows.append(
-            {"op": "bare `await coro()`", "us_per_call_median": round(bare_async_us, 4), "calls_per_s": round(1e6 / bare_async_us)}
+            {
+                "op": "bare `await coro()`",
+                "us_per_call_median": round(bare_async_us, 4),
+                "calls_per_s": round(1e6 / bare_async_us),
+            }
         )
-        rows.append(_row("await AsyncAgent.heartbeat()", await _time_async(agent.heartbeat, n, repeats), bare_us, floor_us))
+        rows.append(
+            _row(
+                "await AsyncAgent.heartbeat()",
+                await _time_async(agent.heartbeat, n, repeats),
+                bare_us,
+                floor_us,
+            )
+        )
         state = {"batch": 7}
 
         async def cp() -> None:
             await agent.checkpoint(state)
 
-        rows.append(_row("await AsyncAgent.checkpoint(state)", await _time_async(cp, n, repeats), bare_us, floor_us))
+        rows.append(
+            _row("await AsyncAgent.checkpoint(state)", await _time_async(cp, n, repeats), bare_us, floor_us)
+        )
         rows.append(_row("await @agent.guard coro", await _time_async(tool, n, repeats), bare_us, floor_us))
+    finally:
+        await asyncio.sleep(0.2)  # let the checkpoint writer go idle before stopping
+        t0 = time.perf_counter()
+        try:
+            # bounded: on Python 3.11 a cancel can be swallowed inside nats-py's wait_for, and
+            # AgentCore.close() awaits its background tasks without a timeout (reported, issue 3)
+            await asyncio.wait_for(agent.stop(), 15)
+        except TimeoutError:
+            rows.append({"op": "AsyncAgent.stop() did not return within 15 s", "us_per_call_median": None})
+        STOP_S["async"] = round(time.perf_counter() - t0, 3)
     return rows
 
 
@@ -149,15 +187,21 @@ def _agent_kwargs(settings: Any) -> dict[str, Any]:
 def measure(url: str, n: int, repeats: int, floor_us: float | None) -> dict[str, Any]:
     bare = _time_sync(_bare, n, repeats)
     bare_us = statistics.median(bare)
-    rows = [{"op": "bare function call", "us_per_call_median": round(bare_us, 4), "calls_per_s": round(1e6 / bare_us)}]
+    rows = [
+        {
+            "op": "bare function call",
+            "us_per_call_median": round(bare_us, 4),
+            "calls_per_s": round(1e6 / bare_us),
+        }
+    ]
     rows += _sync_agent(url, n, repeats, bare_us, floor_us)
     rows += asyncio.run(_async_agent(url, n, repeats, bare_us, floor_us))
-    return {"bare_call_us": round(bare_us, 4), "budget_us": BUDGET_US, "rows": rows}
+    return {"bare_call_us": round(bare_us, 4), "budget_us": BUDGET_US, "rows": rows, "stop_seconds": STOP_S}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from bench.floor import request_reply
     from bench.common import percentiles
+    from bench.floor import request_reply
 
     parser = standard_args("SDK hot-path overhead when not killed")
     parser.add_argument("--n", type=int, default=200_000, help="calls per timed run")
@@ -171,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = [
         [
             r["op"],
-            f"{r['us_per_call_median']:.3f}",
+            f"{r['us_per_call_median']:.3f}" if r.get("us_per_call_median") is not None else "-",
             f"{r['calls_per_s']:,.0f}" if r.get("calls_per_s") else "-",
             f"{r['ratio_to_bare_call']:.1f}x" if r.get("ratio_to_bare_call") else "-",
             f"{r['share_of_rtt_floor']:.4f}" if r.get("share_of_rtt_floor") else "-",

@@ -51,7 +51,7 @@ class UsageSamples:
             s.append((BASELINE, usage))
             return True
         step = self.window / RESOLUTION_STEPS
-        if len(s) >= 2 and now - s[-2][0] < step:
+        if len(s) >= 2 and s[-1][0] - s[-2][0] < step:
             s[-1] = (now, usage)  # merge: the increment is dated later, which can only count it in
         else:
             s.append((now, usage))

@@ -45,7 +45,7 @@ class ProvisionResult:
 
 
 def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig]:
-    """The KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies."""
+    """KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies."""
     return [
         KeyValueConfig(
             bucket=ns.control_bucket,

@@ -26,7 +26,11 @@ def main() -> int:
     settings = Settings(nats_url=args.url, prefix=args.prefix, actor="chaos-agent")
     try:
         with Agent(
-            args.uri, instance=args.instance, settings=settings, heartbeat_interval=args.interval, hard_kill=False
+            args.uri,
+            instance=args.instance,
+            settings=settings,
+            heartbeat_interval=args.interval,
+            hard_kill=False,
         ) as agent:
 
             @agent.guard

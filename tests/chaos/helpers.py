@@ -42,7 +42,12 @@ class Worker:
     def __init__(self, settings: Settings, uri: str, instance: str, *, interval: float = 0.3) -> None:
         self.uri, self.instance = uri, instance
         self.agent = AsyncAgent(
-            uri, instance=instance, settings=settings, on_kill="pause", hard_kill=False, heartbeat_interval=interval
+            uri,
+            instance=instance,
+            settings=settings,
+            on_kill="pause",
+            hard_kill=False,
+            heartbeat_interval=interval,
         )
         self.done = 0
         self.checkpointed = 0

@@ -32,11 +32,20 @@ GHOST = "agent://acme/prod/ghost"
 
 
 def start_controller(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NATS_URL": settings.nats_url, "MESH_PREFIX": settings.prefix, "MESH_ACTOR": "controller"}
+    env = {
+        **os.environ,
+        "NATS_URL": settings.nats_url,
+        "MESH_PREFIX": settings.prefix,
+        "MESH_ACTOR": "controller",
+    }
     args = ["--lost-after", "4", "--lease-ttl", "2", "--refresh-every", "0.5", "--sweep-every", "0.2"]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [MESH_CLI, "controller", *args], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [MESH_CLI, "controller", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
 

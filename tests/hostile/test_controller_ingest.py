@@ -21,9 +21,9 @@ from mesh.models import Heartbeat
 from mesh.subjects import Namespace
 
 pytest.importorskip("controller.ingest")
-from controller.ingest import Ingest  # noqa: E402
-from controller.state import Fleet  # noqa: E402
-from controller.stats import Stats  # noqa: E402
+from controller.ingest import Ingest
+from controller.state import Fleet
+from controller.stats import Stats
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,7 +31,9 @@ NS = Namespace("mesh")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 segment = st.sampled_from(["acme", "prod", "mailer", "i-1", "a.b", "*", ">", "", "é", "x" * 70, "_", "-x"])
-statuses = st.sampled_from(["active", "paused", "killed", "stale", "lost", "crashed", "stopped", "root", 1, None])
+statuses = st.sampled_from(
+    ["active", "paused", "killed", "stale", "lost", "crashed", "stopped", "root", 1, None]
+)
 
 
 @st.composite
@@ -48,7 +50,9 @@ def heartbeat_message(draw: st.DrawFn) -> tuple[str, bytes]:
             ]
         )
     )
-    body_uri = draw(st.sampled_from([f"agent://{org}/{env}/{name}", "agent://acme/prod/mailer", "acme/prod/mailer", ""]))
+    body_uri = draw(
+        st.sampled_from([f"agent://{org}/{env}/{name}", "agent://acme/prod/mailer", "acme/prod/mailer", ""])
+    )
     body: dict[str, Any] = {"agent_uri": body_uri, "instance": draw(st.sampled_from([inst, "i-1", "other"]))}
     if draw(st.booleans()):
         body["status"] = draw(statuses)
@@ -96,9 +100,15 @@ def test_ingest_never_raises_and_counts_everything(messages: list[tuple[str, byt
             hb = Heartbeat.model_validate_json(data)
         except (InvalidTarget, ValueError):
             continue
-        if hb.agent_uri == str(agent) and hb.instance == instance and hb.v == 1 and hb.status.value not in (
-            "stale",
-            "lost",
+        if (
+            hb.agent_uri == str(agent)
+            and hb.instance == instance
+            and hb.v == 1
+            and hb.status.value
+            not in (
+                "stale",
+                "lost",
+            )
         ):
             accepted[subject.removeprefix("mesh.hb.")] = hb
     assert stats.received == len(messages)
@@ -111,7 +121,10 @@ def test_ingest_specific_attacks() -> None:
     ingest, fleet, stats, _ = make_ingest()
     good = {"agent_uri": "agent://acme/prod/mailer", "instance": "i-1"}
     cases = {
-        "oversized": ("mesh.hb.acme.prod.mailer.i-1", json.dumps({**good, "metadata": {"x": "y" * 200_000}}).encode()),
+        "oversized": (
+            "mesh.hb.acme.prod.mailer.i-1",
+            json.dumps({**good, "metadata": {"x": "y" * 200_000}}).encode(),
+        ),
         "malformed_json": ("mesh.hb.acme.prod.mailer.i-1", b"{not json"),
         "random": ("mesh.hb.acme.prod.mailer.i-1", os.urandom(512)),
         # another agent's subject, this agent's body: impersonation in either direction
@@ -119,7 +132,10 @@ def test_ingest_specific_attacks() -> None:
         "mismatch_instance": ("mesh.hb.acme.prod.mailer.i-2", json.dumps(good).encode()),
         "claims_lost": ("mesh.hb.acme.prod.mailer.i-1", json.dumps({**good, "status": "lost"}).encode()),
         "future_version": ("mesh.hb.acme.prod.mailer.i-1", json.dumps({**good, "v": 99}).encode()),
-        "wildcard_subject": ("mesh.hb.acme.prod.*.i-1", json.dumps({**good, "agent_uri": "agent://acme/prod/*"}).encode()),
+        "wildcard_subject": (
+            "mesh.hb.acme.prod.*.i-1",
+            json.dumps({**good, "agent_uri": "agent://acme/prod/*"}).encode(),
+        ),
         "dotted_name": (
             "mesh.hb.acme.prod.a.b.i-1",
             json.dumps({"agent_uri": "agent://acme/prod/a.b", "instance": "i-1"}).encode(),

@@ -44,8 +44,13 @@ def test_quickstart_agent_runs_to_the_end_and_resumes_from_its_checkpoint(settin
 
 def test_quickstart_operator_kills_and_resumes_the_agent(settings: Settings, tmp_path: Path) -> None:
     out = (tmp_path / "agent.out").open("w")
-    agent = subprocess.Popen([sys.executable, str(EXAMPLES / "quickstart_agent.py")],
-                             env=_env(settings, STEPS="100000"), stdout=out, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    agent = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "quickstart_agent.py")],
+        env=_env(settings, STEPS="100000"),
+        stdout=out,
+        stderr=(tmp_path / "agent.err").open("w"),  # a file: a full pipe would block the agent
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while "sent email 3" not in (tmp_path / "agent.out").read_text():

@@ -34,9 +34,9 @@ OTHER = "agent://acme/prod/other"
 class Runner:
     """A real AsyncAgent passing a safe point every 20 ms until killed."""
 
-    def __init__(self, settings: Settings, uri: str, instance: str, **kw: object) -> None:
+    def __init__(self, settings: Settings, uri: str, instance: str) -> None:
         self.agent = AsyncAgent(
-            uri, instance=instance, settings=settings, hard_kill=False, heartbeat_interval=0.2, **kw
+            uri, instance=instance, settings=settings, hard_kill=False, heartbeat_interval=0.2
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -80,8 +80,8 @@ async def mesh(conn: Connection, settings: Settings) -> AsyncIterator[AsyncMesh]
         yield m
 
 
-async def start(settings: Settings, *specs: tuple[str, str], **kw: object) -> list[Runner]:
-    return [await Runner(settings, uri, inst, **kw).start() for uri, inst in specs]
+async def start(settings: Settings, *specs: tuple[str, str]) -> list[Runner]:
+    return [await Runner(settings, uri, inst).start() for uri, inst in specs]
 
 
 async def control_record(conn: Connection, key: str) -> KillRecord | None:
@@ -275,6 +275,6 @@ def test_record_refuses_bad_values(settings: Settings) -> None:
     agent.record(emails=1, cost_usd=0.5)
     for bad in ({"emails": -1}, {"emails": "10"}, {"emails": True}, {"emails": float("nan")}, {"runtime": 1}):
         with pytest.raises(ConfigError) as info:
-            agent.record(**bad)  # type: ignore[arg-type]
+            agent.record(**bad)
         assert isinstance(info.value, ValueError)
     assert agent.usage == {"emails": 1.0, "cost_usd": 0.5}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import random
 
 import pytest
@@ -42,10 +43,14 @@ async def test_running_guarded_coroutine_is_cancelled(conn: Connection, settings
             await asyncio.wait_for(call, 30)
         assert unwound == ["cancelled"]
         await await_until(lambda: agent.status.value == "killed")
-        acks = await _acks(conn, record.command_id)
-        assert len(acks) == 1
+        # The ack is published right after the cancellation, not before it: wait for it to land.
+        deadline = time.monotonic() + 30
+        while not (acks := await _acks(conn, record.command_id)):
+            assert time.monotonic() < deadline, "no halted acknowledgement"
+            await asyncio.sleep(0.02)
         with pytest.raises(AgentKilled):
             await llm_call()
+        assert len(await _acks(conn, record.command_id)) == len(acks) == 1
 
 
 async def test_pause_mode_cancels_then_rerun_after_resume(conn: Connection, settings: Settings) -> None:

@@ -22,8 +22,9 @@ ENV = {var: f"test-{var.lower()}" for var in [*CONF_VARS, "MESH_ROUTE_PASSWORD"]
 
 
 def test_nats_conf_reads_every_role_password_from_the_environment() -> None:
-    assert CONF_VARS == sorted(
-        f"MESH_{r}_PASSWORD" for r in ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS")
+    assert (
+        sorted(f"MESH_{r}_PASSWORD" for r in ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS"))
+        == CONF_VARS
     )
     text = NATS_CONF.read_text()
     assert not re.search(r"password:\s*[\"']?[A-Za-z0-9]", text), "a literal password in nats.conf"

@@ -19,8 +19,7 @@ from nats.js.api import StreamConfig
 from mesh import connection as mesh_connection
 from mesh.audit import publish_event
 from mesh.codec import decode, encode
-from mesh.connection import recent_permission_violation, translate_error
-from mesh.connection import Connection
+from mesh.connection import Connection, recent_permission_violation, translate_error
 from mesh.control import read_records
 from mesh.errors import AuthenticationFailed, MeshError, PermissionDenied
 from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, KillRecord, Status, utcnow
@@ -93,7 +92,12 @@ def status_record(uri: str, instance: str) -> bytes:
     now = utcnow()
     return encode(
         InstanceStatus(
-            agent_uri=uri, instance=instance, status=Status.ACTIVE, first_seen=now, last_seen=now, last_change=now
+            agent_uri=uri,
+            instance=instance,
+            status=Status.ACTIVE,
+            first_seen=now,
+            last_seen=now,
+            last_change=now,
         )
     )
 
@@ -126,13 +130,20 @@ async def test_admin_provisions_idempotently_and_cannot_tamper(secure_server: Se
     try:
         result = await provision(conn.js, conn.ns, ProvisionOptions())
         assert not result.created
-        assert sorted(result.existing) == sorted([kv.bucket for kv in bucket_configs(NS, ProvisionOptions())] + [AUDIT])
+        assert sorted(result.existing) == sorted(
+            [kv.bucket for kv in bucket_configs(NS, ProvisionOptions())] + [AUDIT]
+        )
         js = conn.nc.jetstream(timeout=DENY_TIMEOUT)
-        await assert_denied(js.delete_stream(AUDIT), "delete the audit stream", f"$JS.API.STREAM.DELETE.{AUDIT}")
+        await assert_denied(
+            js.delete_stream(AUDIT), "delete the audit stream", f"$JS.API.STREAM.DELETE.{AUDIT}"
+        )
         await assert_denied(js.purge_stream(AUDIT), "purge the audit stream", f"$JS.API.STREAM.PURGE.{AUDIT}")
         # admin may not write kill records either: provisioning is not operating
         await assert_denied(
-            js.publish(kv_subject(NS.control_bucket, "acme.prod.mailer"), kill_record("agent://acme/prod/mailer", "admin")),
+            js.publish(
+                kv_subject(NS.control_bucket, "acme.prod.mailer"),
+                kill_record("agent://acme/prod/mailer", "admin"),
+            ),
             "write kill records",
             kv_subject(NS.control_bucket, "acme.prod.mailer"),
         )
@@ -158,7 +169,9 @@ async def test_agent_allowed_operations(secure_server: SecureServer) -> None:
 
         await controller.nc.subscribe(NS.heartbeat_wildcard, cb=on_beat)
         await controller.nc.flush()
-        await agent.nc.publish("mesh.hb.acme.prod.perm-hb.i1", b'{"agent_uri":"agent://acme/prod/perm-hb","instance":"i1"}')
+        await agent.nc.publish(
+            "mesh.hb.acme.prod.perm-hb.i1", b'{"agent_uri":"agent://acme/prod/perm-hb","instance":"i1"}'
+        )
         await agent.nc.flush()
         await eventually(lambda: beats, what="heartbeat delivered")
 
@@ -216,7 +229,9 @@ async def test_agent_cannot_kill_resume_or_touch_status(secure_server: SecureSer
         )
         # kill everything, through nats-py's own KV API
         akv = await js.key_value(NS.control_bucket)  # short request timeout for the denied writes
-        await assert_denied(akv.put("_._._", kill_record("agent://*/*/*", "agent")), "write kill records", "_._._")
+        await assert_denied(
+            akv.put("_._._", kill_record("agent://*/*/*", "agent")), "write kill records", "_._._"
+        )
 
         # resume itself: the operator kills it, the agent tries to delete (and purge) the record
         okv = await operator.js.key_value(NS.control_bucket)
@@ -229,17 +244,25 @@ async def test_agent_cannot_kill_resume_or_touch_status(secure_server: SecureSer
         # overwrite another agent's status (the controller's bucket)
         status_subject = kv_subject(NS.instances_bucket, "acme.prod.other.i1")
         await assert_denied(
-            js.publish(status_subject, status_record("agent://acme/prod/other", "i1")), "write status", status_subject
+            js.publish(status_subject, status_record("agent://acme/prod/other", "i1")),
+            "write status",
+            status_subject,
         )
         # take the controller lease
         await assert_denied(
-            js.publish(kv_subject(NS.leases_bucket, "controller"), b"{}"), "write leases", "$KV.mesh_leases.controller"
+            js.publish(kv_subject(NS.leases_bucket, "controller"), b"{}"),
+            "write leases",
+            "$KV.mesh_leases.controller",
         )
         # forge an operator's kill / resume event, or a controller transition
         for forged in (EventType.KILL, EventType.RESUME, EventType.LOST):
             with pytest.raises(PermissionDenied):
                 await publish_event(
-                    js, NS, AuditEvent(type=forged, target="agent://acme/prod/victim"), timeout=DENY_TIMEOUT, attempts=1
+                    js,
+                    NS,
+                    AuditEvent(type=forged, target="agent://acme/prod/victim"),
+                    timeout=DENY_TIMEOUT,
+                    attempts=1,
                 )
         # snoop on every heartbeat, or on the audit stream
         await assert_subscribe_denied(agent, "mesh.hb.>")
@@ -269,9 +292,13 @@ async def test_agent_cannot_kill_resume_or_touch_status(secure_server: SecureSer
 
 
 @pytest.mark.parametrize("user", ["admin", "agent", "operator", "controller", "auditor"])
-async def test_no_user_can_delete_purge_or_rewrite_the_audit_stream(secure_server: SecureServer, user: str) -> None:
+async def test_no_user_can_delete_purge_or_rewrite_the_audit_stream(
+    secure_server: SecureServer, user: str
+) -> None:
     writer = await secure_server.connect("operator")
-    await publish_event(writer.js, NS, AuditEvent(type=EventType.KILL, target="agent://acme/prod/x", actor="operator"))
+    await publish_event(
+        writer.js, NS, AuditEvent(type=EventType.KILL, target="agent://acme/prod/x", actor="operator")
+    )
     await writer.close()
     before = await audit_count(secure_server)
 
@@ -282,19 +309,39 @@ async def test_no_user_can_delete_purge_or_rewrite_the_audit_stream(secure_serve
         control_stream = f"KV_{NS.control_bucket}"
         mesh_connection._VIOLATIONS.clear()
         await asyncio.gather(
-            assert_denied(js.delete_stream(AUDIT), "delete the audit stream", f"$JS.API.STREAM.DELETE.{AUDIT}", fresh=False),
-            assert_denied(js.purge_stream(AUDIT), "purge the audit stream", f"$JS.API.STREAM.PURGE.{AUDIT}", fresh=False),
+            assert_denied(
+                js.delete_stream(AUDIT),
+                "delete the audit stream",
+                f"$JS.API.STREAM.DELETE.{AUDIT}",
+                fresh=False,
+            ),
+            assert_denied(
+                js.purge_stream(AUDIT), "purge the audit stream", f"$JS.API.STREAM.PURGE.{AUDIT}", fresh=False
+            ),
             assert_denied(
                 asyncio.wait_for(js.delete_msg(AUDIT, 1), DENY_TIMEOUT),  # no timeout parameter of its own
-                "delete audit events", f"$JS.API.STREAM.MSG.DELETE.{AUDIT}", fresh=False
+                "delete audit events",
+                f"$JS.API.STREAM.MSG.DELETE.{AUDIT}",
+                fresh=False,
             ),
-            assert_denied(js.update_stream(lax), "update the audit stream", f"$JS.API.STREAM.UPDATE.{AUDIT}", fresh=False),
+            assert_denied(
+                js.update_stream(lax),
+                "update the audit stream",
+                f"$JS.API.STREAM.UPDATE.{AUDIT}",
+                fresh=False,
+            ),
             # nor any KV bucket's stream
             assert_denied(
-                js.delete_stream(control_stream), "delete buckets", f"$JS.API.STREAM.DELETE.{control_stream}", fresh=False
+                js.delete_stream(control_stream),
+                "delete buckets",
+                f"$JS.API.STREAM.DELETE.{control_stream}",
+                fresh=False,
             ),
             assert_denied(
-                js.purge_stream(control_stream), "purge buckets", f"$JS.API.STREAM.PURGE.{control_stream}", fresh=False
+                js.purge_stream(control_stream),
+                "purge buckets",
+                f"$JS.API.STREAM.PURGE.{control_stream}",
+                fresh=False,
             ),
         )
     finally:
@@ -340,9 +387,9 @@ async def test_stream_flags_alone_refuse_purge_and_delete(conn: Any) -> None:
     """On a server with no auth at all (full API rights), the audit stream's own
     ``deny_delete``/``deny_purge`` still refuse purging it and deleting its messages."""
     await publish_event(conn.js, conn.ns, AuditEvent(type=EventType.KILL, target="agent://a/b/c"))
-    with pytest.raises(nats.js.errors.APIError, match="(?i)purge"):
+    with pytest.raises(nats.js.errors.APIError, match=r"(?i)purge"):
         await conn.js.purge_stream(conn.ns.audit_stream)
-    with pytest.raises(nats.js.errors.APIError, match="(?i)delete"):
+    with pytest.raises(nats.js.errors.APIError, match=r"(?i)delete"):
         await conn.js.delete_msg(conn.ns.audit_stream, 1)
     info = await conn.js.stream_info(conn.ns.audit_stream)
     assert info.state.messages == 1
@@ -453,7 +500,9 @@ async def test_controller_allowed_and_denied(secure_server: SecureServer) -> Non
 
 async def test_auditor_reads_audit_only(secure_server: SecureServer) -> None:
     op = await secure_server.connect("operator")
-    await publish_event(op.js, NS, AuditEvent(type=EventType.KILL, target="agent://acme/prod/aud", actor="operator"))
+    await publish_event(
+        op.js, NS, AuditEvent(type=EventType.KILL, target="agent://acme/prod/aud", actor="operator")
+    )
     await op.close()
 
     auditor = await secure_server.connect("auditor")
@@ -462,7 +511,9 @@ async def test_auditor_reads_audit_only(secure_server: SecureServer) -> None:
         assert info.state.messages >= 1
         first = await auditor.js.get_msg(AUDIT, seq=info.state.first_seq, direct=True)
         decode(AuditEvent, first.data)
-        psub = await auditor.js.pull_subscribe("mesh.audit.acme.prod.aud.>", durable="siem-export", stream=AUDIT)
+        psub = await auditor.js.pull_subscribe(
+            "mesh.audit.acme.prod.aud.>", durable="siem-export", stream=AUDIT
+        )
         [msg] = await psub.fetch(1, timeout=5)
         assert decode(AuditEvent, msg.data).target == "agent://acme/prod/aud"
         await msg.ack()
@@ -473,7 +524,10 @@ async def test_auditor_reads_audit_only(secure_server: SecureServer) -> None:
         js = auditor.nc.jetstream(timeout=DENY_TIMEOUT)
         # an auditor trying to kill
         await assert_denied(
-            js.publish(kv_subject(NS.control_bucket, "acme.prod.aud"), kill_record("agent://acme/prod/aud", "auditor")),
+            js.publish(
+                kv_subject(NS.control_bucket, "acme.prod.aud"),
+                kill_record("agent://acme/prod/aud", "auditor"),
+            ),
             "write kill records",
             "$KV.mesh_control.acme.prod.aud",
         )
@@ -492,9 +546,28 @@ async def test_auditor_reads_audit_only(secure_server: SecureServer) -> None:
         # ... to write the audit log
         with pytest.raises(PermissionDenied):
             await publish_event(
-                js, NS, AuditEvent(type=EventType.RESUME, target="agent://acme/prod/aud"), timeout=DENY_TIMEOUT, attempts=1
+                js,
+                NS,
+                AuditEvent(type=EventType.RESUME, target="agent://acme/prod/aud"),
+                timeout=DENY_TIMEOUT,
+                attempts=1,
             )
         await assert_subscribe_denied(auditor, "mesh.hb.>")
         await assert_subscribe_denied(auditor, "mesh.ctl.>")
     finally:
         await auditor.close()
+
+
+@pytest.mark.parametrize("user", ["admin", "agent", "operator", "controller", "auditor"])
+async def test_nobody_can_forge_the_control_republish(secure_server: SecureServer, user: str) -> None:
+    """Only nats-server's own republish may publish on ``mesh.ctl.>``: a forged message with a high
+    ``Nats-Sequence`` and ``KV-Operation: DEL`` would otherwise resume a killed agent."""
+    conn = await secure_server.connect(user)
+    try:
+        mesh_connection._VIOLATIONS.clear()
+        subject = f"mesh.ctl.acme.prod.forged-{user}"
+        await conn.nc.publish(subject, b"", headers={"Nats-Sequence": "999999999", "KV-Operation": "DEL"})
+        await conn.nc.flush()
+        await eventually(lambda: recent_permission_violation(subject), what=f"{user} refused on {subject}")
+    finally:
+        await conn.close()

@@ -47,7 +47,12 @@ async def test_every_component_works_under_its_own_role(secure_server: SecureSer
     stop = asyncio.Event()
     ctl = asyncio.create_task(serve(secure_server.settings("controller"), stop=stop, options=FAST))
     agent = AsyncAgent(
-        URI, instance="i1", settings=secure_server.settings("agent"), heartbeat_interval=0.3, on_kill="pause", hard_kill=False
+        URI,
+        instance="i1",
+        settings=secure_server.settings("agent"),
+        heartbeat_interval=0.3,
+        on_kill="pause",
+        hard_kill=False,
     )
     await agent.start()
     steps = 0
@@ -90,7 +95,9 @@ async def test_every_component_works_under_its_own_role(secure_server: SecureSer
             assert {EventType.STARTED, EventType.KILL, EventType.HALTED, EventType.RESUME} <= types
             denied = [text for _, _, text in mesh_connection._VIOLATIONS]
             assert denied == [], f"a role was refused something it needs: {denied}"
-            with pytest.raises(PermissionDenied, match="^permission denied: this user may not write kill records$"):
+            with pytest.raises(
+                PermissionDenied, match=r"^permission denied: this user may not write kill records$"
+            ):
                 await auditor.kill(URI, wait=0.5)
     finally:
         worker.cancel()
@@ -118,7 +125,11 @@ async def test_a_killed_agent_with_agent_credentials_stays_killed(secure_server:
     async with AsyncMesh(secure_server.settings("operator")) as op:
         await op.kill("agent://acme/prod/stuck", wait=0.2)
     agent = AsyncAgent(
-        "agent://acme/prod/stuck", instance="i1", settings=secure_server.settings("agent"), heartbeat_interval=0.3, hard_kill=False
+        "agent://acme/prod/stuck",
+        instance="i1",
+        settings=secure_server.settings("agent"),
+        heartbeat_interval=0.3,
+        hard_kill=False,
     )
     await agent.start()
     try:
