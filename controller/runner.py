@@ -24,6 +24,8 @@ from controller.stats import Stats
 from controller.sweep import sweep_loop
 from controller.writer import Writer
 from mesh.connection import Connection, translate_error
+from mesh.errors import PermissionDenied
+from mesh.provision import provision
 from mesh.settings import Settings
 
 __all__ = ["Controller"]
@@ -93,6 +95,7 @@ class Controller:
         ticker = asyncio.create_task(self._tick(stop))
         try:
             ns = conn.ns
+            await _ensure_provisioned(conn)
             try:
                 leases_kv = await conn.js.key_value(ns.leases_bucket)
                 instances_kv = await conn.js.key_value(ns.instances_bucket)
@@ -208,3 +211,15 @@ class Controller:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.flush(refresh=True), 5.0)
             self.writer = None
+
+
+async def _ensure_provisioned(conn: Connection) -> None:
+    """Create missing buckets and the audit stream, so a fresh cluster needs only the controller.
+
+    A controller without the right to create them (the ``controller`` role) relies on
+    ``mesh init`` having run: the refusal is logged, and opening the buckets then says what's missing.
+    """
+    try:
+        await provision(conn.js, conn.ns)
+    except PermissionDenied as exc:
+        log.info("not provisioning (no permission); expecting `mesh init` to have run", error=str(exc))
