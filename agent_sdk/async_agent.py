@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
+from mesh.connection import Connection
 from mesh.errors import AgentKilled, ConfigError
 from mesh.models import KillRecord, Status
 from mesh.settings import Settings
@@ -30,6 +31,10 @@ class AsyncAgent:
     cancelled at once and their caller gets :class:`AgentKilled`, in ``pause`` mode too: the
     interrupted call did not complete, so after ``await agent.wait_resumed()`` re-run it.
     Agents that poll should wait with ``await agent.sleep(seconds)``, which wakes on a kill.
+
+    ``connection=``: a :class:`mesh.connection.Connection` (opened, on the same loop) shared by
+    many agents of one process: each instance keeps its own subscriptions and state, and
+    stopping an agent never closes the shared connection (its owner closes it).
     """
 
     def __init__(
@@ -45,7 +50,14 @@ class AsyncAgent:
         metadata: dict[str, Any] | None = None,
         settings: Settings | None = None,
         resync_interval: float | None = None,
+        connection: Connection | None = None,
     ) -> None:
+        if connection is not None:
+            if servers is not None:
+                raise ConfigError("give either servers or a shared connection, not both")
+            settings = settings or connection.settings
+            if settings.namespace != connection.ns:
+                raise ConfigError("the shared connection is for another namespace (MESH_PREFIX)")
         self.config = AgentConfig.build(
             uri,
             instance=instance,
@@ -58,7 +70,7 @@ class AsyncAgent:
             metadata=metadata,
             resync_interval=resync_interval,
         )
-        self._core = AgentCore(self.config)
+        self._core = AgentCore(self.config, connection)
         self._restored: Any = None
         self._started = False
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import nats.js.errors
 import structlog
@@ -19,6 +20,16 @@ from mesh.models import Checkpoint
 __all__ = ["CheckpointStore"]
 
 log = structlog.get_logger("agent_sdk.checkpoints")
+
+T = TypeVar("T")
+
+
+async def _settle(coro: Coroutine[Any, Any, T]) -> T | BaseException:
+    """Await ``coro``; an ordinary exception is returned rather than raised."""
+    try:
+        return await coro
+    except Exception as exc:
+        return exc
 
 
 class CheckpointStore:
@@ -100,28 +111,49 @@ class CheckpointStore:
 
     async def flush(self) -> bool:
         """Write the latest checkpoint if it is not stored yet; False (logged) if that failed."""
+        ok, _ = await self.flush_with(None)
+        return ok
+
+    async def flush_with(
+        self, alongside: Coroutine[Any, Any, T] | None
+    ) -> tuple[bool, T | BaseException | None]:
+        """Flush, pipelined with ``alongside`` on the same connection; wait for both.
+
+        The checkpoint put is handed to the connection first and ``alongside`` (the ``halted``
+        acknowledgements) right behind it, so both go out in one write and the server, which
+        handles one connection's messages in order, stores the checkpoint first: one round
+        trip instead of two. Nothing is written when nothing changed since the last flush.
+        Returns (checkpoint stored or nothing to store, ``alongside``'s result or exception).
+        """
         async with self._lock:
             self.scheduled = False  # cleared before reading latest: a later stage() wakes us again
             latest = self.latest
             usage_version, usage = self.usage.snapshot()
             due = (latest is not None and latest[0] > self.written_seq) or usage_version != self.usage_written
             if not due or self.kv is None:
-                return True
+                return True, (await _settle(alongside) if alongside is not None else None)
             seq, state = (latest[0], json.loads(latest[1])) if latest is not None else (0, None)
             value = encode(
                 Checkpoint(
                     agent_uri=self.agent_uri, instance=self.instance, seq=seq, state=state, usage=usage
                 )
             )
+            put: asyncio.Future[Any] = asyncio.ensure_future(self.kv.put(self.key, value))
+            other = asyncio.ensure_future(_settle(alongside)) if alongside is not None else None
             try:
-                await self.kv.put(self.key, value)
+                await put
             except Exception as exc:
                 err = translate_error(exc, "write checkpoint", subject=self.key)
                 log.warning("checkpoint write failed; will retry", seq=seq, error=str(err))
-                return False
+                self.wake()  # the writer task retries in the background
+                return False, (await other if other is not None else None)
+            except BaseException:
+                if other is not None:
+                    other.cancel()
+                raise
             self.written_seq = max(self.written_seq, seq)
             self.usage_written = max(self.usage_written, usage_version)
-            return True
+            return True, (await other if other is not None else None)
 
     async def run_writer(self) -> None:
         """Background task: write whenever woken, retrying after failures."""

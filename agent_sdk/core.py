@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -26,9 +27,10 @@ from agent_sdk.watchdog import schedule
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.control import ControlUpdate, parse_control_message, read_records
+from mesh.control import ControlUpdate, parse_control_message, read_records, read_records_batched
 from mesh.errors import (
     AgentKilled,
+    ConfigError,
     MalformedMessage,
     MeshError,
     MeshTimeout,
@@ -61,8 +63,12 @@ class AgentCore:
     mutated on the loop only (``sync_parked`` under ``_sync_lock``).
     """
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, connection: Connection | None = None) -> None:
         self.cfg = cfg
+        #: A connection shared with other agents of this process, owned by the caller: this
+        #: instance subscribes on it and reports on it, but never closes it.
+        self.shared = connection
+        self._listener: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
         self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
@@ -143,13 +149,19 @@ class AgentCore:
         code, so a watchdog thread also checks for kills out of band when the loop stalls.
         """
         self.loop = asyncio.get_running_loop()
-        conn = Connection(
-            self.cfg.settings,
-            name=f"agent-sdk {self.cfg.uri} {self.cfg.instance}",
-            on_disconnect=self._on_disconnect,
-            on_reconnect=self._on_reconnect,
-        )
-        await conn.connect()
+        if self.shared is not None:
+            conn = self.shared
+            if not conn.is_connected:
+                raise ConfigError("the shared connection is not connected: open it before starting agents")
+            self._listener = conn.add_listener(self._on_disconnect, self._on_reconnect)
+        else:
+            conn = Connection(
+                self.cfg.settings,
+                name=f"agent-sdk {self.cfg.uri} {self.cfg.instance}",
+                on_disconnect=self._on_disconnect,
+                on_reconnect=self._on_reconnect,
+            )
+            await conn.connect()
         self.conn = conn
         try:
             self.control_kv, ckpt_kv = await self._buckets()
@@ -173,7 +185,7 @@ class AgentCore:
                 )
             )
         except BaseException:
-            await conn.close()
+            await self._release(conn)
             raise
         await self.send_heartbeat()
         self._tasks = [
@@ -255,8 +267,10 @@ class AgentCore:
     async def _read_records(self) -> None:
         assert self.control_kv is not None
         kv = self.control_kv
-        results = await asyncio.gather(*(read_records(kv, [key]) for key in sorted(self.state.keys)))
-        self._apply([u for batch in results for u in batch], from_kv=True)
+        assert self.conn is not None
+        # One direct multi-get for every matching key: one round trip, not one per key.
+        updates = await read_records_batched(self.conn, kv, sorted(self.state.keys))
+        self._apply(updates, from_kv=True)
 
     async def resync(self) -> bool:
         """Re-read every matching key; True if the read succeeded (the watch-health check)."""
@@ -316,8 +330,11 @@ class AgentCore:
             if immediate:
                 self.spawn(self._halt_then_wake())  # parked at a safe point: acknowledge at once
                 return  # the halt sends the heartbeat
-        elif self.halted and not self.paused_waiters:
-            self.spawn(self.publish_resumed())
+        elif self.halted:
+            # publish_resumed (here, or in the paused safe point that wakes) sends the heartbeat.
+            if not self.paused_waiters:
+                self.spawn(self.publish_resumed())
+            return
         self.spawn(self.send_heartbeat())
 
     async def _halt_then_wake(self) -> None:
@@ -374,11 +391,13 @@ class AgentCore:
                 await asyncio.wait(cancelled, timeout=min(r.record.grace for r in held) if held else 1.0)
             self.halted = True
             self.status = status
-            await self.ckpt.flush()
-            if new:
+            if not new:
+                await self.ckpt.flush()
+            else:
                 metadata = dict(self.metadata)
+                latest = self.ckpt.latest
                 checkpoint = self.ckpt.state
-                seq = self.ckpt.latest[0] if self.ckpt.latest else None
+                seq = latest[0] if latest else None
                 acks = [
                     events.ack_event(
                         self.cfg,
@@ -391,7 +410,10 @@ class AgentCore:
                     )
                     for r in new
                 ]
-                results = await asyncio.gather(*(self._emit(a) for a in acks), return_exceptions=True)
+                # The checkpoint put and the acks leave back to back on one connection: the
+                # server stores the checkpoint first, and we wait for both acks in one round trip.
+                _, sent = await self.ckpt.flush_with(self._send_acks(acks))
+                results = sent if isinstance(sent, list) else [sent] * len(new)
                 for r, result in zip(new, results, strict=True):
                     if isinstance(result, BaseException):
                         self.log.warning("halt ack failed; will retry", command_id=r.record.command_id)
@@ -405,6 +427,17 @@ class AgentCore:
                             key=r.key,
                         )
             await self.send_heartbeat()
+
+    async def _send_acks(self, acks: list[AuditEvent]) -> list[BaseException | None]:
+        """Publish the acks (JetStream, acknowledged); per ack, None or the exception it raised."""
+        if len(acks) == 1:
+            try:
+                await self._emit(acks[0])
+            except Exception as exc:
+                return [exc]
+            return [None]
+        results = await asyncio.gather(*(self._emit(a) for a in acks), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def _pause_until_clear(self) -> None:
         self.paused_waiters += 1
@@ -427,8 +460,8 @@ class AgentCore:
         self.halted = False
         self.status = Status.ACTIVE
         self.log.info("resumed")
-        await self.send_heartbeat()
         try:
+            # The acknowledgement first; the status heartbeat must not delay it.
             await self._emit(
                 events.lifecycle_event(
                     self.cfg, EventType.RESUMED, data={"checkpoint_seq": self.ckpt.written_seq or None}
@@ -436,6 +469,8 @@ class AgentCore:
             )
         except MeshError as exc:
             self.log.warning("could not record resume", error=str(exc))
+        finally:
+            await self.send_heartbeat()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, waking at once on a kill (parked: acknowledged by the push itself)."""
@@ -511,8 +546,9 @@ class AgentCore:
 
     async def _resync_loop(self) -> None:
         # A missed republish (or a dead subscription) must not leave us unkillable.
+        # Jittered (±20 %), so that a fleet started together does not re-read in lockstep.
         while True:
-            await asyncio.sleep(self.cfg.resync_interval)
+            await asyncio.sleep(self.cfg.resync_interval * random.uniform(0.8, 1.2))
             await self.resync()
 
     async def _fail_closed_loop(self) -> None:
@@ -714,5 +750,21 @@ class AgentCore:
         finally:
             for task in list(self._bg):
                 task.cancel()
-            await conn.close(timeout=CLOSE_TIMEOUT)
+            await self._release(conn)
         self.log.debug("agent closed", status=outcome.value)
+
+    async def _release(self, conn: Connection) -> None:
+        """Drain our own connection; on a shared one, only drop our subscriptions and flush."""
+        if self.shared is None:
+            await conn.close(timeout=CLOSE_TIMEOUT)
+            return
+        if self._listener is not None:
+            conn.remove_listener(self._listener)
+            self._listener = None
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if conn.is_connected:
+            with contextlib.suppress(Exception):
+                await conn.nc.flush(timeout=int(CLOSE_TIMEOUT))

@@ -2,13 +2,16 @@
 
 ``python -m bench._fleet URL PREFIX RUN PROC --uri agent://bench/kl/n100 --first 0 --count 50``
 
-Each instance is a real SDK instance with its own connection and subscriptions, parked in
+Each instance is a real SDK instance with its own subscriptions and state, parked in
 ``await agent.sleep()`` (or in a guarded coroutine with ``--guarded``), with ``on_kill`` = ``--mode``.
 The wall-clock time at which the SDK applies a pushed kill (its kill flag goes up: the instance
 *observed* the kill) and at which it applies the resume (flag down) is noted by wrapping the
 instance's internal ``_refresh`` -- a bench-only probe, the SDK itself is not changed. In
 ``raise`` mode the parked call raises ``AgentKilled``; the task waits for the resume and parks
 again. In ``pause`` mode the parked call blocks until the resume and returns.
+``--agents-per-connection K``: instances share one NATS connection per K of them (the SDK's
+``AsyncAgent(connection=...)``); 0 = every instance of the process on one connection; 1 = each
+instance on its own connection (how a process hosting one agent runs).
 The bench's operator side asks for the notes
 between cycles on ``bench.fleet.RUN.PROC.collect`` and stops the process with
 ``bench.fleet.RUN.stop``. Bounded: it exits on its own after ``--max-seconds``.
@@ -40,6 +43,20 @@ async def run(args: argparse.Namespace) -> None:
     failed: list[str] = []
     stop = asyncio.Event()
     gate = asyncio.Semaphore(args.start_concurrency)
+    from mesh.connection import Connection
+
+    per_conn = args.agents_per_connection or max(1, args.count)
+    shared: dict[int, Connection] = {}
+    shared_lock = asyncio.Lock()
+
+    async def connection_for(i: int) -> Connection | None:
+        if per_conn == 1:
+            return None  # the agent opens (and closes) its own
+        group = i // per_conn
+        async with shared_lock:
+            if group not in shared:
+                shared[group] = await Connection.open(settings, name=f"bench-fleet-{args.proc}-{group}")
+            return shared[group]
 
     def probe(agent: AsyncAgent) -> None:
         core = agent._core
@@ -63,10 +80,12 @@ async def run(args: argparse.Namespace) -> None:
         await gate.acquire()
         released = False
         try:
+            conn = await connection_for(i - args.first)
             async with AsyncAgent(
                 args.uri,
                 instance=name,
                 settings=settings,
+                connection=conn,
                 heartbeat_interval=args.heartbeat_interval,
                 on_kill=args.mode,
             ) as agent:
@@ -129,6 +148,9 @@ async def run(args: argparse.Namespace) -> None:
         t.cancel()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    for conn in shared.values():
+        with contextlib.suppress(Exception):
+            await conn.close()
     await coord.close()
 
 
@@ -143,6 +165,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--heartbeat-interval", type=float, default=2.0)
     parser.add_argument("--start-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--agents-per-connection",
+        type=int,
+        default=0,
+        help="instances per shared NATS connection (0: all of this process; 1: one each)",
+    )
     parser.add_argument("--mode", choices=["pause", "raise"], default="pause", help="the instances' on_kill")
     parser.add_argument(
         "--guarded", action="store_true", help="park in a guarded coroutine, not agent.sleep()"

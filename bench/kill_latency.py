@@ -1,7 +1,10 @@
 """Kill latency at fleet scale: kill call -> record written -> each instance observed -> each ack.
 
-N instances (real ``AsyncAgent``s, each with its own connection and subscriptions) spread over P
-fleet processes (:mod:`bench._fleet`), parked in ``await agent.sleep()``; the controller runs in
+N instances (real ``AsyncAgent``s, each with its own subscriptions and state) spread over P
+fleet processes (:mod:`bench._fleet`), parked in ``await agent.sleep()``. Agents per NATS
+connection (``--agents-per-connection``): 0 = the instances of one fleet process share one
+connection (``AsyncAgent(connection=...)``), 1 = each has its own; several values run each N once
+per value and report every variant (``by_n`` holds the first). The controller runs in
 its own process (the operator's ``kill`` waits for the instances the controller knows as live).
 Repeated kill/resume cycles through the operator API (``AsyncMesh.kill`` / ``resume``). Per cycle,
 all wall-clock times from just before the ``kill`` call:
@@ -153,6 +156,11 @@ async def _wait_active(conn: Any, uri: str, n: int, timeout: float) -> tuple[int
     return count, time.perf_counter() - t0
 
 
+def _shares(instances: int, procs_n: int) -> list[int]:
+    share = instances // procs_n
+    return [share if p < procs_n - 1 else instances - share * (procs_n - 1) for p in range(procs_n)]
+
+
 def _ms(ts: list[float], t0: float) -> list[float]:
     return [(t - t0) * 1000 for t in ts]
 
@@ -171,6 +179,7 @@ async def measure(
     heartbeat_interval: float = 2.0,
     profile: Path | None = None,
     py_spy: Path | None = None,
+    agents_per_connection: int = 0,
 ) -> dict[str, Any]:
     """Start a controller and a fleet of ``instances`` on the server at ``url``; run the cycles."""
     from mesh.connection import Connection
@@ -187,7 +196,16 @@ async def measure(
     await provision(conn.js, conn.ns)
     obs = Observer()
     await obs.start(url, prefix)
-    out: dict[str, Any] = {"instances": instances, "processes": procs_n, "mode": mode, "guarded": guarded}
+    per_proc = math.ceil(instances / procs_n)
+    apc = min(agents_per_connection or per_proc, per_proc)
+    out: dict[str, Any] = {
+        "instances": instances,
+        "processes": procs_n,
+        "mode": mode,
+        "guarded": guarded,
+        "agents_per_connection": apc,
+        "agent_connections": sum(math.ceil(c / apc) for c in _shares(instances, procs_n) if c),
+    }
     cycles_out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-kill-") as tmpdir, Children() as kids:
         tmp = Path(tmpdir)
@@ -219,6 +237,8 @@ async def measure(
                     mode,
                     "--heartbeat-interval",
                     str(heartbeat_interval),
+                    "--agents-per-connection",
+                    str(agents_per_connection),
                     *(["--guarded"] if guarded else []),
                     log=tmp / f"fleet{p}.log",
                 ).pid
@@ -396,6 +416,7 @@ def print_results(rows_in: list[dict[str, Any]], floor: dict[str, Any]) -> None:
             [
                 f"{r['instances']:,}",
                 r["processes"],
+                r.get("agents_per_connection", 1),
                 r["cycles"],
                 fmt_ms(r["record_ms"]["p50"]),
                 fmt_ms(r["observed_ms"]["p50"]),
@@ -418,6 +439,7 @@ def print_results(rows_in: list[dict[str, Any]], floor: dict[str, Any]) -> None:
         [
             "N",
             "procs",
+            "agents/conn",
             "cycles",
             "record",
             "observed p50",
@@ -442,35 +464,47 @@ def cycles_for(n: int, base: int) -> int:
 
 
 async def amain(args: Any) -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
+    variants: dict[int, list[dict[str, Any]]] = {v: [] for v in args.agents_per_connection}
     with bench_server(args.nats_url) as url:
         floor = await measure_floor_for_kill(url, args.floor_n)
         for n in args.n:
-            biggest = n == max(args.n)
-            prof = args.profile if (args.profile and biggest) else None
-            spy = args.py_spy / f"n{n}" if (args.py_spy and biggest) else None
-            res = await measure(
-                url,
-                instances=n,
-                processes=args.processes,
-                cycles=cycles_for(n, args.cycles),
-                floor_n=0,
-                mode=args.mode,
-                guarded=args.guarded,
-                profile=prof,
-                py_spy=spy,
-            )
-            add_ratios(res, floor)
-            results.append(res)
-            print(
-                f"N={n:,}: all-acked p50 {fmt_ms(res['all_acked_ms']['p50'])} ms, "
-                f"p99 {fmt_ms(res['all_acked_ms']['p99'])} ms "
-                f"({res['cycles']} cycles, {res['processes']} procs, startup {res['startup_s']} s)",
-                flush=True,
-            )
+            for v_i, apc in enumerate(args.agents_per_connection):
+                biggest = n == max(args.n) and v_i == 0
+                prof = args.profile if (args.profile and biggest) else None
+                spy = args.py_spy / f"n{n}" if (args.py_spy and biggest) else None
+                res = await measure(
+                    url,
+                    instances=n,
+                    processes=args.processes,
+                    cycles=cycles_for(n, args.cycles),
+                    floor_n=0,
+                    mode=args.mode,
+                    guarded=args.guarded,
+                    profile=prof,
+                    py_spy=spy,
+                    agents_per_connection=apc,
+                )
+                add_ratios(res, floor)
+                variants[apc].append(res)
+                print(
+                    f"N={n:,}, {res['agents_per_connection']} agents/connection: all-acked p50 "
+                    f"{fmt_ms(res['all_acked_ms']['p50'])} ms, p99 {fmt_ms(res['all_acked_ms']['p99'])} ms "
+                    f"({res['cycles']} cycles, {res['processes']} procs, startup {res['startup_s']} s)",
+                    flush=True,
+                )
         floor_after = await measure_floor_for_kill(url, args.floor_n)
-    print_results(results, floor)
-    return {"floor": floor, "floor_after": floor_after, "by_n": {str(r["instances"]): r for r in results}}
+    first = args.agents_per_connection[0]
+    for results in variants.values():
+        print_results(results, floor)
+    return {
+        "floor": floor,
+        "floor_after": floor_after,
+        "agents_per_connection": first,
+        "by_n": {str(r["instances"]): r for r in variants[first]},
+        "by_agents_per_connection": {
+            str(apc): {str(r["instances"]): r for r in rs} for apc, rs in variants.items()
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -481,6 +515,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode", choices=["pause", "raise"], default="pause")
     parser.add_argument("--guarded", action="store_true", help="instances park in a guarded coroutine")
     parser.add_argument("--floor-n", type=int, default=200)
+    parser.add_argument(
+        "--agents-per-connection",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="agents per NATS connection in a fleet process (0: all; 1: one each); several: one run each",
+    )
     parser.add_argument(
         "--profile", type=Path, default=None, help="pyinstrument the operator side at the largest N"
     )

@@ -34,7 +34,18 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "quick": {
         "floor": ["--n", "300", "--throughput-count", "100000"],
         "sdk_overhead": ["--n", "100000", "--repeats", "5"],
-        "kill_latency": ["--n", "1", "10", "100", "1000", "--cycles", "20"],
+        "kill_latency": [
+            "--n",
+            "1",
+            "10",
+            "100",
+            "1000",
+            "--cycles",
+            "20",
+            "--agents-per-connection",
+            "0",
+            "1",
+        ],
         "peer_celery": ["--n", "1", "2", "4", "8", "--reps", "30"],
         "ingest": [
             "--instances",
@@ -63,6 +74,9 @@ PROFILES: dict[str, dict[str, list[str]]] = {
             "10000",
             "--cycles",
             "50",
+            "--agents-per-connection",
+            "0",
+            "1",
             "--py-spy",
             "{out}/py-spy",
         ],
@@ -127,7 +141,7 @@ def run_one(name: str, args: list[str], out: Path, timeout: float) -> dict[str, 
     seconds = round(time.perf_counter() - t0, 1)
     path = out / f"{name}.json"
     if code == 0 and path.exists():
-        data = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
         data["wall_seconds"] = seconds
         return data
     return {"bench": name, "error": f"exit {code}", "wall_seconds": seconds}
@@ -148,9 +162,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     kl = res.get("kill_latency", {}).get("results")
     if kl:
         f = kl["floor"]["kill_ack_raw_ms"]["p50"]
-        s["kill_latency"] = {
-            n: {
+
+        def row(r: dict[str, Any]) -> dict[str, Any]:
+            return {
                 "processes": r["processes"],
+                "agents_per_connection": r.get("agents_per_connection", 1),
                 "all_acked_p50_ms": r["all_acked_ms"]["p50"],
                 "all_acked_p99_ms": r["all_acked_ms"]["p99"],
                 "all_acked_max_ms": r["all_acked_ms"]["max"],
@@ -160,8 +176,14 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                 "cpu_us_per_instance_cycle": r.get("cpu_us_per_instance_cycle"),
                 "floor_kill_ack_raw_p50_ms": f,
             }
-            for n, r in kl["by_n"].items()
-        }
+
+        s["kill_latency"] = {n: row(r) for n, r in kl["by_n"].items()}
+        # Every agents-per-connection variant run (e.g. "1": each agent on its own connection).
+        variants = kl.get("by_agents_per_connection") or {}
+        if len(variants) > 1:
+            s["kill_latency_by_agents_per_connection"] = {
+                apc: {n: row(r) for n, r in by_n.items()} for apc, by_n in variants.items()
+            }
     ing = res.get("ingest", {}).get("results")
     if ing:
         s["ingest"] = ing["summary"]
@@ -191,14 +213,21 @@ def print_summary(s: dict[str, Any], profile: str) -> None:
             f"raw kill round trip {fmt_ms(fl['kill_ack_raw_p50_ms'])} ms, "
             f"pub->sub {fmt_rate(fl['pubsub_msgs_per_s'])} msgs/s (p50)"
         )
-    if "kill_latency" in s:
+    tables = s.get("kill_latency_by_agents_per_connection") or (
+        {"": s["kill_latency"]} if "kill_latency" in s else {}
+    )
+    for apc, kl in tables.items():
+        label = {"": "", "0": ", the instances of a process sharing one connection"}.get(
+            apc, f", {apc} agent(s) per connection"
+        )
         print_table(
-            "kill -> all acknowledged (ms; ratio to the raw kill round trip of the same run)",
-            ["N", "procs", "p50", "p99", "max", "p50/floor", "p99/floor", "resume-all p50"],
+            f"kill -> all acknowledged (ms; ratio to the raw kill round trip of the same run){label}",
+            ["N", "procs", "agents/conn", "p50", "p99", "max", "p50/floor", "p99/floor", "resume-all p50"],
             [
                 [
                     f"{int(n):,}",
                     r["processes"],
+                    r.get("agents_per_connection", 1),
                     fmt_ms(r["all_acked_p50_ms"]),
                     fmt_ms(r["all_acked_p99_ms"]),
                     fmt_ms(r["all_acked_max_ms"]),
@@ -206,7 +235,7 @@ def print_summary(s: dict[str, Any], profile: str) -> None:
                     fmt_ratio(r["p99_over_floor"]),
                     fmt_ms(r["resume_all_p50_ms"]),
                 ]
-                for n, r in sorted(s["kill_latency"].items(), key=lambda kv: int(kv[0]))
+                for n, r in sorted(kl.items(), key=lambda kv: int(kv[0]))
             ],
         )
     if "peer_celery" in s:

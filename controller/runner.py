@@ -136,7 +136,7 @@ class Controller:
         self.role = "active"
         fleet = self.fleet = Fleet(self.policy)
         try:
-            loaded = await restore(kv, fleet)
+            loaded = await restore(conn, fleet)
         except Exception as exc:
             log.warning("could not read the instances KV, will retry", error=str(exc) or type(exc).__name__)
             await _wait(stop, o.lease_ttl / 3)

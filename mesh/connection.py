@@ -188,6 +188,17 @@ class Connection:
         self.connected = asyncio.Event()
         self.errors: list[BaseException] = []
         self._closing = False
+        #: Extra (on_disconnect, on_reconnect) pairs: the users of a shared connection.
+        self._listeners: list[tuple[Callback | None, Callback | None]] = []
+
+    def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
+        """Also call these on disconnect/reconnect (several users of one connection); a token."""
+        pair = (on_disconnect, on_reconnect)
+        self._listeners.append(pair)
+        return pair
+
+    def remove_listener(self, token: object) -> None:
+        self._listeners = [p for p in self._listeners if p is not token]
 
     @classmethod
     async def open(cls, settings: Settings, **kwargs: Any) -> Connection:
@@ -232,12 +243,18 @@ class Connection:
                 log.warning("nats disconnected", url=url)
                 if self._on_disconnect is not None:
                     await self._on_disconnect()
+                for on_disconnect, _ in list(self._listeners):
+                    if on_disconnect is not None:
+                        await on_disconnect()
 
         async def reconnected_cb() -> None:
             self.connected.set()
             log.info("nats reconnected", url=nc.connected_url.netloc if nc.connected_url else url)
             if self._on_reconnect is not None:
                 await self._on_reconnect()
+            for _, on_reconnect in list(self._listeners):
+                if on_reconnect is not None:
+                    await on_reconnect()
 
         options: dict[str, Any] = {
             "servers": self.settings.servers,

@@ -9,12 +9,13 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from mesh.codec import decode
-from mesh.connection import translate_error
+from mesh.connection import Connection, translate_error
 from mesh.errors import MalformedMessage
+from mesh.kvscan import read_latest
 from mesh.models import KillRecord
 from mesh.subjects import Namespace
 
-__all__ = ["ControlUpdate", "parse_control_message", "read_records"]
+__all__ = ["ControlUpdate", "parse_control_message", "read_records", "read_records_batched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,34 @@ def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
     return ControlUpdate(key, revision, decode(KillRecord, msg.data))
 
 
+def _decode_record(key: str, value: bytes) -> KillRecord:
+    try:
+        return decode(KillRecord, value)
+    except MalformedMessage:
+        # A corrupt record must not make an instance unkillable: treat it as in force.
+        return KillRecord(target=key, reason="unreadable kill record (treated as in force)")
+
+
+async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
+    """:func:`read_records` in one round trip (a direct multi-get), same results.
+
+    Falls back to one read per key if the server does not answer the multi-get as expected.
+    """
+    latest = await read_latest(conn, conn.ns.control_bucket, keys)
+    if latest is None:
+        return await read_records(kv, keys)
+    out: list[ControlUpdate] = []
+    for key in keys:
+        entry = latest.get(key)
+        if entry is None:
+            out.append(ControlUpdate(key, 0, None))
+        elif entry.value is None:
+            out.append(ControlUpdate(key, entry.revision, None))
+        else:
+            out.append(ControlUpdate(key, entry.revision, _decode_record(key, entry.value)))
+    return out
+
+
 async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
     """Current state of ``keys`` (missing keys come back with revision 0 and no record)."""
     out: list[ControlUpdate] = []
@@ -63,10 +92,5 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             out.append(ControlUpdate(key, entry.revision or 0, None))
             continue
-        try:
-            record = decode(KillRecord, entry.value)
-        except MalformedMessage:
-            # A corrupt record must not make an instance unkillable: treat it as in force.
-            record = KillRecord(target=key, reason="unreadable kill record (treated as in force)")
-        out.append(ControlUpdate(key, entry.revision or 0, record))
+        out.append(ControlUpdate(key, entry.revision or 0, _decode_record(key, entry.value)))
     return out

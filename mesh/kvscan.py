@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mesh.connection import Connection, translate_error
 from mesh.errors import NotProvisioned
 
-__all__ = ["KVEntry", "delete_key", "put_key", "scan_latest"]
+__all__ = ["KVEntry", "KVLatest", "delete_key", "put_key", "read_latest", "scan_latest"]
 
 #: Largest batch asked of one direct multi-get; bigger buckets fall back to a consumer scan.
 DIRECT_BATCH = 1024
@@ -24,6 +25,15 @@ class KVEntry:
 
     key: str
     value: bytes
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class KVLatest:
+    """The latest state of one key: its value, or ``None`` when the last write deleted or purged it."""
+
+    key: str
+    value: bytes | None
     revision: int
 
 
@@ -148,3 +158,62 @@ async def _consumer_scan(
     finally:
         await psub.unsubscribe()
     return out
+
+
+async def read_latest(
+    conn: Connection, bucket: str, keys: list[str], *, timeout: float = 5.0
+) -> dict[str, KVLatest] | None:
+    """The latest state of each of ``keys`` (exact keys), tombstones included, in one round trip.
+
+    One JetStream direct multi-get instead of one ``kv.get`` per key. Keys never written are
+    absent from the result. Returns ``None`` when the server answers in a way this does not
+    understand (too old for multi-get, say), so the caller can fall back to one read per key;
+    raises a MeshError (timeout, connection) otherwise.
+    """
+    prefix = f"$KV.{bucket}."
+    nc = conn.nc
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    inbox = nc.new_inbox()
+    out: dict[str, KVLatest] = {}
+    try:
+        sub = await nc.subscribe(inbox, cb=on_msg)
+    except Exception as exc:
+        raise translate_error(exc, f"read {bucket}", timeout=timeout) from exc
+    try:
+        request = {"multi_last": [prefix + k for k in keys], "batch": max(len(keys), 1)}
+        await nc.publish(f"$JS.API.DIRECT.GET.{_stream(bucket)}", json.dumps(request).encode(), reply=inbox)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), max(deadline - loop.time(), 0.0))
+            except TimeoutError as exc:
+                if await _missing_bucket(conn, bucket):
+                    raise NotProvisioned(f"bucket {bucket}") from exc
+                raise translate_error(exc, f"read {bucket}", timeout=timeout) from exc
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status and not msg.data:
+                if status == "204":
+                    if int(headers.get("Nats-Num-Pending", "0") or 0) > 0:
+                        return None
+                    return out
+                if status == "404":
+                    return out
+                if status == "503":
+                    raise NotProvisioned(f"bucket {bucket}")
+                return None
+            subject = headers.get("Nats-Subject", "")
+            if not subject.startswith(prefix):
+                return None
+            revision = int(headers.get("Nats-Sequence", "0") or 0)
+            key = subject[len(prefix) :]
+            deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
+            out[key] = KVLatest(key, None if deleted else msg.data, revision)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -95,6 +95,7 @@ async def test_node_killed_during_a_kill(cluster: tuple[list[ClusterNode], dict[
 
         # the dead node comes back on its store and catches up; resume reaches everyone
         await asyncio.to_thread(nodes[0].server.start)
+
         async def resumed() -> bool:
             # while the node rejoins, streams may re-elect leaders: an operator retries (see report)
             async with AsyncMesh(role(urls[2], env, "operator")) as op:

@@ -88,9 +88,14 @@ async def test_standby_takes_over_when_the_active_process_is_killed(
 
         new_holder = await eventually(taken_over, what="the standby to take the lease")
         assert int(new_holder.split("-")[-2]) == standby.pid
-        # the new active controller does the work: a new instance appears, a silent one is lost
-        await send(conn.nc, ns, heartbeat(URI, "i2", interval=30.0))
-        await wait_status(js, ns, "acme.prod.mailer.i2", Status.ACTIVE)
+        # the new active controller does the work: a new instance appears, a silent one is lost.
+        # i2 heartbeats periodically, as agents do: a heartbeat sent before the new holder has
+        # subscribed is simply not seen (core NATS), the next one is.
+        newcomer = Pacer(conn.nc, ns, URI, "i2", interval=0.5).start()
+        try:
+            await wait_status(js, ns, "acme.prod.mailer.i2", Status.ACTIVE)
+        finally:
+            await newcomer.stop()
         await pacer.stop()
         await wait_status(js, ns, "acme.prod.mailer.i1", Status.LOST)
         assert standby.terminate() == 0

@@ -169,11 +169,18 @@ async def test_agent_allowed_operations(secure_server: SecureServer) -> None:
 
         await controller.nc.subscribe(NS.heartbeat_wildcard, cb=on_beat)
         await controller.nc.flush()
-        await agent.nc.publish(
-            "mesh.hb.acme.prod.perm-hb.i1", b'{"agent_uri":"agent://acme/prod/perm-hb","instance":"i1"}'
-        )
-        await agent.nc.flush()
-        await eventually(lambda: beats, what="heartbeat delivered")
+
+        async def beat() -> bool:  # core NATS is at-most-once: heartbeat until one arrives
+            await agent.nc.publish(
+                "mesh.hb.acme.prod.perm-hb.i1", b'{"agent_uri":"agent://acme/prod/perm-hb","instance":"i1"}'
+            )
+            await agent.nc.flush()
+            await asyncio.sleep(0.1)
+            return bool(beats)
+
+        deadline = time.monotonic() + 30
+        while not await beat():
+            assert time.monotonic() < deadline, "heartbeat never delivered"
 
         # the push: subscribe to the control subjects, then the operator kills
         pushed: list[Any] = []
