@@ -158,7 +158,7 @@ class AsyncAgent:
         """Record progress (sent by the background timer) and pass a safe point."""
         if metadata is not None:
             self._core.metadata = dict(metadata)
-        if self._core.attention.is_set():
+        if self._core.attention.is_set() or self._core.stalled():
             await self._core.safe_point()
 
     async def checkpoint(self, state: Any) -> None:
@@ -166,7 +166,7 @@ class AsyncAgent:
         core = self._core
         if core.ckpt.stage(state):
             core.ckpt.wake()
-        if core.attention.is_set():
+        if core.attention.is_set() or core.stalled():
             await core.safe_point()
 
     async def sleep(self, seconds: float) -> None:

@@ -50,6 +50,11 @@ log = structlog.get_logger("agent_sdk.core")
 
 #: How long a safe point waits for the post-reconnect re-read before acting on what it knows.
 SYNC_WAIT = 5.0
+#: How often the agent's loop proves it is running, and how stale that proof may get before a
+#: safe point stops trusting its flags: after a freeze (SIGSTOP, a paused VM, a blocked loop) a
+#: kill may sit unread in the socket, so the records are re-read from the KV first.
+LIVENESS_TICK = 0.1
+STALL_LIMIT = 0.3
 #: Bound on the `terminated` publish during escalation, before the process ends regardless.
 TERMINATE_PUBLISH_TIMEOUT = 2.0
 MALFORMED_LOG_EVERY = 10.0
@@ -94,6 +99,8 @@ class AgentCore:
         self.control_kv: KeyValue | None = None
         self.fail_closed = False
         self.syncing = False
+        #: monotonic time at which the loop last proved it runs (see STALL_LIMIT).
+        self.loop_stamp = time.monotonic()
         self.halted = False
         self.closed = False
         self.parked = 0
@@ -191,6 +198,7 @@ class AgentCore:
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
             asyncio.create_task(self._resync_loop(), name="agent-sdk resync"),
+            asyncio.create_task(self._liveness_loop(), name="agent-sdk liveness"),
             asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
         ]
         if self.cfg.fail_closed_after is not None:
@@ -362,6 +370,8 @@ class AgentCore:
     # -- safe points ----------------------------------------------------------------------------------
     async def safe_point(self) -> None:
         """The slow path of every safe point: wait for a re-sync, then halt if killed."""
+        if self.stalled() and not self.closed:
+            await self._gate_and_resync("a safe point after a freeze")
         if self.syncing:
             deadline = time.monotonic() + SYNC_WAIT
             while self.syncing and time.monotonic() < deadline:
@@ -486,14 +496,14 @@ class AgentCore:
                     await self.wait_change(remaining)
             finally:
                 self.parked -= 1
-        if self.attention.is_set():
+        if self.attention.is_set() or self.stalled():
             await self.safe_point()
 
     async def run_guarded(
         self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Run a guarded coroutine; a kill cancels it at once and the caller gets AgentKilled."""
-        if self.attention.is_set():
+        if self.attention.is_set() or self.stalled():
             await self.safe_point()
         task = asyncio.current_task()
         assert task is not None
@@ -544,6 +554,20 @@ class AgentCore:
             if self.ckpt.usage_dirty:
                 self.ckpt.wake()
 
+    def stalled(self) -> bool:
+        """Whether the loop has not proved it runs for STALL_LIMIT: its flags may be out of date."""
+        return time.monotonic() - self.loop_stamp > STALL_LIMIT
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LIVENESS_TICK)
+            if self.stalled():
+                # We were frozen: gate safe points *before* refreshing the stamp, so that no
+                # thread can pass one on stale flags while a kill may wait unread in the socket.
+                self.log.info("agent was frozen or its loop blocked; re-reading kill records")
+                await self._gate_and_resync("frozen")
+            self.loop_stamp = time.monotonic()
+
     async def _resync_loop(self) -> None:
         # A missed republish (or a dead subscription) must not leave us unkillable.
         # Jittered (±20 %), so that a fleet started together does not re-read in lockstep.
@@ -589,7 +613,17 @@ class AgentCore:
         self._update_attention()
         self.spawn(self._after_reconnect())
 
-    async def _after_reconnect(self) -> None:
+    async def _gate_and_resync(self, why: str) -> None:
+        """Hold every safe point until the kill records are re-read from the KV."""
+        if self.syncing:
+            while self.syncing and not self.closed:
+                await self.wait_change(SYNC_WAIT)
+            return
+        self.syncing = True
+        self._update_attention()
+        await self._after_reconnect(why)
+
+    async def _after_reconnect(self, why: str = "reconnect") -> None:
         try:
             while not self.closed:
                 assert self.conn is not None
@@ -602,7 +636,8 @@ class AgentCore:
             self.syncing = False
             if self.fail_closed:
                 self.fail_closed = False
-            self.log.info("re-synced after reconnect", killed=bool(self.state))
+            self.loop_stamp = time.monotonic()
+            self.log.info("re-synced kill records", after=why, killed=bool(self.state))
             self._refresh()
         if self.ckpt.dirty:
             self.ckpt.wake()

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent_sdk.config import AgentConfig
-from agent_sdk.core import AgentCore
+from agent_sdk.core import STALL_LIMIT, AgentCore
 from mesh.errors import AgentKilled, ConfigError
 from mesh.models import KillRecord, Status
 from mesh.settings import Settings
@@ -165,11 +165,15 @@ class Agent:
             return
         portal.call(self._core.safe_point)
 
+    def _must_check(self) -> bool:
+        """The hot-path test: a kill flag, or a loop too quiet to trust (frozen, see STALL_LIMIT)."""
+        return self._attention.is_set() or time.monotonic() - self._core.loop_stamp > STALL_LIMIT
+
     def heartbeat(self, metadata: dict[str, Any] | None = None) -> None:
         """Record progress (sent by the background timer) and pass a safe point."""
         if metadata is not None:
             self._core.metadata = dict(metadata)
-        if self._attention.is_set():
+        if self._must_check():
             self._slow_path()
 
     def checkpoint(self, state: Any) -> None:
@@ -181,7 +185,7 @@ class Agent:
         loop = self._core.loop
         if ckpt.stage(state) and loop is not None:
             loop.call_soon_threadsafe(ckpt.wake)  # one hand-off per write, not per call
-        if self._attention.is_set():
+        if self._must_check():
             self._slow_path()
 
     def sleep(self, seconds: float) -> None:
@@ -203,17 +207,19 @@ class Agent:
             finally:
                 with core._sync_lock:
                     core.sync_parked -= 1
-        if self._attention.is_set():
+        if self._must_check():
             self._slow_path()
 
     def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a tool so that it never runs while this instance is killed (a safe point)."""
         attention = self._attention
         slow = self._slow_path
+        core = self._core
+        now = time.monotonic
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if attention.is_set():
+            if attention.is_set() or now() - core.loop_stamp > STALL_LIMIT:
                 slow()
             return fn(*args, **kwargs)
 

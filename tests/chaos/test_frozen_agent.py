@@ -107,11 +107,6 @@ async def test_sigstop_goes_stale_then_lost_and_sigcont_recovers(frozen_setup: A
     await eventually(lambda: len(proc.actions()) > n, what="work after thawing")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="SDK race (reported): after SIGCONT the sync Agent's main thread can pass a safe point and run "
-    "one guarded action before its NATS thread has read the kill pushed while the process was frozen",
-)
 async def test_killed_while_frozen_halts_before_its_next_action(frozen_setup: Any) -> None:
     settings, op, proc = frozen_setup
     proc.p.send_signal(signal.SIGSTOP)
