@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit chaos soak lint bench up clean
+.PHONY: help install demo test test-unit chaos soak lint bench bench-smoke up clean
 
 help:
 	@echo "make demo   - the email-campaign kill/resume demo (embedded NATS + controller)"
@@ -15,6 +15,7 @@ help:
 	@echo "make chaos  - only the chaos tests"
 	@echo "make soak   - the long soak tests"
 	@echo "make bench  - the quick benchmark profile (writes bench/results/)"
+	@echo "make bench-smoke - the bench scripts that need the bench extra, at tiny N"
 	@echo "make up     - run nats-server + controller in the foreground (mesh up)"
 
 $(BIN)/python:
@@ -55,6 +56,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --profile $${BENCH_PROFILE:-quick}
+
+bench-smoke: $(BENCH_STAMP)
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+	$(BIN)/python -m pytest -m bench -o addopts='-ra --strict-markers' tests/test_bench_smoke.py $(PYTEST_ARGS)
 
 up: $(STAMP)
 	$(BIN)/mesh up

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mesh.audit import publish_event
+from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection
 from mesh.errors import InvalidTarget, MalformedMessage, NotFound, PermissionDenied
@@ -247,26 +247,34 @@ class AsyncMesh:
 
         nc._error_cb = error_cb
 
-    async def _guard(self, operation: str, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable``, failing at once with PermissionDenied if the server refuses it."""
+    async def _guard(self, operation: str, awaitable: Awaitable[T], *, publishes_to: str) -> T:
+        """Await ``awaitable``, failing at once with PermissionDenied if the server refuses it.
+
+        Only a refused publish to ``publishes_to`` counts: a refused subscription (to the
+        acknowledgements, say) arrives on the same error callback but must not fail a kill
+        that the server did accept.
+        """
         event = self._denied_event
         assert event is not None
-        event.clear()
+        wanted = f'publish to "{publishes_to}"'.lower()
+        seen = len(self._denied)
         task = asyncio.ensure_future(awaitable)
-        waiter = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if task.done():
-            return task.result()
+        while True:
+            event.clear()
+            if any(wanted in text.lower() for text in self._denied[seen:]):
+                break
+            waiter = asyncio.ensure_future(event.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if task.done():
+                return task.result()
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        detail = self._denied[-1] if self._denied else ""
-        if "subscription" in detail.lower():
-            operation = "subscribe to audit events"
-        raise PermissionDenied(operation, detail=detail)
+        detail = next(text for text in self._denied[seen:] if wanted in text.lower())
+        raise PermissionDenied(operation, subject=publishes_to, detail=detail)
 
     async def _subscribe(
         self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
@@ -318,7 +326,9 @@ class AsyncMesh:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             try:
                 revision = await self._guard(
-                    "write kill records", put_key(conn, ns.control_bucket, key, encode(record))
+                    "write kill records",
+                    put_key(conn, ns.control_bucket, key, encode(record)),
+                    publishes_to=f"$KV.{ns.control_bucket}.{key}",
                 )
             except BaseException:
                 scan.cancel()
@@ -336,7 +346,11 @@ class AsyncMesh:
                 data={"key": key, "grace": grace, "action": action},
             )
             audit = asyncio.ensure_future(
-                self._guard("write audit events", publish_event(conn.js, ns, event))
+                self._guard(
+                    "write audit events",
+                    publish_event(conn.js, ns, event),
+                    publishes_to=audit_subject_for(ns, event),
+                )
             )
             statuses = [
                 s
@@ -421,7 +435,11 @@ class AsyncMesh:
             if key in records:
                 with contextlib.suppress(MalformedMessage):
                     previous.add(decode(KillRecord, records[key].value).command_id)
-            revision = await self._guard("write kill records", delete_key(conn, ns.control_bucket, key))
+            revision = await self._guard(
+                "write kill records",
+                delete_key(conn, ns.control_bucket, key),
+                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+            )
             event = AuditEvent(
                 type=EventType.RESUME,
                 target=tgt.uri,
@@ -433,7 +451,11 @@ class AsyncMesh:
                 data={"key": key, "cleared": key in records},
             )
             audit = asyncio.ensure_future(
-                self._guard("write audit events", publish_event(conn.js, ns, event))
+                self._guard(
+                    "write audit events",
+                    publish_event(conn.js, ns, event),
+                    publishes_to=audit_subject_for(ns, event),
+                )
             )
             held = _records(records, tgt, skip=key)
             held_targets = [key_to_target(h.key) for h in held]
@@ -558,7 +580,12 @@ class AsyncMesh:
             grace=grace,
             created_by=self.settings.resolve_actor(),
         )
-        await self._guard("write policies", policystore.set_policy(self.connection, policy))
+        bucket = self.connection.ns.policies_bucket
+        await self._guard(
+            "write policies",
+            policystore.set_policy(self.connection, policy),
+            publishes_to=f"$KV.{bucket}.{policy.name}",
+        )
         return policy
 
     async def list_policies(self) -> list[Policy]:
@@ -571,7 +598,12 @@ class AsyncMesh:
         """Delete policy ``name`` (NotFound if none). Agents it killed stay killed: resume them."""
         from mesh import policystore
 
-        await self._guard("write policies", policystore.remove_policy(self.connection, name))
+        bucket = self.connection.ns.policies_bucket
+        await self._guard(
+            "write policies",
+            policystore.remove_policy(self.connection, name),
+            publishes_to=f"$KV.{bucket}.{name}",
+        )
 
     async def usage(
         self, pattern: str | Target = ALL, since: datetime | timedelta | str | None = None

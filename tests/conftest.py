@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,13 @@ from mesh.connection import Connection
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
+
+
+def missing_tool(reason: str) -> None:
+    """Skip for a missing system tool on a developer's machine; fail where it must be there (CI)."""
+    if os.environ.get("MESH_REQUIRE_TOOLS"):
+        pytest.fail(f"{reason} (MESH_REQUIRE_TOOLS is set: .ci/run installs it)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

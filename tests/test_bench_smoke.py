@@ -88,20 +88,21 @@ def test_ingest(tmp_path: Path) -> None:
     assert "rss_mb_at_instances" in res["summary"]
 
 
+@pytest.mark.bench
 @pytest.mark.timeout(240)
 def test_peer_celery(tmp_path: Path) -> None:
-    pytest.importorskip("celery", reason="bench extra not installed")
-    if not (os.environ.get("BENCH_REDIS_SERVER") or shutil.which("redis-server")):
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+    assert os.environ.get("BENCH_REDIS_SERVER") or shutil.which("redis-server"), (
+        "redis-server not installed (apt-get install -y redis-server; `make bench-smoke` does it)"
+    )
     res = _run("peer_celery", tmp_path)["results"]
     assert set(res["comparison"]) == {"1", "2"}
     for n in ("1", "2"):
         _percentiles(res["celery"]["by_n"][n]["all_replied_ms"])
 
 
+@pytest.mark.bench
 @pytest.mark.timeout(120)
 def test_plot_from_results(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from bench.plot import plot_kill_latency
 
     latest = {

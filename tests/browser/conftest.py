@@ -20,6 +20,7 @@ from controller.dashboard.server import run_dashboard
 from mesh.connection import Connection
 from mesh.provision import provision
 from mesh.settings import Settings
+from tests.conftest import missing_tool
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -142,7 +143,7 @@ def running_stack(
 def chromium() -> Iterator[Any]:
     """Debian's chromium under Playwright; skipped (with the reason) only when it is not installed."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium; .ci/run does it)")
+        missing_tool(f"{CHROMIUM} is not installed (apt-get install -y chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -113,9 +113,7 @@ async def test_agent_credentials_cannot_kill_or_resume(secure_server: SecureServ
     async with AsyncMesh(secure_server.settings("agent")) as as_agent:
         with pytest.raises(PermissionDenied) as info:
             await as_agent.kill("agent://*/*/*", reason="rogue agent", wait=0.5)
-        assert str(info.value).startswith(
-            "permission denied: this user may not "
-        )  # exact wording: see xfail below
+        assert str(info.value) == "permission denied: this user may not write kill records"
         with pytest.raises(PermissionDenied):
             await as_agent.resume("agent://acme/prod/held", wait=0.5)
         held = await as_agent.records("agent://acme/prod/held")  # still in force; reading is allowed
@@ -169,12 +167,6 @@ def test_cli_kill_with_agent_credentials(secure_server: SecureServer) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="operator API (reported): `kill` subscribes to acknowledgements (denied to agents) and puts "
-    "the record concurrently; the first violation to arrive names the operation, so the line sometimes "
-    "says 'may not subscribe to audit events'",
-)
 def test_cli_kill_with_agent_credentials_names_kill_records(secure_server: SecureServer) -> None:
     result = run_cli_kill_as_agent(secure_server)
     assert result.stderr.strip() == "mesh: error: permission denied: this user may not write kill records"
