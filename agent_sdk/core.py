@@ -22,6 +22,7 @@ from agent_sdk import events
 from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import TERMINATED_EXIT_CODE, AgentConfig, OnKill
 from agent_sdk.killstate import InForce, KillState
+from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
 from mesh.audit import publish_event
@@ -50,11 +51,6 @@ log = structlog.get_logger("agent_sdk.core")
 
 #: How long a safe point waits for the post-reconnect re-read before acting on what it knows.
 SYNC_WAIT = 5.0
-#: How often the agent's loop proves it is running, and how stale that proof may get before a
-#: safe point stops trusting its flags: after a freeze (SIGSTOP, a paused VM, a blocked loop) a
-#: kill may sit unread in the socket, so the records are re-read from the KV first.
-LIVENESS_TICK = 0.1
-STALL_LIMIT = 0.3
 #: Bound on the `terminated` publish during escalation, before the process ends regardless.
 TERMINATE_PUBLISH_TIMEOUT = 2.0
 MALFORMED_LOG_EVERY = 10.0
@@ -99,8 +95,8 @@ class AgentCore:
         self.control_kv: KeyValue | None = None
         self.fail_closed = False
         self.syncing = False
-        #: monotonic time at which the loop last proved it runs (see STALL_LIMIT).
-        self.loop_stamp = time.monotonic()
+        #: Proof that our event loop runs (agent_sdk.liveness); a placeholder until start().
+        self.liveness = LoopLiveness()
         self.halted = False
         self.closed = False
         self.parked = 0
@@ -194,11 +190,12 @@ class AgentCore:
         except BaseException:
             await self._release(conn)
             raise
+        self.liveness = for_loop(asyncio.get_running_loop())
+        self.liveness.add(self)
         await self.send_heartbeat()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
             asyncio.create_task(self._resync_loop(), name="agent-sdk resync"),
-            asyncio.create_task(self._liveness_loop(), name="agent-sdk liveness"),
             asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
         ]
         if self.cfg.fail_closed_after is not None:
@@ -370,7 +367,7 @@ class AgentCore:
     # -- safe points ----------------------------------------------------------------------------------
     async def safe_point(self) -> None:
         """The slow path of every safe point: wait for a re-sync, then halt if killed."""
-        if self.stalled() and not self.closed:
+        if self.stalled() and not self.closed and self.conn is not None:
             await self._gate_and_resync("a safe point after a freeze")
         if self.syncing:
             deadline = time.monotonic() + SYNC_WAIT
@@ -556,17 +553,16 @@ class AgentCore:
 
     def stalled(self) -> bool:
         """Whether the loop has not proved it runs for STALL_LIMIT: its flags may be out of date."""
-        return time.monotonic() - self.loop_stamp > STALL_LIMIT
+        return self.liveness.stalled()
 
-    async def _liveness_loop(self) -> None:
-        while True:
-            await asyncio.sleep(LIVENESS_TICK)
-            if self.stalled():
-                # We were frozen: gate safe points *before* refreshing the stamp, so that no
-                # thread can pass one on stale flags while a kill may wait unread in the socket.
-                self.log.info("agent was frozen or its loop blocked; re-reading kill records")
-                await self._gate_and_resync("frozen")
-            self.loop_stamp = time.monotonic()
+    def on_freeze(self) -> None:
+        """Called by the loop's liveness ticker after a freeze: gate safe points, re-read records."""
+        if self.closed or self.syncing or self.conn is None:
+            return
+        self.log.info("agent was frozen or its loop blocked; re-reading kill records")
+        self.syncing = True
+        self._update_attention()
+        self.spawn(self._after_reconnect("a freeze"))
 
     async def _resync_loop(self) -> None:
         # A missed republish (or a dead subscription) must not leave us unkillable.
@@ -636,7 +632,6 @@ class AgentCore:
             self.syncing = False
             if self.fail_closed:
                 self.fail_closed = False
-            self.loop_stamp = time.monotonic()
             self.log.info("re-synced kill records", after=why, killed=bool(self.state))
             self._refresh()
         if self.ckpt.dirty:
@@ -756,6 +751,7 @@ class AgentCore:
         if self.closed:
             return
         self.closed = True
+        self.liveness.discard(self)
         self._changed.set()  # wake paused safe points so they can leave
         for task in self._tasks:
             task.cancel()

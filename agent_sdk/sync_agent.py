@@ -12,7 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent_sdk.config import AgentConfig
-from agent_sdk.core import STALL_LIMIT, AgentCore
+from agent_sdk.core import AgentCore
+from agent_sdk.liveness import STALL_LIMIT
 from mesh.errors import AgentKilled, ConfigError
 from mesh.models import KillRecord, Status
 from mesh.settings import Settings
@@ -167,7 +168,7 @@ class Agent:
 
     def _must_check(self) -> bool:
         """The hot-path test: a kill flag, or a loop too quiet to trust (frozen, see STALL_LIMIT)."""
-        return self._attention.is_set() or time.monotonic() - self._core.loop_stamp > STALL_LIMIT
+        return self._attention.is_set() or time.monotonic() - self._core.liveness.stamp > STALL_LIMIT
 
     def heartbeat(self, metadata: dict[str, Any] | None = None) -> None:
         """Record progress (sent by the background timer) and pass a safe point."""
@@ -219,7 +220,7 @@ class Agent:
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if attention.is_set() or now() - core.loop_stamp > STALL_LIMIT:
+            if attention.is_set() or now() - core.liveness.stamp > STALL_LIMIT:
                 slow()
             return fn(*args, **kwargs)
 
