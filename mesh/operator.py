@@ -323,18 +323,14 @@ class AsyncMesh:
         )
         audit: asyncio.Task[Any] | None = None
         try:
+            # The record goes out first: the server handles one connection's requests in order,
+            # and anything sent before it (like the scan of expected instances) would delay the kill.
+            revision = await self._guard(
+                "write kill records",
+                put_key(conn, ns.control_bucket, key, encode(record)),
+                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+            )
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
-            try:
-                revision = await self._guard(
-                    "write kill records",
-                    put_key(conn, ns.control_bucket, key, encode(record)),
-                    publishes_to=f"$KV.{ns.control_bucket}.{key}",
-                )
-            except BaseException:
-                scan.cancel()
-                with contextlib.suppress(BaseException):
-                    await scan
-                raise
             event = AuditEvent(
                 type=EventType.KILL,
                 target=tgt.uri,
