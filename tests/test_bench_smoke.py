@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
+from bench.run import PROFILES
+
 ROOT = Path(__file__).resolve().parent.parent
-
-pytest.importorskip("psutil", reason="bench extra not installed: pip install -e '.[bench]'")
-
-from bench.run import PROFILES  # noqa: E402 - after the importorskip
 
 MACHINE_KEYS = {"cores", "cpu_model", "python", "nats_py", "nats_server", "date"}
 

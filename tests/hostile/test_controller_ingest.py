@@ -16,14 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh.errors import InvalidTarget
-from mesh.models import Heartbeat
-from mesh.subjects import Namespace
-
-pytest.importorskip("controller.ingest")
 from controller.ingest import Ingest
 from controller.state import Fleet
 from controller.stats import Stats
+from mesh.errors import InvalidTarget
+from mesh.models import Heartbeat
+from mesh.subjects import Namespace
 
 pytestmark = pytest.mark.timeout(300)
 
