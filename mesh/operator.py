@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection
@@ -30,7 +31,7 @@ from mesh.models import (
     utcnow,
 )
 from mesh.policy import Limit, Policy
-from mesh.reports import AckRow, AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
+from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
 from mesh.settings import Settings
 from mesh.subjects import key_to_target
 from mesh.target import Target, parse_agent_uri, parse_target
@@ -39,7 +40,6 @@ from mesh.usage import UsageReport, build_usage
 __all__ = ["AsyncMesh"]
 
 T = TypeVar("T")
-InstanceId = tuple[str, str]
 ALL = "agent://*/*/*"
 
 
@@ -95,88 +95,6 @@ def _covers(outer: Target, inner: Target) -> bool:
         if a != "*" and a != b:
             return False
     return outer.instance is None or outer.instance == inner.instance
-
-
-class _AckCollector:
-    """Gathers acknowledgement events for one command until every expected instance answered.
-
-    O(1) per acknowledgement: an agent URI is parsed once per collector (not once per event),
-    and completion is tracked with the set of instances still outstanding.
-    """
-
-    def __init__(self, target: Target, accept: Callable[[AuditEvent], bool]) -> None:
-        self.target = target
-        self.accept = accept
-        self.rows: dict[InstanceId, AckRow] = {}
-        #: Events about matching instances that ``accept`` refused: maybe ours once the
-        #: command's revision is known, so they are looked at again.
-        self.pending: list[AuditEvent] = []
-        self.waiting: set[InstanceId] | None = None
-        self.outstanding: set[InstanceId] = set()
-        self._agents: dict[str, bool] = {}
-        self._agent_part = target.with_instance(None)
-        self.done = asyncio.Event()
-
-    async def on_msg(self, msg: Msg) -> None:
-        try:
-            event = decode(AuditEvent, msg.data)
-        except MalformedMessage:
-            return
-        if self.pending:
-            self.evaluate()
-        self._take(event)
-
-    def _matches(self, agent_uri: str, instance: str) -> bool:
-        ok = self._agents.get(agent_uri)
-        if ok is None:
-            try:
-                ok = self._agent_part.matches(parse_agent_uri(agent_uri))
-            except InvalidTarget:
-                ok = False
-            if len(self._agents) < 100_000:
-                self._agents[agent_uri] = ok
-        return ok and (self.target.instance is None or self.target.instance == instance)
-
-    def _take(self, event: AuditEvent) -> None:
-        if not event.agent_uri or not event.instance:
-            return
-        if not self._matches(event.agent_uri, event.instance):
-            return
-        if not self.accept(event):
-            self.pending.append(event)  # maybe ours once the revision is known
-            return
-        data = event.data or {}
-        status = str(data.get("status") or event.type.value)
-        ident = (event.agent_uri, event.instance)
-        self.rows[ident] = AckRow(
-            agent_uri=event.agent_uri,
-            instance=event.instance,
-            status=status,
-            metadata=dict(data.get("metadata") or {}),
-            checkpoint=data.get("checkpoint"),
-            time=event.time,
-        )
-        if self.waiting:
-            self.outstanding.discard(ident)
-            if not self.outstanding:
-                self.done.set()
-
-    def evaluate(self) -> None:
-        """Look again at the events ``accept`` refused so far."""
-        pending, self.pending = self.pending, []
-        for event in pending:
-            self._take(event)
-
-    def expect(self, waiting: set[InstanceId]) -> None:
-        self.waiting = waiting
-        self.outstanding = waiting - self.rows.keys()
-        if waiting and not self.outstanding:
-            self.done.set()
-        self.evaluate()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.done.wait(), timeout)
 
 
 class AsyncMesh:
@@ -316,7 +234,7 @@ class AsyncMesh:
         def ours(event: AuditEvent) -> bool:
             return event.command_id == record.command_id or (revision > 0 and event.revision == revision)
 
-        collector = _AckCollector(tgt, ours)
+        collector = AckCollector(tgt, ours)
         subs = await self._subscribe(
             [ns.audit_filter(EventType.HALTED.value, tgt), ns.audit_filter(EventType.TERMINATED.value, tgt)],
             collector.on_msg,
@@ -423,7 +341,7 @@ class AsyncMesh:
                 return True
             return revision > 0 and (event.revision is None or event.revision >= revision)
 
-        collector = _AckCollector(tgt, ours)
+        collector = AckCollector(tgt, ours)
         subs = await self._subscribe([ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg)
         try:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
