@@ -25,6 +25,7 @@ from agent_sdk.killstate import InForce, KillState
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
+from mesh.aio import wait_for
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -763,7 +764,7 @@ class AgentCore:
             return
         try:
             try:
-                await asyncio.wait_for(self.ckpt.flush(), CLOSE_TIMEOUT)
+                await wait_for(self.ckpt.flush(), CLOSE_TIMEOUT)
             except TimeoutError as err:
                 raise MeshTimeout("flush the last checkpoint", CLOSE_TIMEOUT) from err
             data: dict[str, Any] = {"status": outcome.value, "checkpoint_seq": self.ckpt.written_seq or None}

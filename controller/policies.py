@@ -16,6 +16,7 @@ from controller.policybook import PolicyBook
 from controller.state import Fleet
 from controller.stats import Stats
 from controller.usage import BASELINE, UsageSamples
+from mesh.aio import wait_for
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -78,7 +79,7 @@ class PolicyEngine:
         next_reload = next_tick = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), min(self.reload_every, self.tick_every))
+                await wait_for(self.wake.wait(), min(self.reload_every, self.tick_every))
             self.wake.clear()
             mono = time.monotonic()
             try:

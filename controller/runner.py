@@ -23,6 +23,7 @@ from controller.state import Fleet, Policy
 from controller.stats import Stats
 from controller.sweep import sweep_loop
 from controller.writer import Writer
+from mesh.aio import wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import PermissionDenied
 from mesh.provision import provision
@@ -36,7 +37,7 @@ log = structlog.get_logger("controller")
 async def _wait(event: asyncio.Event, timeout: float) -> bool:
     """Wait for ``event`` at most ``timeout`` seconds; True if it is set."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        await wait_for(event.wait(), timeout)
     return event.is_set()
 
 
@@ -206,10 +207,13 @@ class Controller:
                     await sub.unsubscribe()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a task that ignores its cancel must not keep the controller from stopping.
+            _, stuck = await asyncio.wait(tasks, timeout=10.0)
+            if stuck:
+                log.warning("controller tasks did not stop", tasks=sorted(t.get_name() for t in stuck))
             if lease.held:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.flush(refresh=True), 5.0)
+                    await wait_for(writer.flush(refresh=True), 5.0)
             self.writer = None
 
 

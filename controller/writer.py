@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 
 from controller.state import Fleet, Transition, event_id
 from controller.stats import Stats
+from mesh.aio import wait_for
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -71,7 +72,7 @@ class Writer:
     async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.flush_every)
+                await wait_for(self.wake.wait(), self.flush_every)
             self.wake.clear()
             now = time.monotonic()
             refresh = now - self._last_refresh >= min(1.0, self.fleet.policy.refresh_every / 2)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
+from mesh.aio import wait_for
 from mesh.codec import decode
 from mesh.errors import InvalidTarget, MalformedMessage
 from mesh.models import AuditEvent
@@ -98,4 +99,4 @@ class AckCollector:
 
     async def wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.done.wait(), timeout)
+            await wait_for(self.done.wait(), timeout)

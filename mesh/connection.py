@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.js import JetStreamContext
 
+from mesh.aio import wait_for
 from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -315,7 +316,7 @@ class Connection:
             return
         try:
             if nc.is_connected:
-                await asyncio.wait_for(nc.drain(), timeout)
+                await wait_for(nc.drain(), timeout)
         except Exception as exc:  # a drain that fails must still end in a closed connection
             log.debug("drain failed, closing", error=str(exc) or type(exc).__name__)
         finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mesh.aio import wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import NotProvisioned
 
@@ -103,7 +104,7 @@ async def scan_latest(
         await nc.publish(f"$JS.API.DIRECT.GET.{_stream(bucket)}", json.dumps(request).encode(), reply=inbox)
         while True:
             try:
-                msg = await asyncio.wait_for(queue.get(), timeout)
+                msg = await wait_for(queue.get(), timeout)
             except TimeoutError as exc:
                 if await _missing_bucket(conn, bucket):
                     raise NotProvisioned(f"bucket {bucket}") from exc
@@ -190,7 +191,7 @@ async def read_latest(
         deadline = loop.time() + timeout
         while True:
             try:
-                msg = await asyncio.wait_for(queue.get(), max(deadline - loop.time(), 0.0))
+                msg = await wait_for(queue.get(), max(deadline - loop.time(), 0.0))
             except TimeoutError as exc:
                 if await _missing_bucket(conn, bucket):
                     raise NotProvisioned(f"bucket {bucket}") from exc

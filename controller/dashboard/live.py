@@ -23,6 +23,7 @@ import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
+from mesh.aio import wait_for
 from mesh.codec import decode
 from mesh.connection import Connection
 from mesh.errors import MalformedMessage
@@ -75,7 +76,7 @@ class Subscriber:
     async def next(self, timeout: float) -> str | None:
         """The next frame, ``""`` after ``timeout`` seconds of silence, ``None`` at the end."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return await wait_for(self.queue.get(), timeout)
         except TimeoutError:
             return ""
 
@@ -219,12 +220,12 @@ class FleetFeed:
             if self._stopping.is_set():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff.next())
+                await wait_for(self._stopping.wait(), backoff.next())
 
     async def _healthy(self, sub: Any, last: list[int]) -> None:
         """Raise :class:`_Restart` when the consumer behind ``sub`` is gone or stuck."""
         try:
-            info = await asyncio.wait_for(sub.consumer_info(), 3.0)
+            info = await wait_for(sub.consumer_info(), 3.0)
         except Exception as exc:
             raise _Restart(f"consumer check failed: {exc or type(exc).__name__}") from exc
         delivered = int(info.delivered.stream_seq or 0)
@@ -281,7 +282,7 @@ class FleetFeed:
                     self._broadcast(sse("instance", data))
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(watcher.stop(), 2.0)
+                await wait_for(watcher.stop(), 2.0)
 
     async def _tail_audit(self, resync: asyncio.Event) -> None:
         """Follow the audit stream from the last event seen (the last ``audit_backlog`` at first)."""
@@ -335,4 +336,4 @@ class FleetFeed:
                         self.audit_ready.set()
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(psub.unsubscribe(), 2.0)
+                await wait_for(psub.unsubscribe(), 2.0)
