@@ -55,6 +55,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP)
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
 	$(BIN)/python -m bench.run --profile $${BENCH_PROFILE:-quick}
 
 bench-smoke: $(BENCH_STAMP)

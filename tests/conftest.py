@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from mesh.connection import Connection
@@ -46,8 +49,32 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(nats_server: EmbeddedServer, prefix: str) -> Settings:
-    return Settings(nats_url=nats_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
+def settings(nats_server: EmbeddedServer, prefix: str) -> Iterator[Settings]:
+    s = Settings(nats_url=nats_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
+    yield s
+    asyncio.run(_drop_namespace(s))
+
+
+async def _drop_namespace(s: Settings) -> None:
+    """Delete the test's buckets and audit stream: the session's server would otherwise gather
+    about six file-backed streams per test, and JetStream slows down late in the run."""
+    ns = s.namespace
+    names = [
+        ns.audit_stream,
+        *(f"KV_{b}" for b in (ns.control_bucket, ns.instances_bucket, ns.checkpoints_bucket,
+                              ns.leases_bucket, ns.policies_bucket)),
+    ]  # fmt: skip
+    try:
+        nc = await nats.connect(s.nats_url, connect_timeout=2, allow_reconnect=False)
+    except Exception:  # the server is gone: nothing to clean
+        return
+    try:
+        js = nc.jetstream()
+        for name in names:
+            with contextlib.suppress(Exception):
+                await js.delete_stream(name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture
