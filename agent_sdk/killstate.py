@@ -49,7 +49,9 @@ class KillState:
                 continue
             held = self._revisions.get(key, -1)
             if update.revision <= held:
-                if from_kv and update.revision < held and key in self._pushed:
+                # Only a concrete entry (a record or a tombstone, revision > 0) may overrule a
+                # push: a read that finds nothing, or fails, must never lift a kill.
+                if from_kv and 0 < update.revision < held and key in self._pushed:
                     self._strikes[key] = self._strikes.get(key, 0) + 1
                     if self._strikes[key] < DISTRUST_AFTER:
                         continue

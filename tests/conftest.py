@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import uuid
@@ -52,7 +53,9 @@ def prefix() -> str:
 def settings(nats_server: EmbeddedServer, prefix: str) -> Iterator[Settings]:
     s = Settings(nats_url=nats_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
     yield s
-    asyncio.run(_drop_namespace(s))
+    # In a thread of its own: a test may leave a loop running in this one (Playwright's does).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _drop_namespace(s)).result(timeout=30)
 
 
 async def _drop_namespace(s: Settings) -> None:

@@ -37,3 +37,11 @@ def test_kv_reads_never_regress_state_they_wrote() -> None:
     for _ in range(3):
         assert not s.apply([ControlUpdate("a.b.c", 5, None)], from_kv=True)
     assert s
+
+
+def test_a_read_that_finds_nothing_never_lifts_a_pushed_kill() -> None:
+    s = KillState(KEYS)
+    s.apply([ControlUpdate("a.b.c", 1, REC)])  # pushed: a kill at the key's first revision
+    for _ in range(5):  # reads that came back empty (a lagging replica, a failed multi-get...)
+        assert not s.apply([ControlUpdate("a.b.c", 0, None)], from_kv=True)
+    assert s
