@@ -10,9 +10,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
+from agent_sdk.view import InstanceView
 from mesh.connection import Connection
 from mesh.errors import AgentKilled, ConfigError
-from mesh.models import KillRecord, Status
+from mesh.models import Status
 from mesh.settings import Settings
 
 __all__ = ["AsyncAgent"]
@@ -21,7 +22,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncAgent:
+class AsyncAgent(InstanceView):
     """One agent instance in an asyncio program.
 
     ``async with AsyncAgent("agent://acme/prod/mailer") as agent:`` connects, reads the kill
@@ -100,32 +101,6 @@ class AsyncAgent:
             await self._core.close(Status.CRASHED, exc)
 
     # -- state ---------------------------------------------------------------------------------------
-    @property
-    def uri(self) -> str:
-        return str(self.config.uri)
-
-    @property
-    def instance(self) -> str:
-        return self.config.instance
-
-    @property
-    def killed(self) -> bool:
-        """Whether a kill record in force matches this instance (or it halted itself)."""
-        return self._core.killed_evt.is_set()
-
-    @property
-    def kill_record(self) -> KillRecord | None:
-        """The oldest kill record in force (who, why, when), or None."""
-        held = self._core.in_force()
-        return held[0].record if held else None
-
-    @property
-    def status(self) -> Status:
-        return self._core.status
-
-    def restore(self) -> Any:
-        """The last checkpoint state saved under this instance id (read at start), or None."""
-        return self._restored
 
     async def wait_resumed(self, timeout: float | None = None) -> bool:
         """Wait until no kill is in force; False if ``timeout`` passed first."""
@@ -137,21 +112,6 @@ class AsyncAgent:
                 return False
             await self._core.wait_change(remaining)
         return True
-
-    def record(self, **counters: float) -> None:
-        """Add to this instance's usage counters, e.g. ``record(emails=100, cost_usd=0.42)``.
-
-        Totals are monotonic, ride on every heartbeat (policies act on them) and are stored
-        with the checkpoint, so a restart with the same instance id continues from them. Never
-        waits on the network; a negative or non-numeric value raises ConfigError (a ValueError).
-        Not a safe point.
-        """
-        self._core.usage.add(counters)
-
-    @property
-    def usage(self) -> dict[str, float]:
-        """This instance's usage totals (restored at start when the instance id is stable)."""
-        return self._core.usage.snapshot()[1]
 
     # -- safe points ---------------------------------------------------------------------------------
     async def heartbeat(self, metadata: dict[str, Any] | None = None) -> None:

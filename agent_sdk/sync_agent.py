@@ -14,8 +14,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
 from agent_sdk.liveness import STALL_LIMIT
+from agent_sdk.view import InstanceView
 from mesh.errors import AgentKilled, ConfigError
-from mesh.models import KillRecord, Status
+from mesh.models import Status
 from mesh.settings import Settings
 
 __all__ = ["Agent"]
@@ -24,7 +25,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Agent:
+class Agent(InstanceView):
     """One agent instance in synchronous code.
 
     ``with Agent("agent://acme/prod/mailer", instance="a1") as agent:`` connects, reads the
@@ -111,51 +112,10 @@ class Agent:
             self._close(Status.CRASHED, exc)
 
     # -- state ---------------------------------------------------------------------------------------
-    @property
-    def uri(self) -> str:
-        return str(self.config.uri)
-
-    @property
-    def instance(self) -> str:
-        return self.config.instance
-
-    @property
-    def killed(self) -> bool:
-        """Whether a kill record in force matches this instance (or it halted itself)."""
-        return self._core.killed_evt.is_set()
-
-    @property
-    def kill_record(self) -> KillRecord | None:
-        """The oldest kill record in force (who, why, when), or None."""
-        held = self._core.in_force()
-        return held[0].record if held else None
-
-    @property
-    def status(self) -> Status:
-        return self._core.status
-
-    def restore(self) -> Any:
-        """The last checkpoint state saved under this instance id (read at start), or None."""
-        return self._restored
 
     def wait_resumed(self, timeout: float | None = None) -> bool:
         """Block until no kill is in force; False if ``timeout`` passed first."""
         return self._core.clear_evt.wait(timeout)
-
-    def record(self, **counters: float) -> None:
-        """Add to this instance's usage counters, e.g. ``record(emails=100, cost_usd=0.42)``.
-
-        Totals are monotonic, ride on every heartbeat (policies act on them) and are stored
-        with the checkpoint, so a restart with the same instance id continues from them. Never
-        waits on the network; a negative or non-numeric value raises ConfigError (a ValueError).
-        Not a safe point.
-        """
-        self._core.usage.add(counters)
-
-    @property
-    def usage(self) -> dict[str, float]:
-        """This instance's usage totals (restored at start when the instance id is stable)."""
-        return self._core.usage.snapshot()[1]
 
     # -- safe points: the hot path is one flag test -------------------------------------------------
     def _slow_path(self) -> None:

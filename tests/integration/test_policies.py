@@ -38,6 +38,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
     yield server
     server.stop()
 
+
 MAILER = "agent://acme/prod/mailer"
 OTHER = "agent://acme/prod/other"
 

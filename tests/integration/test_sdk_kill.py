@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,20 +12,6 @@ from mesh.settings import Settings
 from tests.integration.sdk_helpers import AgentPool, Ops, resync, wait_until
 
 URI = "agent://acme/prod/mailer"
-
-
-@pytest.fixture
-def ops(settings: Settings) -> Iterator[Ops]:
-    o = Ops(settings)
-    yield o
-    o.close()
-
-
-@pytest.fixture
-def pool(settings: Settings, ops: Ops) -> Iterator[AgentPool]:
-    p = AgentPool(settings)
-    yield p
-    p.close()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,20 +12,6 @@ from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
 
 URI = "agent://acme/prod/mailer"
 UNITS = 150
-
-
-@pytest.fixture
-def ops(settings: Settings) -> Iterator[Ops]:
-    o = Ops(settings)
-    yield o
-    o.close()
-
-
-@pytest.fixture
-def pool(settings: Settings, ops: Ops) -> Iterator[AgentPool]:
-    p = AgentPool(settings)
-    yield p
-    p.close()
 
 
 def test_pause_then_resume_continues_in_place(ops: Ops, pool: AgentPool) -> None:
