@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import nats.errors
+
 from agent_sdk import AgentKilled, AsyncAgent
 from mesh.codec import decode
 from mesh.connection import Connection
@@ -95,8 +97,23 @@ async def stalled(workers: list[Worker], pause: float = 0.3) -> bool:
     return [w.done for w in workers] == before
 
 
-async def all_events(settings: Settings) -> list[AuditEvent]:
-    """Every event in the audit stream, oldest first (an ordered consumer, raw)."""
+async def all_events(settings: Settings, attempts: int = 4) -> list[AuditEvent]:
+    """Every event in the audit stream, oldest first (an ordered consumer, raw).
+
+    While a cluster re-elects stream leaders after a node died, a read can stall: retry it
+    from the start, as an operator would.
+    """
+    for attempt in range(attempts):
+        try:
+            return await _read_all_events(settings)
+        except nats.errors.TimeoutError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+async def _read_all_events(settings: Settings) -> list[AuditEvent]:
     async with Connection(settings, name="chaos-audit") as conn:
         stream = conn.ns.audit_stream
         info = await conn.js.stream_info(stream)
