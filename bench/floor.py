@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
@@ -63,7 +64,13 @@ async def request_reply(url: str, n: int) -> list[float]:
     try:
         for i in range(n + WARMUP):
             t0 = time.perf_counter()
-            await nc.request(subject, b"ping", timeout=5)
+            try:
+                await nc.request(subject, b"ping", timeout=5)
+            except nats.errors.NoRespondersError:
+                if i >= WARMUP:
+                    raise
+                await asyncio.sleep(0.05)  # warm-up: the responder may not be visible yet
+                continue
             if i >= WARMUP:
                 out.append((time.perf_counter() - t0) * 1000)
     finally:
