@@ -14,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from controller.state import LIFECYCLE_TYPES, Fleet, Transition
 from controller.stats import RateLimitedLog, Stats
+from mesh.aio import raise_if_cancelling
 from mesh.codec import decode
 from mesh.connection import Connection
 from mesh.errors import MalformedMessage
@@ -68,12 +69,15 @@ class LifecycleFeed:
 
     async def run(self) -> None:
         delay = 0.2
-        while True:
+        while not self.conn.closed:
             try:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
+                if self.conn.closed:
+                    return  # the owner closed the connection: nothing left to consume
                 self._warn.warning("lifecycle consumer failed, recreating", "consumer", error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -16,7 +16,7 @@ from controller.policybook import PolicyBook
 from controller.state import Fleet
 from controller.stats import Stats
 from controller.usage import BASELINE, UsageSamples
-from mesh.aio import wait_for
+from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -96,6 +96,7 @@ class PolicyEngine:
                 if self.book.policies and self.may_act():
                     await self.evaluate(agents)
             except Exception as exc:  # a bug here must not stop enforcement for good
+                raise_if_cancelling()
                 log.exception("policy evaluation failed", error=str(exc) or type(exc).__name__)
 
     def _regroup(self) -> set[str]:

@@ -23,7 +23,7 @@ from controller.state import Fleet, Policy
 from controller.stats import Stats
 from controller.sweep import sweep_loop
 from controller.writer import Writer
-from mesh.aio import wait_for
+from mesh.aio import stop_tasks, wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import PermissionDenied
 from mesh.provision import provision
@@ -205,10 +205,8 @@ class Controller:
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            for task in tasks:
-                task.cancel()
-            # Bounded: a task that ignores its cancel must not keep the controller from stopping.
-            _, stuck = await asyncio.wait(tasks, timeout=10.0)
+            # Bounded, and re-cancelling: a task whose cancel a library swallowed is asked again.
+            stuck = await stop_tasks(tasks, timeout=10.0)
             if stuck:
                 log.warning("controller tasks did not stop", tasks=sorted(t.get_name() for t in stuck))
             if lease.held:

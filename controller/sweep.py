@@ -9,6 +9,7 @@ from collections.abc import Callable
 import structlog
 
 from controller.state import Fleet, Transition
+from mesh.aio import raise_if_cancelling
 
 __all__ = ["sweep_loop"]
 
@@ -33,5 +34,6 @@ async def sweep_loop(
             if fleet.expired:
                 wake.set()
         except Exception as exc:  # a bug here must not stop detection for good
+            raise_if_cancelling()
             log.exception("sweep failed", error=str(exc) or type(exc).__name__)
         await asyncio.sleep(every)

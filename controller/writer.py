@@ -14,7 +14,7 @@ from nats.js.kv import KeyValue
 
 from controller.state import Fleet, Transition, event_id
 from controller.stats import Stats
-from mesh.aio import wait_for
+from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -81,6 +81,7 @@ class Writer:
             try:
                 ok = await self.flush(refresh=refresh)
             except Exception as exc:  # keep the writer alive whatever happens
+                raise_if_cancelling()
                 log.warning("flush failed", error=str(exc) or type(exc).__name__)
                 ok = False
             if not ok:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["wait_for"]
+__all__ = ["cancelling", "raise_if_cancelling", "stop_tasks", "wait_for"]
 
 T = TypeVar("T")
 
@@ -21,3 +21,39 @@ async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
     """
     async with asyncio.timeout(timeout):
         return await awaitable
+
+
+def cancelling() -> bool:
+    """True if the running task has been asked to stop, even if a library swallowed the cancel.
+
+    nats-py turns a cancel into another exception in places (a ``next_msg`` on a closed
+    connection raises ``ConnectionClosedError``, a stalled ``publish_async`` raises
+    ``TooManyStalledMsgsError``). A retry loop that catches ``Exception`` would then go on
+    forever; ``Task.cancelling()`` still counts the request, so the loop can tell.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancel that a library turned into another exception; call it in ``except``."""
+    if cancelling():
+        raise asyncio.CancelledError
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait at most ``timeout`` seconds; the ones still running are returned.
+
+    A task that swallowed its cancel is cancelled again every few hundredths of a second, so a
+    single lost cancel never leaves a task running after its owner stopped.
+    """
+    pending = {t for t in tasks if not t.done()}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(0.05, left))
+    return pending

@@ -217,6 +217,11 @@ class Connection:
         await self.close()
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: loops that use this connection should end."""
+        return self._closing
+
+    @property
     def is_connected(self) -> bool:
         return self.nc is not _NOT_CONNECTED and self.nc.is_connected
 

@@ -23,7 +23,7 @@ import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from mesh.aio import wait_for
+from mesh.aio import raise_if_cancelling, wait_for
 from mesh.codec import decode
 from mesh.connection import Connection
 from mesh.errors import MalformedMessage
@@ -213,6 +213,7 @@ class FleetFeed:
             except _Restart as why:
                 log.info("dashboard feed restarting", loop=name, reason=str(why))
             except Exception as exc:  # ConnectionClosedError, timeouts, a vanished consumer ...
+                raise_if_cancelling()
                 log.warning("dashboard feed failed, restarting", loop=name, error=repr(exc))
             self.restarts[name] += 1
             if time.monotonic() - started > 30:

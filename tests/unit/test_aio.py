@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from mesh.aio import wait_for
+from mesh.aio import raise_if_cancelling, stop_tasks, wait_for
 
 
 async def test_returns_the_result_or_times_out() -> None:
@@ -36,3 +36,40 @@ async def test_a_cancel_landing_as_the_wait_completes_is_not_lost() -> None:
         done, _ = await asyncio.wait({task}, timeout=2.0)
         assert done, "the cancel was swallowed: the loop kept running"
         assert task.cancelled()
+
+
+async def _swallowing_retry_loop(turns: list[int], *, guarded: bool, until: int = 10**9) -> None:
+    """A retry loop whose awaited call turns a cancel into another error, as nats-py's next_msg does."""
+    while len(turns) < until:
+        try:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                raise ConnectionError("closed") from None
+        except Exception:
+            if guarded:
+                raise_if_cancelling()
+            turns.append(1)
+
+
+async def test_raise_if_cancelling_ends_a_loop_whose_cancel_was_turned_into_another_error() -> None:
+    turns: list[int] = []
+    task = asyncio.create_task(_swallowing_retry_loop(turns, guarded=True))
+    await asyncio.sleep(0.03)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert turns == []
+
+
+async def test_stop_tasks_recancels_until_a_swallowing_task_ends() -> None:
+    turns: list[int] = []
+    task = asyncio.create_task(_swallowing_retry_loop(turns, guarded=False, until=3))
+    await asyncio.sleep(0.03)
+    # The unguarded loop swallows each cancel; it ends only after its third, so one cancel is not enough.
+    assert await stop_tasks([task], timeout=5.0) == set()
+    assert len(turns) == 3
+    guarded = asyncio.create_task(_swallowing_retry_loop([], guarded=True))
+    await asyncio.sleep(0.03)
+    assert await stop_tasks([guarded], timeout=5.0) == set()
+    assert guarded.cancelled()
