@@ -157,6 +157,22 @@ class EmbeddedServer:
         except OSError:
             return ""
 
+    def log_tail_lines(self, n: int) -> list[str]:
+        """The last ``n`` non-empty lines of the server's log."""
+        return [line for line in self._log_tail().splitlines() if line.strip()][-n:]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def restart_after_exit(self, timeout: float = 15.0) -> None:
+        """Start again, on the same port and store, a server that has exited (reaping it first)."""
+        self._signal_and_wait(signal.SIGKILL, 5.0)
+        deadline = time.monotonic() + timeout
+        while port_in_use(self.port, self.host) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.start(timeout)
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
