@@ -1,4 +1,4 @@
-"""``mesh up`` as a supervisor: a dead nats-server is restarted, Ctrl+C always ends it, nothing is left behind."""
+"""``mesh up`` as a supervisor: a dead nats-server is restarted; Ctrl+C always ends it, leaving nothing."""
 
 from __future__ import annotations
 
