@@ -13,7 +13,7 @@ from agent_sdk.core import AgentCore
 from agent_sdk.outcome import outcome_of
 from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
-from mesh.aio import cancelling
+from mesh.aio import cancelling, raise_if_cancelling
 from mesh.connection import Connection
 from mesh.errors import ConfigError
 from mesh.models import Status
@@ -131,6 +131,7 @@ class AsyncAgent(InstanceView):
         """Record progress (sent by the background timer) and pass a safe point."""
         if metadata is not None:
             self._core.metadata = dict(metadata)
+        raise_if_cancelling()  # a cancel that a library swallowed must not let the loop go on
         if self._core.attention.is_set() or self._core.stalled():
             await self._core.safe_point()
 
@@ -139,6 +140,7 @@ class AsyncAgent(InstanceView):
         core = self._core
         if core.ckpt.stage(state):
             core.ckpt.wake()
+        raise_if_cancelling()
         if core.attention.is_set() or core.stalled():
             await core.safe_point()
 

@@ -368,6 +368,7 @@ class AgentCore:
     # -- safe points ----------------------------------------------------------------------------------
     async def safe_point(self) -> None:
         """The slow path of every safe point: wait for a re-sync, then halt if killed."""
+        raise_if_cancelling()
         if self.stalled() and not self.closed and self.conn is not None:
             await self._gate_and_resync("a safe point after a freeze")
         if self.syncing:
@@ -482,6 +483,7 @@ class AgentCore:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, waking at once on a kill (parked: acknowledged by the push itself)."""
+        raise_if_cancelling()
         if not self.attention.is_set():
             loop = asyncio.get_running_loop()
             deadline = loop.time() + seconds
@@ -501,6 +503,7 @@ class AgentCore:
         self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Run a guarded coroutine; a kill cancels it at once and the caller gets AgentKilled."""
+        raise_if_cancelling()
         if self.attention.is_set() or self.stalled():
             await self.safe_point()
         task = asyncio.current_task()

@@ -30,6 +30,11 @@ def cancelling() -> bool:
     connection raises ``ConnectionClosedError``, a stalled ``publish_async`` raises
     ``TooManyStalledMsgsError``). A retry loop that catches ``Exception`` would then go on
     forever; ``Task.cancelling()`` still counts the request, so the loop can tell.
+
+    On Python 3.11 it can even vanish: a cancel that lands in the loop iteration where a
+    ``request()``'s reply arrives makes ``asyncio.wait_for`` (which nats-py uses for every
+    request) return the reply instead of raising (fixed in 3.12). The call then looks like a
+    success; only ``cancelling()`` shows the task was asked to stop.
     """
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0

@@ -8,6 +8,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from mesh.aio import raise_if_cancelling
 from mesh.codec import encode
 from mesh.connection import translate_error
 from mesh.models import AuditEvent
@@ -50,6 +51,7 @@ async def publish_event(
         try:
             return await js.publish(subject, payload, timeout=timeout, headers=headers)
         except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as exc:
+            raise_if_cancelling()
             last = exc
             await asyncio.sleep(0.05 * (2**attempt))
         except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,7 +16,6 @@ from mesh.errors import ConfigError
 from mesh.kvscan import put_key
 from mesh.models import Checkpoint, KillRecord, Status
 from mesh.operator import AsyncMesh
-from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.integration.controller_helpers import (
     audit_events,
@@ -27,16 +26,6 @@ from tests.integration.controller_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """A server of this module's own: late in a long run on the shared session server, this
-    module's JetStream requests were seen to go unanswered (see the closing note of issue 8)."""
-    server = EmbeddedServer(tmp_path_factory.mktemp("nats-policies"), port=0)
-    server.start()
-    yield server
-    server.stop()
 
 
 MAILER = "agent://acme/prod/mailer"
@@ -146,12 +135,6 @@ async def _true(value: bool) -> bool:
     return value
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="OPEN BUG (issue 8 closing note): in about half of full runs, every JetStream request of "
-    "this test process goes unanswered after mesh.resume and the test hangs until its timeout; "
-    "the agents themselves pause and resume correctly. Not root-caused; assertions unchanged.",
-)
 async def test_total_breach_pauses_and_removing_the_policy_does_not_resume(
     conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings
 ) -> None:
