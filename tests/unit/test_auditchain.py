@@ -184,7 +184,8 @@ def test_inserted_copy_and_forged_claim_are_named() -> None:
 
 def test_unchained_events_are_counted_and_strict_refuses_them_after_chaining() -> None:
     old = AuditEvent(type=EventType.KILL, target="agent://acme/prod/mailer")
-    legacy = StoredMessage(1, "mesh.audit.acme.prod.mailer._.kill", encode(old).replace(b',"chain":null', b""))
+    payload = encode(old).replace(b',"chain":null', b"")  # as written before chaining
+    legacy = StoredMessage(1, "mesh.audit.acme.prod.mailer._.kill", payload)
     msgs = [legacy, *(dataclasses.replace(m, seq=m.seq + 1) for m in history([0, 0]))]
     report = verify(msgs, complete=True)
     assert report.ok and (report.unchained, report.chained, report.unchained_after_chained) == (1, 2, 0)
