@@ -227,14 +227,24 @@ class _Walk:
         """Heads recorded earlier must still be there, with the same hash (else: rewritten or cut)."""
         r = self.report
         first = r.first_seq
+        seen_upto = max((a.stream_seq for a in anchors.values()), default=0)
+        if r.last_seq is not None and seen_upto > r.last_seq:
+            # The stream itself was cut short (a truncated store, or a recreated shorter stream).
+            r.anchors_checked = len(anchors)
+            missing = f"{r.last_seq + 1}-{seen_upto}" if seen_upto > r.last_seq + 1 else f"{seen_upto}"
+            ends = f"the stream ends at {r.last_seq}, an anchor saw {seen_upto}"
+            detail = f"stream sequence {missing} missing: {ends}"
+            return self.fail(BreakKind.REMOVED, r.last_seq + 1, detail)
         for chain, anchor in sorted(anchors.items(), key=lambda kv: kv[1].stream_seq):
             if first is not None and anchor.stream_seq < first:
                 continue  # aged out (or before --since): nothing to compare
             r.anchors_checked += 1
             head = r.chains.get(chain)
             if head is None or head.seq < anchor.seq:
-                have = f"ends at #{head.seq}" if head else "is gone"
-                detail = f"anchored at #{anchor.seq}, the chain {have}"
+                have = f"now ends at #{head.seq} (stream seq {head.stream_seq})" if head else "is gone"
+                detail = (
+                    f"the chain was anchored at #{anchor.seq} (stream seq {anchor.stream_seq}) and {have}"
+                )
                 return self.fail(BreakKind.REMOVED, anchor.stream_seq, detail, chain, anchor.seq)
             if self.seen.get((chain, anchor.seq)) != anchor.hash:
                 detail = "the chain's history differs from the anchor: rewritten"

@@ -117,7 +117,12 @@ def test_missing_tail_per_stream_state_and_anchor() -> None:
     # Recreated without the last event: the stream's own state agrees, the anchor does not.
     cut = verify(msgs[:2], complete=True, last_seq=2, anchors=anchors)
     assert cut.broken is not None and cut.broken.kind is BreakKind.REMOVED
-    assert cut.broken.stream_seq == 3 and "ends at #2" in cut.broken.detail
+    assert cut.broken.stream_seq == 3 and "the stream ends at 2, an anchor saw 3" in cut.broken.detail
+    # Another writer went on, so the stream is long enough: the chain itself is short.
+    longer = [*msgs[:2], *(dataclasses.replace(m, seq=3 + k) for k, m in enumerate(history([1, 1])))]
+    cut = verify(longer, complete=True, anchors=anchors)
+    assert cut.broken is not None and cut.broken.kind is BreakKind.REMOVED
+    assert (cut.broken.stream_seq, cut.broken.chain_seq) == (3, 3) and "now ends at #2" in cut.broken.detail
 
 
 def test_anchor_catches_a_consistently_rewritten_chain() -> None:
