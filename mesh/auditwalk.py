@@ -17,12 +17,17 @@ __all__ = ["read_stored", "verify_stream"]
 
 log = structlog.get_logger("mesh.audit")
 BATCH = 512
+#: A fetch that waits this long with nothing to deliver means the stream has nothing more.
+FETCH_TIMEOUT = 5.0
 
 
-async def read_stored(
-    conn: Connection, *, since: datetime | None = None, upto: int | None = None
-) -> list[StoredMessage]:
-    """The audit stream's messages, oldest first (from ``since``), up to stream seq ``upto``."""
+async def read_stored(conn: Connection, *, upto: int, since: datetime | None = None) -> list[StoredMessage]:
+    """The audit stream's messages, oldest first (from ``since``), up to stream seq ``upto``.
+
+    It reads until it reaches ``upto`` rather than trusting the consumer's pending count, which
+    can be stale on a cluster while a replica catches up; a read that stops early is reported by
+    the verifier as a missing tail, never taken for the end.
+    """
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
@@ -32,22 +37,22 @@ async def read_stored(
     stream = conn.ns.audit_stream
     try:
         psub = await conn.js.pull_subscribe(conn.ns.audit_wildcard, stream=stream, config=config)
-        remaining = (await psub.consumer_info()).num_pending or 0
     except Exception as exc:
         raise translate_error(exc, "read audit events", subject=stream) from exc
     out: list[StoredMessage] = []
+    last = 0
     try:
-        while remaining > 0:
+        while last < upto:
             try:
-                msgs = await psub.fetch(BATCH, timeout=5.0)
+                msgs = await psub.fetch(BATCH, timeout=FETCH_TIMEOUT)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
-                remaining = msg.metadata.num_pending
-                if upto is not None and seq > upto:
+                if seq > upto:
                     return out  # published after we looked: the next verify covers it
                 out.append(StoredMessage(seq, msg.subject, msg.data, dict(msg.headers or {})))
+                last = seq
     finally:
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
@@ -68,7 +73,7 @@ async def verify_stream(
     except Exception as exc:
         raise translate_error(exc, "read the audit stream", subject=stream) from exc
     state = info.state
-    msgs = await read_stored(conn, since=since, upto=state.last_seq)
+    msgs = await read_stored(conn, since=since, upto=state.last_seq) if state.messages else []
     # Only a walk from the stream's very first message may insist that every chain starts at #1.
     complete = since is None and state.first_seq <= 1
     report = verify(

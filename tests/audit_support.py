@@ -72,4 +72,5 @@ async def recreate_stream(conn: Connection, history: list[StoredMessage]) -> Non
 
 
 async def stored(conn: Connection) -> list[StoredMessage]:
-    return await read_stored(conn)
+    info = await conn.js.stream_info(conn.ns.audit_stream)
+    return await read_stored(conn, upto=info.state.last_seq)
