@@ -19,8 +19,9 @@ from mesh.errors import MeshError
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
-from tests.audit_support import event, write_concurrently
+from tests.audit_support import event, stored, write_concurrently
 
+from .blockfile import records, replace_payload
 from .cluster import ClusterNode, loopback_cluster
 from .helpers import eventually
 
@@ -161,9 +162,10 @@ def _audit_block(server: EmbeddedServer, settings: Settings) -> Path:
     return block
 
 
-@pytest.mark.parametrize("index", ["kept", "deleted"])
-async def test_edited_message_block_on_disk(own_server: EmbeddedServer, index: str) -> None:
+@pytest.mark.parametrize("how", ["bytes edited", "bytes edited, index deleted", "checksum recomputed"])
+async def test_edited_message_block_on_disk(own_server: EmbeddedServer, how: str) -> None:
     settings = _settings(own_server)
+    stream = settings.namespace.audit_stream
     async with Connection(settings) as conn:
         await provision(conn.js, conn.ns, ProvisionOptions())
         for n in range(12):
@@ -177,8 +179,14 @@ async def test_edited_message_block_on_disk(own_server: EmbeddedServer, index: s
     data = block.read_bytes()
     needle = b"writer 0 event 005"  # the payload of stream seq 6; same length, still valid JSON
     assert data.count(needle) == 1
-    block.write_bytes(data.replace(needle, b"writer 0 event 00X"))
-    if index == "deleted":  # the server then rebuilds the stream's state from the blocks
+    if how == "checksum recomputed":  # what someone who knows the file format does
+        (rec,) = [r for r in records(data) if r.seq == 6]
+        assert needle in rec.payload
+        data = replace_payload(data, stream, 1, 6, rec.payload.replace(needle, b"writer 0 event 00X"))
+    else:
+        data = data.replace(needle, b"writer 0 event 00X")
+    block.write_bytes(data)
+    if how == "bytes edited, index deleted":  # the server then rebuilds the stream's state from the blocks
         for f in block.parent.glob("index.db"):
             f.unlink()
     await asyncio.to_thread(own_server.start)
@@ -186,12 +194,25 @@ async def test_edited_message_block_on_disk(own_server: EmbeddedServer, index: s
     async with Connection(settings) as conn:
         report = await eventually(lambda: verify_stream(conn), what="a verify after the restart")
         anchored = await verify_stream(conn, anchors=anchors)
-    # nats-server checks each record's checksum: it never serves the edited bytes. With its index
-    # it skips the bad record (a hole at 6); rebuilding, it cuts the stream at the bad record.
-    if index == "kept":
+        served = [m for m in await stored(conn) if m.seq == 6]
+    if how == "checksum recomputed":
+        # nats-server serves the edited event as if nothing happened; the chain does not agree.
+        assert served and b"writer 0 event 00X" in served[0].data
         assert report.broken is not None
+        assert (report.broken.kind, report.broken.stream_seq, report.broken.chain_seq) == (
+            BreakKind.EDITED,
+            6,
+            6,
+        )
+    elif how == "bytes edited":
+        # nats-server checks each record's checksum and never serves the edited bytes: with its
+        # index it skips the record, a hole in the stream at 6.
+        assert not served and report.broken is not None
         assert (report.broken.kind, report.broken.stream_seq) == (BreakKind.REMOVED, 6)
     else:
-        assert report.ok and report.events == 5  # a cut tail is invisible without an anchor...
-        assert anchored.broken is not None  # ...and caught with one
+        # Rebuilding its state from the blocks, it cuts the stream at the bad record: 6-12 are gone
+        # and the stream looks whole. Invisible without an anchor, named with one.
+        assert report.ok and report.events == 5
+        assert anchored.broken is not None
         assert (anchored.broken.kind, anchored.broken.stream_seq) == (BreakKind.REMOVED, 6)
+    assert not anchored.ok
