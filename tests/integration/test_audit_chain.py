@@ -15,7 +15,7 @@ from mesh.auditverify import BreakKind
 from mesh.auditwalk import verify_stream
 from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType
+from mesh.models import AuditEvent, EventType, utcnow
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.audit_support import (
@@ -180,3 +180,18 @@ async def test_cli_verify_intact_json_anchor_and_broken(
 
     code, _, err = await _cli(settings, "--anchor", str(tmp_path / "missing.json"))
     assert code == 2 and "invalid --anchor" in err
+
+
+async def test_since_walks_part_of_a_chain_without_calling_it_broken(conn: Connection) -> None:
+    for n in range(3):
+        await publish_event(conn.js, conn.ns, event(0, n))
+    start = utcnow()  # every event above was acked, so stored with an earlier server time
+    for n in range(3, 6):
+        await publish_event(conn.js, conn.ns, event(0, n))
+    report = await verify_stream(conn, since=start)
+    assert report.ok, report.broken
+    (head,) = report.chains.values()
+    assert (report.events, report.first_seq, head.first, head.seq, head.partial) == (3, 4, 4, 6, True)
+    # The whole stream, for comparison: the same chain from #1.
+    whole = await verify_stream(conn)
+    assert whole.ok and next(iter(whole.chains.values())).partial is False
