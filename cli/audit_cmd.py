@@ -44,6 +44,8 @@ def summary(report: VerifyReport) -> list[str]:
             else ""
         )
         lines.append(f"  {report.unchained} unchained (written without a chain{late}): not verifiable")
+    if report.malformed:
+        lines.append(f"  {report.malformed} messages that are not audit events")
     if report.anchors_checked:
         lines.append(f"  {report.anchors_checked} anchored chain heads checked")
     lines.append(report.broken.line() if report.broken else "intact")
@@ -63,7 +65,10 @@ def verify(
         ),
     ] = None,
     strict: Annotated[
-        bool, typer.Option("--strict", help="An unchained event after the first chained one is a break.")
+        bool,
+        typer.Option(
+            "--strict", help="An unchained event after the first chained one, or a non-event, is a break."
+        ),
     ] = False,
 ) -> None:
     """Walk the audit stream and check every writer's hash chain; exit 1 naming the first break.

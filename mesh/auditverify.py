@@ -86,6 +86,8 @@ class VerifyReport(BaseModel):
     unchained: int = 0
     #: Unchained events stored after the first chained one (old writers, or an insertion).
     unchained_after_chained: int = 0
+    #: Messages that are not audit events at all.
+    malformed: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
     anchors_checked: int = 0
@@ -115,6 +117,8 @@ class _Walk:
     ahead: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     #: (chain, chain seq) -> hash, of every chained event seen so far (to recognise copies).
     seen: dict[tuple[str, int], str] = field(default_factory=dict)
+    #: Stream seqs of messages that are not audit events.
+    garbage: list[int] = field(default_factory=list)
     #: stream seq -> the chained message there, for looking ahead.
     by_seq: dict[int, tuple[StoredMessage, ChainLink]] = field(default_factory=dict)
 
@@ -131,7 +135,14 @@ class _Walk:
             # means messages were removed from the store.
             return self.fail(BreakKind.REMOVED, prev_seq + 1, f"stream sequence {missing} missing")
         if event is None:
-            return self.fail(BreakKind.EDITED, msg.seq, "the payload is not an audit event")
+            # Anyone allowed to publish on the audit subjects can store garbage: counted, not a
+            # break, or one bad message would hide every later one. A chained event made garbage
+            # leaves a hole in its chain, which names this message (below).
+            r.malformed += 1
+            self.garbage.append(msg.seq)
+            if self.strict:
+                return self.fail(BreakKind.INSERTED, msg.seq, "the payload is not an audit event")
+            return None
         msg_id = (msg.headers or {}).get("Nats-Msg-Id")
         if msg_id is not None and msg_id != event.id:
             return self.fail(
@@ -185,6 +196,13 @@ class _Walk:
                     f"chain #{expected} comes later, at stream seq {min(later)}",
                     *key,
                 )
+            since = head.stream_seq if head else 0
+            bad = [g for g in self.garbage if since < g < msg.seq]
+            if bad:
+                detail = (
+                    f"not an audit event, where chain #{expected} (before stream seq {msg.seq}) should be"
+                )
+                return self.fail(BreakKind.EDITED, bad[0], detail, link.id, expected)
             after = f"after stream seq {head.stream_seq}" if head else "from the start of the stream"
             gap = f"#{expected}" if link.seq == expected + 1 else f"#{expected}-#{link.seq - 1}"
             return self.fail(BreakKind.REMOVED, msg.seq, f"chain {gap} missing ({after})", *key)
@@ -273,7 +291,8 @@ def verify(
     ``--since``), so every chain must start at #1. ``last_seq``: the stream's last sequence as the
     server reports it, so that missing messages at the end are noticed too. ``anchors``: heads
     from an earlier run, which must still be there unchanged. ``strict``: once chained events
-    appear, an unchained one is a break (for a fleet whose writers are all upgraded).
+    appear, an unchained one is a break (for a fleet whose writers are all upgraded), and so is
+    a message that is not an audit event.
     """
     msgs = list(messages)
     events = [_decode(m) for m in msgs]

@@ -84,10 +84,24 @@ def test_moving_an_event_to_another_subject_is_an_edit() -> None:
 
 
 def test_unparseable_payload_is_an_edit_at_its_seq() -> None:
-    msgs = history([0, 0, 0])
-    msgs[1] = dataclasses.replace(msgs[1], data=msgs[1].data[:-3])
+    msgs = history([0, 1, 0, 0])
+    msgs[2] = dataclasses.replace(msgs[2], data=msgs[2].data[:-3])
     broken = verify(msgs, complete=True).broken
-    assert broken is not None and (broken.kind, broken.stream_seq) == (BreakKind.EDITED, 2)
+    assert broken is not None and (broken.kind, broken.stream_seq, broken.chain_seq) == (
+        BreakKind.EDITED,
+        3,
+        2,
+    )
+
+
+def test_garbage_is_counted_not_a_break_unless_strict() -> None:
+    msgs = history([0, 0])
+    msgs.insert(1, StoredMessage(2, "mesh.audit.x._._._.halted", b"not json"))
+    msgs[2] = dataclasses.replace(msgs[2], seq=3)
+    report = verify(msgs, complete=True)
+    assert report.ok and report.malformed == 1 and report.chained == 2
+    broken = verify(msgs, complete=True, strict=True).broken
+    assert broken is not None and (broken.kind, broken.stream_seq) == (BreakKind.INSERTED, 2)
 
 
 def test_removed_event_in_a_recreated_stream_is_named() -> None:
@@ -244,7 +258,7 @@ def test_chain_state_advances_holds_and_rotates() -> None:
 @given(
     order=st.lists(st.integers(0, 4), min_size=2, max_size=30),
     pick=st.integers(0, 10_000),
-    mutation=st.sampled_from(["edit", "remove", "swap", "copy", "none"]),
+    mutation=st.sampled_from(["edit", "garble", "remove", "swap", "copy", "none"]),
 )
 def test_any_single_tampering_with_a_chain_is_found(order: list[int], pick: int, mutation: str) -> None:
     msgs = history(order)
@@ -259,6 +273,8 @@ def test_any_single_tampering_with_a_chain_is_found(order: list[int], pick: int,
     tampered = list(msgs)
     if mutation == "edit":
         tampered[i] = edit(msgs[i])
+    elif mutation == "garble":
+        tampered[i] = dataclasses.replace(msgs[i], data=msgs[i].data[:-2])
     elif mutation == "remove":
         del tampered[i]
     elif mutation == "swap":
@@ -269,13 +285,14 @@ def test_any_single_tampering_with_a_chain_is_found(order: list[int], pick: int,
     assert broken is not None, mutation
     expected = {
         "edit": BreakKind.EDITED,
+        "garble": BreakKind.EDITED,
         "remove": BreakKind.REMOVED,
         "swap": BreakKind.REORDERED,
         "copy": BreakKind.INSERTED,
     }[mutation]
     assert broken.kind is expected
     assert broken.chain == chain_of(msgs[i])[0]
-    if mutation in ("edit", "swap"):
+    if mutation in ("edit", "garble", "swap"):
         assert broken.stream_seq == i + 1
     if mutation == "copy":
         assert broken.stream_seq == j + 2
