@@ -223,13 +223,6 @@ def test_partial_chains_are_accepted_only_when_the_walk_is_incomplete() -> None:
     assert broken is not None and broken.kind is BreakKind.REMOVED and broken.stream_seq == 3
 
 
-def test_header_id_must_match_the_body() -> None:
-    msgs = history([0])
-    msgs[0] = dataclasses.replace(msgs[0], headers={"Nats-Msg-Id": "other"})
-    broken = verify(msgs, complete=True).broken
-    assert broken is not None and broken.kind is BreakKind.EDITED
-
-
 def test_publish_outcomes() -> None:
     assert classify_publish(attempt=0, duplicate=False, failed=False) is Outcome.STORED
     assert classify_publish(attempt=2, duplicate=False, failed=False) is Outcome.STORED
