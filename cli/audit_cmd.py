@@ -32,6 +32,14 @@ def _anchors(path: Path) -> dict[str, Anchor]:
 
 def summary(report: VerifyReport) -> list[str]:
     span = f"stream seq {report.first_seq}-{report.last_seq}" if report.events else "empty stream"
+    end = report.stream_last_seq
+    if (
+        report.broken is not None
+        and end is not None
+        and report.last_seq is not None
+        and end > report.last_seq
+    ):
+        span += f"; stopped at the first break, the stream goes on to {end}"
     partial = sum(1 for h in report.chains.values() if h.partial)
     lines = [
         f"audit log: {report.events} events ({span}), {report.chained} chained in "

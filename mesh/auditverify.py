@@ -90,7 +90,10 @@ class VerifyReport(BaseModel):
     #: Messages that are not audit events at all.
     malformed: int = 0
     first_seq: int | None = None
+    #: The last message walked (the one at fault, when broken).
     last_seq: int | None = None
+    #: The stream's last sequence as the server reported it.
+    stream_last_seq: int | None = None
     anchors_checked: int = 0
     chains: dict[str, ChainHead] = Field(default_factory=dict)
     broken: ChainBreak | None = None
@@ -207,7 +210,8 @@ class _Walk:
             return self.fail(
                 BreakKind.EDITED,
                 head.stream_seq,
-                f"does not hash to what chain #{link.seq} at stream seq {msg.seq} recorded",
+                f"does not hash to what chain #{link.seq} at stream seq {msg.seq} recorded"
+                " (this one was edited, or that one forged)",
                 link.id,
                 head.seq,
             )
@@ -298,15 +302,17 @@ def verify(
             walk.ahead[(event.chain.id, event.chain.seq)].append(msg.seq)
             walk.by_seq[msg.seq] = (msg, event.chain)
     r = walk.report
+    r.stream_last_seq = last_seq
     prev: int | None = None
     for msg, event in zip(msgs, events, strict=True):
         if r.first_seq is None:
             r.first_seq = msg.seq
         r.events += 1
+        r.last_seq = msg.seq
         walk.step(msg, event, prev)
         if r.broken is not None:
             return r
-        prev = r.last_seq = msg.seq
+        prev = msg.seq
     if last_seq is not None and (prev or 0) < last_seq and r.first_seq is not None:
         walk.fail(BreakKind.REMOVED, (prev or 0) + 1, f"the stream says it ends at {last_seq}")
         return r
