@@ -289,3 +289,46 @@ def test_any_single_tampering_with_a_chain_is_found(order: list[int], pick: int,
         assert broken.stream_seq == i + 1
     if mutation == "copy":
         assert broken.stream_seq == j + 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    script=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # which writer publishes
+            st.booleans(),  # reuses an id another writer may have stored (controllers do)
+            st.lists(st.sampled_from(["lost", "stored, ack lost", "acked"]), min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_publish_outcomes_never_make_a_false_break(script: list[tuple[int, bool, list[str]]]) -> None:
+    """Model of publish_event's retry loop over a deduplicating stream: whatever is lost, stored
+    without an ack, deduplicated or retried, the stream the writers leave behind verifies."""
+    chains = [ChainState() for _ in range(4)]
+    stream: list[StoredMessage] = []
+    stored_ids: set[str] = set()
+    shared = [f"shared-{k}" for k in range(3)]
+    for step, (w, reuse, fates) in enumerate(script):
+        chain = chains[w]
+        event_id = shared[step % 3] if reuse else f"own-{step}"
+        link = chain.next_link()
+        event = AuditEvent(id=event_id, type=EventType.STALE, actor=f"w{w}", chain=link)
+        subject = "mesh.audit._._._._.stale"
+        payload = encode(event)
+        outcome = Outcome.UNKNOWN  # every attempt timed out
+        for attempt, fate in enumerate(fates):
+            if event_id in stored_ids:  # the duplicate window answers, stores nothing
+                outcome = classify_publish(attempt=attempt, duplicate=True, failed=False)
+                break
+            if fate != "lost":
+                stored_ids.add(event_id)
+                stream.append(StoredMessage(len(stream) + 1, subject, payload))
+            if fate == "acked":
+                outcome = classify_publish(attempt=attempt, duplicate=False, failed=False)
+                break
+        chain.settle(link, link_hash(subject, payload), outcome)
+    report = verify(stream, complete=True, last_seq=len(stream))
+    assert report.ok, report.broken
+    assert report.events == len(stream) == len(stored_ids)
