@@ -132,9 +132,7 @@ def test_a_killed_server_is_restarted_and_a_kill_after_it_reaches_every_instance
         rows = report["instances"]
         assert isinstance(rows, list)
         assert sorted((row["instance"], row["status"]) for row in rows) == [
-            ("w0", "killed"),
-            ("w1", "killed"),
-            ("w2", "killed"),
+            ("w0", "killed"), ("w1", "killed"), ("w2", "killed")
         ], report
         assert report["missing"] == []
         for agent in agents:
