@@ -10,9 +10,12 @@ from typing import Any, ParamSpec, TypeVar
 
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
+from agent_sdk.outcome import outcome_of
+from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
+from mesh.aio import cancelling
 from mesh.connection import Connection
-from mesh.errors import AgentKilled, ConfigError
+from mesh.errors import ConfigError
 from mesh.models import Status
 from mesh.settings import Settings
 
@@ -74,6 +77,7 @@ class AsyncAgent(InstanceView):
         self._core = AgentCore(self.config, connection)
         self._restored: Any = None
         self._started = False
+        self._sigterm_task: asyncio.Task[object] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> AsyncAgent:
@@ -81,11 +85,25 @@ class AsyncAgent(InstanceView):
             raise ConfigError("this agent has already been started")
         self._started = True
         self._restored = await self._core.start(own_loop=False)
+        task = asyncio.current_task()
+        if task is not None and stop_on_sigterm(task):
+            self._sigterm_task = task
         return self
 
     async def stop(self) -> None:
         """Stop cleanly: flush the checkpoint, report ``stopped``, drain the connection."""
-        await self._core.close(Status.STOPPED)
+        await self._close(Status.STOPPED)
+
+    async def _close(self, outcome: Status, exc: BaseException | None = None) -> None:
+        if self._sigterm_task is not None:
+            release_sigterm(self._sigterm_task)
+            self._sigterm_task = None
+        if cancelling():
+            # Stopping because we were cancelled (Ctrl+C under asyncio.run, SIGTERM): report it from a
+            # task of its own, whose steps are not taken for a second cancel.
+            await asyncio.shield(asyncio.ensure_future(self._core.close(outcome, exc)))
+            return
+        await self._core.close(outcome, exc)
 
     async def __aenter__(self) -> AsyncAgent:
         return await self.start()
@@ -93,12 +111,7 @@ class AsyncAgent(InstanceView):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None or isinstance(exc, GeneratorExit):
-            await self._core.close(Status.STOPPED)
-        elif isinstance(exc, AgentKilled):
-            await self._core.close(Status.KILLED)
-        else:
-            await self._core.close(Status.CRASHED, exc)
+        await self._close(outcome_of(exc), exc)
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import structlog
 from nats.js.kv import KeyValue
 
 from agent_sdk.usage import UsageCounters
+from mesh.aio import raise_if_cancelling
 from mesh.codec import decode, encode, encode_state
 from mesh.connection import translate_error
 from mesh.errors import MalformedMessage
@@ -143,6 +144,7 @@ class CheckpointStore:
             try:
                 await put
             except Exception as exc:
+                raise_if_cancelling()
                 err = translate_error(exc, "write checkpoint", subject=self.key)
                 log.warning("checkpoint write failed; will retry", seq=seq, error=str(err))
                 self.wake()  # the writer task retries in the background

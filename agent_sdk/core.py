@@ -25,7 +25,7 @@ from agent_sdk.killstate import InForce, KillState
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
-from mesh.aio import wait_for
+from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import AuditChain, publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -544,6 +544,7 @@ class AgentCore:
         try:
             await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
         except Exception as exc:  # heartbeats are best effort; the next one follows
+            raise_if_cancelling()
             self.log.debug("heartbeat not sent", error=str(exc) or type(exc).__name__)
 
     async def _heartbeat_loop(self) -> None:
@@ -629,6 +630,7 @@ class AgentCore:
                 assert self.conn is not None
                 with contextlib.suppress(Exception):
                     await self.conn.nc.flush(timeout=2)
+                raise_if_cancelling()
                 if await self.resync():
                     break
                 await asyncio.sleep(0.2)

@@ -14,8 +14,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
 from agent_sdk.liveness import STALL_LIMIT
+from agent_sdk.outcome import outcome_of
+from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
-from mesh.errors import AgentKilled, ConfigError
+from mesh.errors import ConfigError
 from mesh.models import Status
 from mesh.settings import Settings
 
@@ -68,6 +70,7 @@ class Agent(InstanceView):
         self._portal: BlockingPortal | None = None
         self._restored: Any = None
         self._started = False
+        self._holds_sigterm = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Agent:
@@ -82,6 +85,7 @@ class Agent(InstanceView):
             self._portal_cm.__exit__(type(exc), exc, exc.__traceback__)
             self._portal = self._portal_cm = None
             raise
+        self._holds_sigterm = stop_on_sigterm()
         return self
 
     def _close(self, outcome: Status, exc: BaseException | None = None) -> None:
@@ -93,6 +97,9 @@ class Agent(InstanceView):
             portal.call(self._core.close, outcome, exc)
         finally:
             cm.__exit__(None, None, None)
+            if self._holds_sigterm:
+                self._holds_sigterm = False
+                release_sigterm()
 
     def stop(self) -> None:
         """Stop cleanly: flush the checkpoint, report ``stopped``, drain the connection."""
@@ -104,12 +111,7 @@ class Agent(InstanceView):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None:
-            self._close(Status.STOPPED)
-        elif isinstance(exc, AgentKilled):
-            self._close(Status.KILLED)
-        else:
-            self._close(Status.CRASHED, exc)
+        self._close(outcome_of(exc), exc)
 
     # -- state ---------------------------------------------------------------------------------------
 

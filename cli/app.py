@@ -70,10 +70,22 @@ def _register_controller() -> None:
 _register_controller()
 
 
+#: Commands that run until a signal: one that arrived while they started stops them cleanly (exit 0).
+SERVICES = frozenset({"up", "controller", "dashboard"})
+
+
 def main() -> None:
     """Console entry point: mesh errors become one line on stderr and a non-zero exit."""
     from cli.errors import run_app
+    from mesh import stopsignals
 
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    if command not in SERVICES:
+        # A one-shot command: Ctrl+C interrupts it as usual, and one during start-up cancels it.
+        stopsignals.release()
+        if stopsignals.requested():
+            print("mesh: interrupted", file=sys.stderr)
+            sys.exit(130)
     debug = "--debug" in sys.argv or bool(os.environ.get("MESH_DEBUG"))
     if debug:
         os.environ["MESH_DEBUG"] = "1"

@@ -28,11 +28,11 @@ def controller(
     Example: mesh controller --lost-after 30 --retention 86400
     """
     import asyncio
-    import signal
 
     from controller import ControllerOptions, serve
     from mesh.logs import configure_logging
     from mesh.settings import Settings
+    from mesh.stopsignals import stop_on_signals
 
     configure_logging()
     settings = Settings.from_env()
@@ -47,9 +47,7 @@ def controller(
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await serve(settings, stop=stop, options=options)
 
     asyncio.run(main())

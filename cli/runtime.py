@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mesh.aio import raise_if_cancelling, stop_tasks
 from mesh.logs import configure_logging
 from mesh.restarts import CrashBudget, describe_exit
+from mesh.stopsignals import stop_on_signals
 
 if TYPE_CHECKING:
     from mesh.server import EmbeddedServer
@@ -81,6 +82,7 @@ class _Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 if self.stop.is_set():
                     return
                 what = f"{type(exc).__name__}: {exc}"
@@ -111,9 +113,7 @@ async def _serve(
     from mesh.settings import Settings
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
 
     url = server.url
     settings = Settings.from_env(nats_url=url)
@@ -161,7 +161,6 @@ async def _serve(
 
 async def _stop_everything(tasks: list[asyncio.Task[None]]) -> list[str]:
     """Let the parts see ``stop`` and end; then cancel, re-cancelling, whatever is left, bounded."""
-    from mesh.aio import stop_tasks
 
     _, running = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
     me = asyncio.current_task()

@@ -11,6 +11,8 @@ import nats.js.errors
 import structlog
 from nats.js.kv import KeyValue
 
+from mesh.aio import raise_if_cancelling
+
 __all__ = ["LEASE_KEY", "Lease", "LeaseValue"]
 
 log = structlog.get_logger("controller.lease")
@@ -83,6 +85,7 @@ class Lease:
             self._valid_until = 0.0  # somebody else got there first
             return False
         except Exception as exc:
+            raise_if_cancelling()
             # NATS unreachable: keep acting only until our own lease would have expired.
             log.debug("lease step failed", error=str(exc) or type(exc).__name__)
             return self.held

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 from collections.abc import Callable, Generator
 
@@ -15,6 +14,7 @@ from controller.dashboard.app import create_app
 from controller.dashboard.config import DashboardConfig
 from mesh.connection import Connection
 from mesh.errors import MeshError
+from mesh.stopsignals import stop_on_signals
 
 __all__ = ["run_dashboard", "serve_dashboard"]
 
@@ -105,9 +105,7 @@ def serve_dashboard(config: DashboardConfig, *, on_started: Callable[[str], None
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await run_dashboard(config, stop=stop, on_started=on_started)
 
     asyncio.run(main())

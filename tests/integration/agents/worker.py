@@ -20,7 +20,7 @@ def main() -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--uri", required=True)
     parser.add_argument("--instance", required=True)
-    parser.add_argument("--mode", choices=["loop", "stuck", "stuck-async"], default="loop")
+    parser.add_argument("--mode", choices=["loop", "async", "stuck", "stuck-async"], default="loop")
     parser.add_argument("--on-kill", default="raise")
     args = parser.parse_args()
     configure_logging("INFO", json=True)
@@ -28,6 +28,8 @@ def main() -> int:
     settings = Settings(nats_url=args.url, prefix=args.prefix, actor="worker")
     if args.mode == "stuck-async":
         return asyncio.run(stuck_async(args.uri, args.instance, settings))
+    if args.mode == "async":
+        return asyncio.run(loop_async(args.uri, args.instance, settings))
     try:
         with Agent(args.uri, instance=args.instance, settings=settings, on_kill=args.on_kill,
                    heartbeat_interval=0.5) as agent:  # fmt: skip
@@ -51,6 +53,24 @@ def main() -> int:
     except AgentKilled:
         log.info("exiting killed")
         return 0
+
+
+async def loop_async(uri: str, instance: str, settings: Settings) -> int:
+    """The async twin of the loop mode: act, checkpoint, sleep at a safe point, forever."""
+    log = structlog.get_logger("worker")
+    async with AsyncAgent(uri, instance=instance, settings=settings, heartbeat_interval=0.5) as agent:
+
+        @agent.guard
+        async def act(n: int) -> None:
+            log.info("action", n=n)
+
+        log.info("ready")
+        n = 0
+        while True:
+            await act(n)
+            n += 1
+            await agent.checkpoint({"n": n})
+            await agent.sleep(0.003)
 
 
 async def stuck_async(uri: str, instance: str, settings: Settings) -> int:
