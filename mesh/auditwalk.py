@@ -17,8 +17,10 @@ __all__ = ["read_stored", "verify_stream"]
 
 log = structlog.get_logger("mesh.audit")
 BATCH = 512
-#: A fetch that waits this long with nothing to deliver means the stream has nothing more.
+#: How long one fetch waits for messages.
 FETCH_TIMEOUT = 5.0
+#: Fetches in a row that deliver nothing before a read short of the stream's end gives up.
+IDLE_FETCHES = 3
 
 
 async def read_stored(conn: Connection, *, upto: int, since: datetime | None = None) -> list[StoredMessage]:
@@ -41,12 +43,19 @@ async def read_stored(conn: Connection, *, upto: int, since: datetime | None = N
         raise translate_error(exc, "read audit events", subject=stream) from exc
     out: list[StoredMessage] = []
     last = 0
+    idle = 0
     try:
         while last < upto:
             try:
                 msgs = await psub.fetch(BATCH, timeout=FETCH_TIMEOUT)
             except (TimeoutError, nats.errors.TimeoutError):
-                break
+                # An ephemeral consumer may sit on a replica that is still catching up (a node
+                # that just rejoined): it serves what that replica has. Give it time to catch up.
+                idle += 1
+                if idle >= IDLE_FETCHES:
+                    break
+                continue
+            idle = 0
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 if seq > upto:
