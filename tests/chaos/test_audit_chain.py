@@ -150,7 +150,8 @@ async def test_stream_leader_change_under_concurrent_writers(
         async with Connection(_role(url, env, "auditor")) as conn:  # read-only: verify needs no more
             return await verify_stream(conn)
 
-    for url in urls:  # the rejoined node too, once it has caught up
+    # The rejoined node first: a consumer there may serve a replica still catching up.
+    for url in sorted(urls, key=lambda u: u != doomed.server.url):
         report = await eventually(lambda u=url: verified_on(u), timeout=90, what=f"verify through {url}")
         assert report.ok, report.broken  # type: ignore[attr-defined]
         assert report.unchained == 0  # type: ignore[attr-defined]
