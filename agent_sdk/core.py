@@ -26,7 +26,7 @@ from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
 from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import publish_event
+from mesh.audit import AuditChain, publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.control import ControlUpdate, parse_control_message, read_records, read_records_batched
@@ -78,6 +78,9 @@ class AgentCore:
         self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key, self.usage)
         ensure_configured()  # bind() fixes the config now; unconfigured structlog writes to stdout
         self.log = log.bind(agent=str(cfg.uri), instance=cfg.instance)
+        #: This instance's audit chain: its own, so that agents sharing a connection never queue
+        #: behind each other's acks.
+        self.audit_chain = AuditChain()
         #: Set when a safe point must take the slow path: killed, fail-closed, or re-syncing.
         self.attention = threading.Event()
         self.killed_evt = threading.Event()
@@ -601,7 +604,7 @@ class AgentCore:
 
     async def _emit(self, event: AuditEvent, timeout: float = 5.0) -> None:
         assert self.conn is not None
-        await publish_event(self.conn.js, self.ns, event, timeout=timeout)
+        await publish_event(self.conn.js, self.ns, event, timeout=timeout, chain=self.audit_chain)
 
     # -- connection events -------------------------------------------------------------------------
     async def _on_disconnect(self) -> None:
@@ -735,7 +738,10 @@ class AgentCore:
                 checkpoint=self.ckpt.state,
                 checkpoint_seq=seq,
             )
-            await publish_event(conn.js, self.ns, event, timeout=1.0, attempts=1)
+            # On our own loop the instance's chain continues; from a rescue loop (ours is stuck,
+            # maybe inside a publish holding the chain) the event starts a chain of its own.
+            chain = self.audit_chain if conn is self.conn else AuditChain()
+            await publish_event(conn.js, self.ns, event, timeout=1.0, attempts=1, chain=chain)
             hb = events.heartbeat(
                 self.cfg,
                 status=Status.TERMINATED,

@@ -1,21 +1,50 @@
-"""Writing audit events: JetStream publish with ack and ``Nats-Msg-Id``, so retries never double-count."""
+"""Writing audit events: acked JetStream publishes with ``Nats-Msg-Id``, linked into per-writer chains."""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import nats.errors
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from mesh.aio import raise_if_cancelling
+from mesh.auditchain import ChainState, Outcome, classify_publish, link_hash
 from mesh.codec import encode
 from mesh.connection import translate_error
 from mesh.models import AuditEvent
 from mesh.subjects import Namespace
 from mesh.target import AgentURI, Target, parse_agent_uri, parse_target
 
-__all__ = ["audit_subject_for", "publish_event"]
+__all__ = ["AuditChain", "audit_subject_for", "publish_event"]
+
+log = structlog.get_logger("mesh.audit")
+
+
+class AuditChain:
+    """One writer's hash chain, and the lock that keeps one of its publishes in flight at a time.
+
+    One at a time because the stream must store a chain's events in chain order: with two in
+    flight, a retried first one could land after the second.
+    """
+
+    def __init__(self) -> None:
+        self.state = ChainState()
+        self.lock = asyncio.Lock()
+
+
+# A writer that brings no chain of its own gets one per JetStream context, i.e. per connection
+# (an operator client, a controller). Agents bring their own: one chain per instance.
+_by_context: weakref.WeakKeyDictionary[JetStreamContext, AuditChain] = weakref.WeakKeyDictionary()
+
+
+def chain_for(js: JetStreamContext) -> AuditChain:
+    chain = _by_context.get(js)
+    if chain is None:
+        chain = _by_context[js] = AuditChain()
+    return chain
 
 
 def audit_subject_for(ns: Namespace, event: AuditEvent) -> str:
@@ -37,24 +66,44 @@ async def publish_event(
     *,
     timeout: float = 5.0,
     attempts: int = 3,
+    chain: AuditChain | None = None,
 ) -> PubAck:
-    """Publish ``event`` to the audit stream and wait for the ack.
+    """Publish ``event``, linked into ``chain`` (default: the connection's), and wait for the ack.
 
     The event id is the ``Nats-Msg-Id``: a retry after a lost ack is dropped by the stream's
-    duplicate window instead of being stored twice.
+    duplicate window instead of being stored twice. The chain advances only when our bytes are
+    known to be stored; when that is unknown it ends, and the next event starts a new chain.
     """
+    chain = chain if chain is not None else chain_for(js)
     subject = audit_subject_for(ns, event)
-    payload = encode(event)
-    headers = {"Nats-Msg-Id": event.id}
-    last: BaseException | None = None
-    for attempt in range(attempts):
+    async with chain.lock:
+        link = chain.state.next_link()
+        payload = encode(event.model_copy(update={"chain": link}))
+        headers = {"Nats-Msg-Id": event.id}
+        outcome = Outcome.UNKNOWN
+        last: BaseException | None = None
         try:
-            return await js.publish(subject, payload, timeout=timeout, headers=headers)
-        except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError) as exc:
-            raise_if_cancelling()
-            last = exc
-            await asyncio.sleep(0.05 * (2**attempt))
-        except Exception as exc:
-            raise translate_error(exc, "write audit events", subject=subject, timeout=timeout) from exc
+            for attempt in range(attempts):
+                try:
+                    ack = await js.publish(subject, payload, timeout=timeout, headers=headers)
+                except (
+                    TimeoutError,
+                    nats.errors.TimeoutError,
+                    nats.errors.ConnectionReconnectingError,
+                ) as exc:
+                    raise_if_cancelling()
+                    last = exc
+                    await asyncio.sleep(0.05 * (2**attempt))
+                    continue
+                except Exception as exc:
+                    raise translate_error(
+                        exc, "write audit events", subject=subject, timeout=timeout
+                    ) from exc
+                outcome = classify_publish(attempt=attempt, duplicate=ack.duplicate, failed=False)
+                return ack
+        finally:
+            chain.state.settle(link, link_hash(subject, payload), outcome)
+            if outcome is Outcome.UNKNOWN:
+                log.info("audit chain ended: publish outcome unknown", chain=link.id, seq=link.seq)
     assert last is not None
     raise translate_error(last, "write audit events", subject=subject, timeout=timeout) from last

@@ -15,6 +15,7 @@
     ├── NotProvisioned (LookupError)        a bucket or stream is missing
     ├── ProvisioningConflict                an existing bucket/stream has a different config
     ├── NotFound (LookupError)              an agent or instance that the mesh does not know
+    ├── AuditChainBroken                    the audit stream is not what its writers wrote
     ├── ServerError (RuntimeError)          the embedded nats-server failed
     │   └── PortInUse                       its port is taken
     └── AgentKilled                         raised in an agent at a safe point when killed
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "AgentKilled",
+    "AuditChainBroken",
     "AuthenticationFailed",
     "ConfigError",
     "ConnectionFailed",
@@ -161,6 +163,20 @@ class ProvisioningConflict(MeshError):
 
 class NotFound(MeshError, LookupError):
     """An agent or instance the mesh has no record of."""
+
+
+class AuditChainBroken(MeshError):
+    """``mesh audit verify`` found an edited, removed, reordered or inserted audit event.
+
+    ``stream_seq`` names the message at fault, ``kind`` what happened to it, ``chain`` the writer's
+    chain (None for a hole in the stream itself).
+    """
+
+    def __init__(self, line: str, *, kind: str, stream_seq: int, chain: str | None = None) -> None:
+        self.kind = kind
+        self.stream_seq = stream_seq
+        self.chain = chain
+        super().__init__(line)
 
 
 class ServerError(MeshError, RuntimeError):

@@ -13,6 +13,7 @@ __all__ = [
     "LIVE_STATUSES",
     "WIRE_VERSION",
     "AuditEvent",
+    "ChainLink",
     "Checkpoint",
     "EventType",
     "HaltAck",
@@ -150,6 +151,17 @@ class Checkpoint(_Wire):
     usage: dict[str, float] = Field(default_factory=dict)
 
 
+class ChainLink(_Wire):
+    """An audit event's place in its writer's hash chain (see mesh/auditchain.py)."""
+
+    #: The chain: one per writer (agent instance, operator or controller connection) and lifetime.
+    id: str = Field(min_length=1, max_length=64)
+    #: 1 for a chain's first event, then +1 for each event the writer got stored.
+    seq: int = Field(ge=1)
+    #: The hash of the chain's previous stored event; None exactly when ``seq`` is 1.
+    prev: str | None = Field(default=None, max_length=128)
+
+
 class AuditEvent(_Wire):
     """One entry of the append-only audit stream."""
 
@@ -165,6 +177,8 @@ class AuditEvent(_Wire):
     command_id: str | None = None
     revision: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    #: Set by ``publish_event``; absent on events written before chaining (reported as unchained).
+    chain: ChainLink | None = None
 
 
 class HaltAck(_Wire):

@@ -11,6 +11,7 @@ import pytest
 
 from controller.lease import LEASE_KEY
 from mesh.audit import publish_event
+from mesh.auditwalk import verify_stream
 from mesh.connection import Connection
 from mesh.models import AuditEvent, EventType, Status
 from mesh.provision import provision
@@ -54,6 +55,9 @@ async def test_restarts_neither_lose_nor_double_audit_events(conn: Connection, s
         await asyncio.sleep(1.5)  # give a wrong re-detection the chance to show
     await pacer.stop()
     assert await _transition_counts(conn) == {"w1:stale": 1, "w1:lost": 1, "w1:recovered": 1}
+    # three controllers, one after the other: their chains verify (each restart starts a new one)
+    report = await verify_stream(conn)
+    assert report.ok and report.unchained == 0, report.broken
 
 
 async def _lease_holder(conn: Connection) -> str | None:
@@ -105,6 +109,8 @@ async def test_standby_takes_over_when_the_active_process_is_killed(
             p.kill()
     counts = await _transition_counts(conn)
     assert (counts["i1:stale"], counts["i1:lost"], counts["i1:recovered"]) == (1, 1, 0)
+    report = await verify_stream(conn)  # a SIGKILLed writer's chain just ends: no break
+    assert report.ok and report.unchained == 0, report.broken
 
 
 @pytest.mark.chaos
