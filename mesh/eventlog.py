@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import nats.errors
+import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -21,6 +22,11 @@ __all__ = ["event_matches", "parse_since", "read_events", "subscribe_audit"]
 
 _DURABLE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BATCH = 256
+#: How long one fetch of a (not following) read waits, and how many empty ones end it short.
+READ_FETCH_TIMEOUT = 5.0
+READ_IDLE_FETCHES = 3
+
+log = structlog.get_logger("mesh.eventlog")
 
 
 def event_matches(pattern: Target, event: AuditEvent) -> bool:
@@ -88,23 +94,39 @@ async def read_events(
         inactive_threshold=60.0,
     )
     try:
+        upto = 0 if follow else (await conn.js.stream_info(conn.ns.audit_stream)).state.last_seq
         psub = await conn.js.pull_subscribe(
             conn.ns.audit_wildcard, stream=conn.ns.audit_stream, config=config
         )
         info = await psub.consumer_info()
     except Exception as exc:
         raise translate_error(exc, "read audit events", subject=conn.ns.audit_stream) from exc
-    remaining = info.num_pending or 0
+    # Read up to the stream's last sequence as it was when we started, not until the consumer's
+    # pending count says zero: on a cluster an ephemeral consumer may sit on a replica that is
+    # still catching up, and its count then stops short of the history (seen: 1,999 of 5,000).
+    nothing = (info.num_pending or 0) == 0
+    last = 0
+    idle = 0
     try:
-        while follow or remaining > 0:
+        while follow or (last < upto and not (nothing and last == 0)):
             try:
-                msgs = await psub.fetch(BATCH, timeout=poll if follow else 5.0)
+                msgs = await psub.fetch(BATCH, timeout=poll if follow else READ_FETCH_TIMEOUT)
             except (TimeoutError, nats.errors.TimeoutError):
+                idle += 1
                 if follow:
                     continue
-                break
+                if idle >= READ_IDLE_FETCHES:
+                    log.warning(
+                        "audit read stopped short of the stream's end", read_up_to=last, stream_last=upto
+                    )
+                    break
+                continue
+            idle = 0
             for msg in msgs:
-                remaining = msg.metadata.num_pending
+                seq = msg.metadata.sequence.stream
+                if not follow and seq > upto:
+                    return  # written after we started: not part of this read
+                last = seq
                 event = _decode(msg)
                 if event is not None and event_matches(pattern, event):
                     yield event

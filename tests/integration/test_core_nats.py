@@ -186,7 +186,9 @@ async def test_audit_publish_dedupes_retries(conn: Connection) -> None:
     assert info.state.messages == 1
     stored = await conn.js.get_msg(conn.ns.audit_stream, first.seq)
     assert stored.subject == f"{conn.ns.prefix}.audit.acme._._._.kill"
-    assert decode(AuditEvent, stored.data or b"") == event
+    back = decode(AuditEvent, stored.data or b"")
+    assert back.chain is not None and back.chain.seq == 1  # linked into the connection's audit chain
+    assert back.model_copy(update={"chain": None}) == event
 
 
 async def test_agent_events_go_under_their_uri(conn: Connection) -> None:
