@@ -476,13 +476,19 @@ class AsyncMesh:
         name: str,
         target: str | Target,
         limits: list[str] | list[Limit],
-        action: Literal["kill", "pause"] = "kill",
+        action: Literal["kill", "pause", "alert"] = "kill",
         grace: float = 10.0,
+        *,
+        dry_run: bool = False,
+        on_unreachable: Literal["wait", "proceed"] = "wait",
     ) -> Policy:
         """Create or replace policy ``name`` on ``target`` (e.g. limits ``["emails<=10000/1h"]``).
 
         The active controller applies it within about a second, to agents created later too.
-        A breach kills (or pauses) every instance of the breaching agent, never the whole pattern.
+        A breach kills (or pauses) every instance of the breaching agent, never the whole pattern;
+        ``alert`` only reports it (an audit event and a metric), ``dry_run`` reports what it would
+        have done. Counter limits are also enforced before the action by quota leases (``spend``);
+        ``on_unreachable`` says what an instance does when the controller cannot be reached.
         """
         from mesh import policystore
 
@@ -493,6 +499,8 @@ class AsyncMesh:
             action=action,
             grace=grace,
             created_by=self.settings.resolve_actor(),
+            dry_run=dry_run,
+            on_unreachable=on_unreachable,
         )
         bucket = self.connection.ns.policies_bucket
         await self._guard(
