@@ -92,6 +92,9 @@ class QuotaService:
         if not self.may_act() or not msg.reply:
             return  # not (or no longer) the active controller: the instance asks again
         try:
+            # Just took over: never answer "unlimited" out of ignorance of the policies.
+            if not self.book.loaded_once and not await self.book.refresh():
+                return
             reply = await self.handle(agent, req)
         except Exception as exc:  # a bug or a stalled KV must not end the service: count, log, go on
             raise_if_cancelling()

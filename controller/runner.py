@@ -60,6 +60,8 @@ class Controller:
         self.role = "starting"
         self.lease: Lease | None = None
         self.writer: Writer | None = None
+        #: The policy engine while active (tests and the service API look at what it has loaded).
+        self.engine: PolicyEngine | None = None
         self._hb_sub: Subscription | None = None
         self._quota_sub: Subscription | None = None
 
@@ -178,8 +180,9 @@ class Controller:
             self.stats,
             live=policies.live_instances,
             observed=policies.observed,
-            may_act=lambda: lease.held and policies.book.loaded_once,
+            may_act=lambda: lease.held,
         )
+        self.engine = policies
         ingest = Ingest(
             conn.ns,
             fleet,

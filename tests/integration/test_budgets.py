@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent_sdk import Agent, AgentKilled
+from agent_sdk import Agent, AgentKilled, AsyncAgent
 from controller.runner import Controller
 from mesh import quota
 from mesh.codec import decode
 from mesh.connection import Connection
+from mesh.errors import ConfigError, MeshTimeout
+from mesh.models import AuditEvent, Status
 from mesh.operator import AsyncMesh
 from mesh.quota import Ledger
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
-from tests.integration.controller_helpers import eventually, fast_options, running_controller
+from tests.integration.controller_helpers import (
+    audit_events,
+    eventually,
+    fast_options,
+    running_controller,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,3 +171,168 @@ async def test_spending_after_the_action_overshoots_by_at_most_one_per_instance(
     killed_by(mailers, "cap")
     total = sum(m.sent for m in mailers)
     assert total <= 100 + len(mailers), f"sent {total} emails under emails<=100/1h"
+
+
+def start(settings: Settings, tmp_path: Path, loop: Callable[[Agent, Path], None], n: int) -> list[Mailer]:
+    mailers = [Mailer(settings, f"m{i}", tmp_path / f"m{i}.log", loop) for i in range(n)]
+    for m in mailers:
+        m.start()
+    return mailers
+
+
+def spend_then_work(agent: Agent, log: Path) -> None:
+    """Spend before each email, and take a millisecond to send it, so that a restart lands mid-run."""
+    n = 0
+    while True:
+        agent.spend(emails=1)
+        send_email(log, n)
+        n += 1
+        agent.sleep(0.001)
+
+
+@pytest.mark.parametrize("how", ["restart", "standby takeover"])
+async def test_a_controller_restart_during_spending_loses_no_grant_and_doubles_none(
+    conn: Connection, mesh: AsyncMesh, settings: Settings, tmp_path: Path, how: str
+) -> None:
+    limit = 1500
+    opts = fast_options(policy_reload_every=0.2)
+    async with contextlib.AsyncExitStack() as outer:
+        first_stack = contextlib.AsyncExitStack()
+        first = await first_stack.enter_async_context(running_controller(settings, opts))
+        if how == "standby takeover":
+            standby = await outer.enter_async_context(running_controller(settings, opts, wait_active=False))
+        await mesh.set_policy("cap", MAILER, [f"emails<={limit}/1h"])
+        await policies_loaded(first, 1)
+        mailers = start(settings, tmp_path, spend_then_work, 2)
+        await eventually(lambda: _true(sum(m.sent for m in mailers) >= 200), what="spending under way")
+        await first_stack.aclose()  # the active controller goes, mid-run
+        if how == "restart":
+            second = await outer.enter_async_context(running_controller(settings, opts))
+        else:
+            second = standby
+            await eventually(lambda: _true(standby.ingesting), what="the standby to take over")
+        for m in mailers:
+            await asyncio.to_thread(m.join, 60)
+        assert not any(m.is_alive() for m in mailers)
+        assert first.stats.lease_grants > 0 and second.stats.lease_grants > 0  # both granted
+    killed_by(mailers, "cap")
+    total = sum(m.sent for m in mailers)
+    ledger = await quota_ledger(conn, BUDGET_KEY)
+    # No grant lost (everything the ledger charged reached an instance) and none doubled (nothing
+    # an instance holds is missing from the ledger): the two sums are equal, and the whole budget
+    # was handed out exactly once.
+    assert quota.counted(ledger, time.time()) == granted(mailers) - released(mailers)
+    assert granted(mailers) == limit
+    assert total == limit - released(mailers) <= limit
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def limit_of(ctl: Controller, policy: str) -> float | None:
+    loaded = ctl.engine.book.policies.get(policy) if ctl.engine else None
+    return loaded.policy.limits[0].value if loaded else None
+
+
+async def async_agent(settings: Settings, instance: str, **kw: Any) -> AsyncAgent:
+    agent = AsyncAgent(
+        MAILER, instance=instance, settings=settings, hard_kill=False, heartbeat_interval=0.2, **kw
+    )
+    return await agent.start()
+
+
+@pytest.mark.parametrize("on_unreachable", ["wait", "proceed"])
+async def test_without_a_controller_an_instance_spends_its_lease_then_waits_or_goes_on(
+    conn: Connection, mesh: AsyncMesh, settings: Settings, on_unreachable: str
+) -> None:
+    async with running_controller(settings, fast_options(policy_reload_every=0.2)) as ctl:
+        await mesh.set_policy("cap", MAILER, ["emails<=1000"], on_unreachable=on_unreachable)  # type: ignore[arg-type]
+        await policies_loaded(ctl, 1)
+        agent = await async_agent(settings, "f1", quota_timeout=1.0)
+        await agent.spend(emails=1)
+    try:
+        wallet = agent._core.quota.wallet
+        held = wallet.left("emails")
+        assert held == 499  # half of the budget for the only instance, one unit spent
+        for _ in range(int(held)):
+            await agent.spend(emails=1)  # no controller needed while the lease holds
+        if on_unreachable == "wait":
+            with pytest.raises(MeshTimeout):
+                await agent.spend(emails=1)
+            assert agent.usage["emails"] == 500 and not agent.killed
+        else:
+            for _ in range(20):
+                await agent.spend(emails=1)
+            assert agent.usage["emails"] == 520 and wallet.unchecked == {"emails": 20}
+    finally:
+        await agent.stop()
+
+
+async def test_alert_and_dry_run_report_a_breach_and_stop_nothing(
+    conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("watch", MAILER, ["emails<=10"], action="alert")
+    await mesh.set_policy("trial", MAILER, ["emails<=5/1h"], dry_run=True)
+    await policies_loaded(ctl, 2)
+    agent = await async_agent(settings, "a1")
+    try:
+        for _ in range(15):
+            await agent.spend(emails=1)
+        agent.record(emails=10)  # a breach seen in heartbeats is reported the same way
+        assert agent.usage["emails"] == 25 and not agent.killed
+
+        async def reported() -> list[AuditEvent]:
+            events = await audit_events(conn.js, conn.ns, "policy_violation")
+            return events if {e.data["policy"] for e in events} == {"watch", "trial"} else []
+
+        events = await eventually(reported, what="both breaches reported")
+        by_policy = {e.data["policy"]: e for e in events}
+        assert by_policy["watch"].data["action"] == "alert" and not by_policy["watch"].data["dry_run"]
+        assert by_policy["trial"].data["dry_run"] and by_policy["trial"].data["would"] == "kill"
+        assert all(e.command_id is None for e in events)  # no kill was written
+        assert await audit_events(conn.js, conn.ns, "kill") == []
+        assert ctl.stats.policy_alerts >= 1 and ctl.stats.policy_dry_runs >= 1
+        assert ctl.stats.policy_kills == 0
+        await agent.heartbeat()
+        assert not agent.killed
+    finally:
+        await agent.stop()
+
+
+async def test_a_pause_policy_pauses_when_the_budget_is_gone_and_a_raised_budget_resumes_it(
+    conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=3"], action="pause")
+    await policies_loaded(ctl, 1)
+    agent = await async_agent(settings, "p1")
+    try:
+        for _ in range(3):
+            await agent.spend(emails=1)
+        blocked = asyncio.create_task(agent.spend(emails=1))
+        await eventually(lambda: _true(agent.status is Status.PAUSED), what="the instance paused")
+        assert not blocked.done()
+        rec = agent.kill_record
+        assert rec is not None and rec.actor == "policy:cap" and rec.reason and "emails<=3" in rec.reason
+        await mesh.set_policy("cap", MAILER, ["emails<=4"], action="pause")
+        await eventually(lambda: _true(limit_of(ctl, "cap") == 4), what="the raised limit loaded")
+        await mesh.resume(MAILER, reason="budget raised", wait=5)
+        await asyncio.wait_for(blocked, 30)
+        assert agent.usage["emails"] == 4 and agent.status is Status.ACTIVE
+    finally:
+        await agent.stop()
+
+
+async def test_a_counter_no_policy_limits_is_spent_freely(
+    conn: Connection, ctl: Controller, settings: Settings
+) -> None:
+    agent = await async_agent(settings, "u1")
+    try:
+        for _ in range(50):
+            await agent.spend(tokens=10)
+        assert agent.usage == {"tokens": 500.0}
+        assert ctl.stats.lease_requests == 1  # one question, answered "unlimited" for a while
+        with pytest.raises(ConfigError):
+            await agent.spend(tokens=-1)
+    finally:
+        await agent.stop()
