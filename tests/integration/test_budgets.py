@@ -336,3 +336,29 @@ async def test_a_counter_no_policy_limits_is_spent_freely(
             await agent.spend(tokens=-1)
     finally:
         await agent.stop()
+
+
+async def test_usage_shows_the_limit_spent_leased_out_and_left(
+    conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=100"])
+    await policies_loaded(ctl, 1)
+    agent = await async_agent(settings, "s1")
+    try:
+        for _ in range(10):
+            await agent.spend(emails=1)
+
+        async def budget() -> tuple[float, float, float] | None:
+            (row,) = (await mesh.usage(MAILER)).agents[0].budgets
+            got = (row.spent, row.leased_out, row.left)
+            return got if got == (10, 40, 50) else None  # a lease of half the budget, 10 spent
+
+        await eventually(budget, what="usage to show the lease")
+    finally:
+        await agent.stop()
+
+    async def returned() -> bool:
+        (row,) = (await mesh.usage(MAILER)).agents[0].budgets
+        return (row.spent, row.leased_out, row.left) == (10, 0, 90)
+
+    await eventually(returned, what="the unspent lease given back on stop")
