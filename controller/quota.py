@@ -163,9 +163,13 @@ class QuotaService:
     async def handle(self, agent: AgentURI, req: LeaseRequest) -> LeaseReply | None:
         """The answer to one request, ledgers written; None if compare-and-set kept failing."""
         now = self.clock()
+        refilling = req.want > 0 and bool(req.counter)
+        # The lease given up for the one being refilled is settled in the same ledger write.
+        merged = [r for r in req.releases if refilling and r.counter == req.counter]
         for rel in req.releases:
-            await self._release(agent, rel, now)
-        if req.want <= 0 or not req.counter:
+            if rel not in merged:
+                await self._release(agent, rel, now)
+        if not refilling:
             return LeaseReply(counter=req.counter, outcome="released")
         specs = self._budgets_for(agent, req.counter)
         if not specs:
@@ -173,6 +177,9 @@ class QuotaService:
         fail_open = all(p.on_unreachable == "proceed" for _, p, _ in specs)
         for _ in range(CAS_ATTEMPTS):
             budgets = [await self._load(key, p, lim, agent) for key, p, lim in specs]
+            for b in budgets:
+                for rel in merged:
+                    b.ledger = quota.release(b.ledger, rel.grant_id, rel.unspent, now)
             reply = await self._grant(agent, req, budgets, now, fail_open)
             if reply is not None:
                 return reply
@@ -196,6 +203,9 @@ class QuotaService:
             sizes = {id(b): quota.planned(b.ledger, req.want, live, now) for b in budgets}
             gone = [b for b in enforcing if sizes[id(b)] <= 0]
             if gone:
+                for changed in budgets:  # the lease given back still goes back
+                    if changed.ledger is not self._cache.get(changed.key, (None, 0))[0]:
+                        await self._store(changed, changed.ledger)
                 b = gone[0]
                 granted = quota.counted(b.ledger, now)
                 observed = granted + req.want
@@ -212,6 +222,7 @@ class QuotaService:
             pool = enforcing or budgets
             amount = min(sizes[id(b)] or req.want for b in pool)
         for b in budgets:
+            released = b.ledger is not self._cache.get(b.key, (None, 0))[0]
             decision = quota.decide(
                 b.ledger,
                 request_id=req.request_id,
@@ -228,7 +239,7 @@ class QuotaService:
                 used = quota.counted(b.ledger, now)
                 reason = f"policy {b.policy.name}: {b.limit} exceeded (granted {used + amount:g})"
                 await self.enforcer.act(b.policy, agent, b.limit, used + amount, reason, now)
-            if not decision.changed:
+            if not decision.changed and not released:
                 continue
             ledger = decision.ledger.model_copy(update={"spent": max(0.0, self.observed(uri, b.limit))})
             if not await self._store(b, ledger):
