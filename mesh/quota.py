@@ -29,6 +29,7 @@ __all__ = [
     "Decision",
     "Grant",
     "Ledger",
+    "Settled",
     "counted",
     "decide",
     "lease_ttl",
@@ -47,6 +48,10 @@ SHARE = 2
 MAX_LEASE_TTL = 30.0
 #: A windowed lease lives this share of the window at most (a 1 min window: 3 s leases).
 TTL_SHARE_OF_WINDOW = 0.05
+#: Closed windowed grants are merged into buckets this fine (a share of the window), their end
+#: rounded *up* to the bucket's: a unit may count a little longer, never shorter, so the ledger
+#: stays small however many refills a window sees.
+BUCKETS_PER_WINDOW = 64
 
 
 class Grant(BaseModel):
@@ -70,6 +75,15 @@ class Grant(BaseModel):
         return max(0.0, self.amount - self.returned)
 
 
+class Settled(BaseModel):
+    """Closed grants of a rate window, merged: ``amount`` counts until ``counts_until``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    counts_until: float
+    amount: float = Field(ge=0)
+
+
 class Ledger(BaseModel):
     """The value of one budget's key in the quota bucket, updated only by compare-and-set."""
 
@@ -82,6 +96,8 @@ class Ledger(BaseModel):
     limit: Limit
     #: Closed grants of a limit without a window, folded into one number to keep the value small.
     settled: float = Field(default=0.0, ge=0)
+    #: Closed grants of a rate window, merged into at most about BUCKETS_PER_WINDOW buckets.
+    buckets: list[Settled] = Field(default_factory=list)
     grants: list[Grant] = Field(default_factory=list)
     #: What the controller observed as spent (from heartbeats) when it last wrote; for `mesh usage`.
     spent: float = Field(default=0.0, ge=0)
@@ -113,7 +129,8 @@ def _counts(grant: Grant, now: float) -> bool:
 
 def counted(ledger: Ledger, now: float) -> float:
     """Everything granted that still counts against the budget at ``now``."""
-    return ledger.settled + sum(g.charged for g in ledger.grants if _counts(g, now))
+    merged = sum(b.amount for b in ledger.buckets if b.counts_until > now)
+    return ledger.settled + merged + sum(g.charged for g in ledger.grants if _counts(g, now))
 
 
 def left(ledger: Ledger, now: float) -> float:
@@ -149,17 +166,25 @@ def planned(ledger: Ledger, want: float, live: int, now: float) -> float:
 
 
 def prune(ledger: Ledger, now: float) -> Ledger:
-    """Drop grants that no longer count; fold closed grants without a window into ``settled``."""
+    """Drop what no longer counts; fold closed grants into ``settled`` (no window) or buckets."""
     keep: list[Grant] = []
     settled = ledger.settled
+    buckets = {b.counts_until: b.amount for b in ledger.buckets if b.counts_until > now}
+    step = (ledger.limit.window or 0.0) / BUCKETS_PER_WINDOW
     for g in ledger.grants:
-        if g.counts_until is None and g.closed:
+        if g.closed and g.counts_until is None:
             settled += g.charged
-        elif _counts(g, now):
+        elif not _counts(g, now):
+            continue
+        elif g.closed and g.counts_until is not None and step > 0:
+            end = math.ceil(g.counts_until / step) * step
+            buckets[end] = buckets.get(end, 0.0) + g.charged
+        else:
             keep.append(g)
-    if len(keep) == len(ledger.grants) and settled == ledger.settled:
+    merged = [Settled(counts_until=t, amount=a) for t, a in sorted(buckets.items())]
+    if len(keep) == len(ledger.grants) and settled == ledger.settled and merged == ledger.buckets:
         return ledger
-    return ledger.model_copy(update={"grants": keep, "settled": settled})
+    return ledger.model_copy(update={"grants": keep, "settled": settled, "buckets": merged})
 
 
 def decide(

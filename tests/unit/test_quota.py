@@ -216,3 +216,13 @@ def test_budget_keys_and_quota_subjects_are_prefix_aware() -> None:
     assert ns.budget_key("cap", "emails", 3600.0, agent) == "cap.emails.3600s.acme.prod.mailer"
     assert ns.budget_key("cap", "emails", 1.5, agent) == "cap.emails.1_5s.acme.prod.mailer"
     assert ns.budget_key("cap", "emails", None, agent) == "cap.emails.total.acme.prod.mailer"
+
+
+def test_a_busy_window_keeps_its_ledger_small_and_still_counts_every_unit() -> None:
+    led = ledger("emails<=1000000/1h")
+    for i in range(2000):
+        d = grant(led, f"r{i}", want=1, live=1, now=float(i))
+        led = quota.release(d.ledger, f"r{i}", d.amount - 1, float(i))  # one unit spent of each
+    assert len(led.grants) + len(led.buckets) <= quota.BUCKETS_PER_WINDOW + 2
+    assert quota.counted(led, 2000.0) == 2000
+    assert quota.counted(led, 2000.0 + 3600 + 30 + 3600 / quota.BUCKETS_PER_WINDOW + 1999) == 0
