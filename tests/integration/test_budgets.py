@@ -144,7 +144,7 @@ def released(mailers: list[Mailer]) -> float:
 BUDGET_KEY = "cap.emails.3600s.acme.prod.mailer"
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, 4, 8])
 async def test_spending_before_the_action_never_exceeds_the_limit(
     conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings, tmp_path: Path, n: int
 ) -> None:
@@ -162,12 +162,13 @@ async def test_spending_before_the_action_never_exceeds_the_limit(
     assert total == 100 - released(mailers)
 
 
+@pytest.mark.parametrize("n", [2, 4])
 async def test_spending_after_the_action_overshoots_by_at_most_one_per_instance(
-    ctl: Controller, mesh: AsyncMesh, settings: Settings, tmp_path: Path
+    ctl: Controller, mesh: AsyncMesh, settings: Settings, tmp_path: Path, n: int
 ) -> None:
     await mesh.set_policy("cap", MAILER, ["emails<=100/1h"])
     await policies_loaded(ctl, 1)
-    mailers = await race(settings, tmp_path, spend_after, 2)
+    mailers = await race(settings, tmp_path, spend_after, n)
     killed_by(mailers, "cap")
     total = sum(m.sent for m in mailers)
     assert total <= 100 + len(mailers), f"sent {total} emails under emails<=100/1h"
@@ -362,3 +363,55 @@ async def test_usage_shows_the_limit_spent_leased_out_and_left(
         return (row.spent, row.leased_out, row.left) == (10, 0, 90)
 
     await eventually(returned, what="the unspent lease given back on stop")
+
+
+async def test_guard_with_a_cost_spends_before_each_call(
+    conn: Connection, ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=5"])
+    await policies_loaded(ctl, 1)
+    agent = await async_agent(settings, "g1")
+    sent: list[int] = []
+    try:
+
+        @agent.guard(cost={"emails": 1})
+        async def send(n: int) -> None:
+            sent.append(n)
+
+        async def send_ten() -> None:
+            for n in range(10):
+                await send(n)
+
+        with pytest.raises(AgentKilled) as info:
+            await send_ten()
+        assert sent == [0, 1, 2, 3, 4]  # the sixth call was refused before it ran
+        assert info.value.record is not None and info.value.record.actor == "policy:cap"
+    finally:
+        await agent.stop()
+
+
+def guarded_sends(settings: Settings, sent: list[int]) -> None:
+    with Agent(MAILER, instance="g2", settings=settings, hard_kill=False) as agent:
+
+        @agent.guard(cost={"emails": 1})
+        def send(n: int) -> None:
+            sent.append(n)
+
+        @agent.guard
+        def free() -> None:
+            return None
+
+        for n in range(10):
+            free()
+            send(n)
+
+
+async def test_sync_guard_with_a_cost_spends_before_each_call(
+    ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=3"])
+    await policies_loaded(ctl, 1)
+    sent: list[int] = []
+    with pytest.raises(AgentKilled):
+        await asyncio.to_thread(guarded_sends, settings, sent)
+    assert sent == [0, 1, 2]
