@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,6 +35,7 @@ from tests.integration.controller_helpers import (
 pytestmark = pytest.mark.timeout(120)
 
 MAILER = "agent://acme/prod/mailer"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -415,3 +418,20 @@ async def test_sync_guard_with_a_cost_spends_before_each_call(
     with pytest.raises(AgentKilled):
         await asyncio.to_thread(guarded_sends, settings, sent)
     assert sent == [0, 1, 2]
+
+
+async def test_the_readme_budget_example_sends_exactly_the_budget(
+    ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=20/1h"])
+    await policies_loaded(ctl, 1)
+    env = {**os.environ, "NATS_URL": settings.nats_url, "MESH_PREFIX": settings.prefix}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "examples" / "budget_agent.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = out.decode().splitlines()
+    assert lines[:-1] == [f"sent email {n}" for n in range(20)]
+    assert lines[-1].startswith("stopped after 20 emails: agent killed by policy:cap")
