@@ -152,11 +152,11 @@ class QuotaService:
         b.ledger, b.revision = ledger, int(revision)
         return True
 
-    async def _release(self, agent: AgentURI, rel: Release, now: float) -> None:
+    async def _release(self, agent: AgentURI, instance: str, rel: Release, now: float) -> None:
         for key, policy, limit in self._budgets_for(agent, rel.counter):
             for _ in range(CAS_ATTEMPTS):
                 b = await self._load(key, policy, limit, agent)
-                ledger = quota.release(b.ledger, rel.grant_id, rel.unspent, now)
+                ledger = quota.release(b.ledger, rel.grant_id, rel.unspent, now, instance=instance)
                 if ledger is b.ledger or await self._store(b, ledger):
                     break
 
@@ -168,7 +168,7 @@ class QuotaService:
         merged = [r for r in req.releases if refilling and r.counter == req.counter]
         for rel in req.releases:
             if rel not in merged:
-                await self._release(agent, rel, now)
+                await self._release(agent, req.instance, rel, now)
         if not refilling:
             return LeaseReply(counter=req.counter, outcome="released")
         specs = self._budgets_for(agent, req.counter)
@@ -179,7 +179,7 @@ class QuotaService:
             budgets = [await self._load(key, p, lim, agent) for key, p, lim in specs]
             for b in budgets:
                 for rel in merged:
-                    b.ledger = quota.release(b.ledger, rel.grant_id, rel.unspent, now)
+                    b.ledger = quota.release(b.ledger, rel.grant_id, rel.unspent, now, instance=req.instance)
             reply = await self._grant(agent, req, budgets, now, fail_open)
             if reply is not None:
                 return reply

@@ -230,15 +230,18 @@ def decide(
     return Decision(updated, size, changed=True, over=over)
 
 
-def release(ledger: Ledger, grant_id: str, unspent: float, now: float) -> Ledger:
+def release(
+    ledger: Ledger, grant_id: str, unspent: float, now: float, *, instance: str | None = None
+) -> Ledger:
     """The instance gives up grant ``grant_id`` with ``unspent`` left: that much counts no more.
 
-    Idempotent: a closed grant stays as it was. An unknown id (already pruned) changes nothing.
+    Idempotent: a closed grant stays as it was. An unknown id (already pruned) changes nothing,
+    and so does another instance's grant when ``instance`` says who is giving it up.
     """
     grants: list[Grant] = []
     changed = False
     for g in ledger.grants:
-        if g.id == grant_id and not g.closed:
+        if g.id == grant_id and not g.closed and (instance is None or g.instance == instance):
             back = min(g.amount, max(0.0, unspent))
             g = g.model_copy(update={"returned": back, "closed": True})
             changed = True
