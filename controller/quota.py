@@ -173,7 +173,8 @@ class QuotaService:
             return LeaseReply(counter=req.counter, outcome="released")
         specs = self._budgets_for(agent, req.counter)
         if not specs:
-            return LeaseReply(counter=req.counter, outcome="unlimited", ttl=UNLIMITED_RECHECK)
+            # fail_open: a counter no budget covered need not wait for a controller that is away.
+            return LeaseReply(counter=req.counter, outcome="unlimited", ttl=UNLIMITED_RECHECK, fail_open=True)
         fail_open = all(p.on_unreachable == "proceed" for _, p, _ in specs)
         for _ in range(CAS_ATTEMPTS):
             budgets = [await self._load(key, p, lim, agent) for key, p, lim in specs]

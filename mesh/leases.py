@@ -8,6 +8,7 @@ answer (wait, or proceed unchecked) is the caller's business: :meth:`QuotaClient
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -172,6 +173,9 @@ class QuotaClient:
         self.request_timeout = request_timeout
         #: Request id per counter, kept until an answer arrives: a retry is the same request.
         self._pending: dict[str, str] = {}
+        #: One refill at a time: two concurrent ones would share a request id, so one grant
+        #: would be installed twice (threads of a sync agent, tasks of an async one).
+        self._refilling = asyncio.Lock()
 
     async def _ask(self, request: LeaseRequest) -> LeaseReply | None:
         conn = self._conn()
@@ -212,13 +216,15 @@ class QuotaClient:
 
     async def obtain(self, counters: Mapping[str, float]) -> Verdict:
         """One refill for each counter the wallet cannot cover; stops at the first refusal or silence."""
-        for name in self.wallet.missing(counters):
-            reply = await self.refill(name, counters[name])
-            if reply is None:
-                return Verdict("unreachable", fail_open=self.wallet.fail_open.get(name, False))
-            if reply.outcome == "denied":
-                return Verdict("denied", reply)
-        return Verdict("ok")
+        async with self._refilling:
+            # Looked at under the lock: a concurrent refill may have covered us meanwhile.
+            for name in self.wallet.missing(counters):
+                reply = await self.refill(name, counters[name])
+                if reply is None:
+                    return Verdict("unreachable", fail_open=self.wallet.fail_open.get(name, False))
+                if reply.outcome == "denied":
+                    return Verdict("denied", reply)
+            return Verdict("ok")
 
     async def release_all(self, timeout: float = 1.0) -> bool:
         """Give every lease back (on close); True if the controller took the releases."""

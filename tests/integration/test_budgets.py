@@ -435,3 +435,39 @@ async def test_the_readme_budget_example_sends_exactly_the_budget(
     lines = out.decode().splitlines()
     assert lines[:-1] == [f"sent email {n}" for n in range(20)]
     assert lines[-1].startswith("stopped after 20 emails: agent killed by policy:cap")
+
+
+def spend_from_threads(settings: Settings, threads: int, sent: list[int]) -> list[BaseException | None]:
+    """One sync agent, several threads spending from it flat out; each logs what it sent."""
+    errors: list[BaseException | None] = [None] * threads
+    lock = threading.Lock()
+    with Agent(MAILER, instance="t1", settings=settings, hard_kill=False) as agent:
+
+        def work(i: int) -> None:
+            try:
+                while True:
+                    agent.spend(emails=1)
+                    with lock:
+                        sent.append(i)
+            except BaseException as exc:
+                errors[i] = exc
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(60)
+        assert agent._core.quota.wallet.granted["emails"] == 200
+    return errors
+
+
+async def test_threads_of_one_agent_spending_together_never_exceed_the_limit(
+    ctl: Controller, mesh: AsyncMesh, settings: Settings
+) -> None:
+    await mesh.set_policy("cap", MAILER, ["emails<=200/1h"])
+    await policies_loaded(ctl, 1)
+    sent: list[int] = []
+    with contextlib.suppress(AgentKilled):  # leaving the with block re-raises nothing else
+        errors = await asyncio.to_thread(spend_from_threads, settings, 4, sent)
+    assert len(sent) <= 200
+    assert all(isinstance(e, AgentKilled) for e in errors), errors
