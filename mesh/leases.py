@@ -59,6 +59,8 @@ class Wallet:
         self.unchecked: dict[str, float] = {}
         #: Per counter, what the last answer said to do without a controller (default: wait).
         self.fail_open: dict[str, bool] = {}
+        #: Per counter, spent past what was granted (by :meth:`charge`): taken out of the next grant.
+        self.debt: dict[str, float] = {}
 
     def take(self, counters: Mapping[str, float]) -> bool:
         """Spend ``counters`` from the leases in hand, all or nothing; False if one does not cover it."""
@@ -94,6 +96,20 @@ class Wallet:
             for name, amount in counters.items():
                 self.unchecked[name] = self.unchecked.get(name, 0.0) + amount
 
+    def charge(self, counter: str, amount: float) -> None:
+        """Spend after the fact, for a cost known only once the action is done (the gateway's
+        metered cost): the lease may go below zero, and the debt comes out of the next grant.
+
+        Hold a lease before the action (``missing({counter: tiny})`` empty) and allow one action
+        in flight per instance: then the overshoot is at most one action's cost per instance.
+        """
+        with self._lock:
+            h = self._held.get(counter)
+            if h is None:
+                self.debt[counter] = self.debt.get(counter, 0.0) + amount
+            elif not h.unlimited:
+                h.left -= amount
+
     def left(self, counter: str) -> float:
         with self._lock:
             h = self._held.get(counter)
@@ -108,6 +124,8 @@ class Wallet:
         h = self._held.pop(counter, None)
         if h is None or h.unlimited or h.grant_id is None:
             return
+        if h.left < 0:
+            self.debt[counter] = self.debt.get(counter, 0.0) - h.left
         unspent = max(0.0, h.left)
         self._releases.append(Release(counter=counter, grant_id=h.grant_id, unspent=unspent))
         self.released[counter] = self.released.get(counter, 0.0) + unspent
@@ -139,7 +157,8 @@ class Wallet:
             if reply.outcome == "unlimited":
                 self._held[reply.counter] = Held(None, math.inf, expires, unlimited=True)
                 return
-            self._held[reply.counter] = Held(reply.grant_id, reply.amount, expires)
+            owed = self.debt.pop(reply.counter, 0.0)
+            self._held[reply.counter] = Held(reply.grant_id, reply.amount - owed, expires)
             self.granted[reply.counter] = self.granted.get(reply.counter, 0.0) + reply.amount
 
 
@@ -195,6 +214,7 @@ class QuotaClient:
     async def refill(self, counter: str, want: float) -> LeaseReply | None:
         """Ask once for at least ``want`` of ``counter``; None when no controller answered."""
         self.wallet.drop(counter)
+        want += self.wallet.debt.get(counter, 0.0)  # what was spent past the last grant, first
         request_id = self._pending.setdefault(counter, new_id())
         releases = self.wallet.pending_releases()
         request = LeaseRequest(

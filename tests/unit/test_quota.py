@@ -226,3 +226,15 @@ def test_a_busy_window_keeps_its_ledger_small_and_still_counts_every_unit() -> N
     assert len(led.grants) + len(led.buckets) <= quota.BUCKETS_PER_WINDOW + 2
     assert quota.counted(led, 2000.0) == 2000
     assert quota.counted(led, 2000.0 + 3600 + 30 + 3600 / quota.BUCKETS_PER_WINDOW + 1999) == 0
+
+
+def test_a_cost_charged_after_the_fact_comes_out_of_the_next_grant() -> None:
+    w = Wallet(clock=lambda: 0.0)
+    w.install(reply("cost_usd", 1.0), sent_at=0.0)
+    w.charge("cost_usd", 1.25)  # a response that cost more than the lease held
+    assert w.missing({"cost_usd": 0.01}) == ["cost_usd"]
+    w.drop("cost_usd")
+    assert w.debt == {"cost_usd": 0.25}
+    assert [r.unspent for r in w.pending_releases()] == [0.0]
+    w.install(reply("cost_usd", 2.0), sent_at=0.0)  # asked for the debt plus the next cost
+    assert w.left("cost_usd") == 1.75 and w.debt == {}
