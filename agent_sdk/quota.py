@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from mesh.errors import MeshTimeout
+from mesh.errors import ConfigError, MeshTimeout
 from mesh.leases import QuotaClient, Wallet
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class AgentQuota:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         wait = FIRST_WAIT
         while True:
+            if core.closed:  # its connection is gone: waiting for a controller would never end
+                raise ConfigError("spend() on a stopped agent")
             if core.attention.is_set() or core.stalled():
                 await core.safe_point()
             if self.try_spend(wanted):

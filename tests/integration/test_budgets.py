@@ -471,3 +471,10 @@ async def test_threads_of_one_agent_spending_together_never_exceed_the_limit(
         errors = await asyncio.to_thread(spend_from_threads, settings, 4, sent)
     assert len(sent) <= 200
     assert all(isinstance(e, AgentKilled) for e in errors), errors
+
+
+async def test_spend_on_a_stopped_agent_is_refused(settings: Settings, conn: Connection) -> None:
+    agent = await async_agent(settings, "x1")
+    await agent.stop()
+    with pytest.raises(ConfigError):
+        await asyncio.wait_for(agent.spend(emails=1), 10)
