@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
@@ -15,7 +15,7 @@ from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
 from mesh.aio import cancelling, raise_if_cancelling
 from mesh.connection import Connection
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, MeshTimeout
 from mesh.models import Status
 from mesh.settings import Settings
 
@@ -54,6 +54,7 @@ class AsyncAgent(InstanceView):
         metadata: dict[str, Any] | None = None,
         settings: Settings | None = None,
         resync_interval: float | None = None,
+        quota_timeout: float | None = None,
         connection: Connection | None = None,
     ) -> None:
         if connection is not None:
@@ -73,6 +74,7 @@ class AsyncAgent(InstanceView):
             fail_closed_after=fail_closed_after,
             metadata=metadata,
             resync_interval=resync_interval,
+            quota_timeout=quota_timeout,
         )
         self._core = AgentCore(self.config, connection)
         self._restored: Any = None
@@ -148,20 +150,58 @@ class AsyncAgent(InstanceView):
         """Sleep ``seconds``, waking at once when killed (a safe point: may raise or pause)."""
         await self._core.sleep(seconds)
 
-    def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
+    async def spend(self, **counters: float) -> None:
+        """Spend from this instance's quota leases *before* the action, e.g. ``await spend(emails=1)``.
+
+        With a lease in hand it never waits on the network. When the lease is empty it asks the
+        controller for more (a bounded request); when a policy's budget is gone the instance
+        halts as a kill would (AgentKilled naming the policy, or a pause). With no controller
+        it waits (fail-closed, a safe point) or goes on unchecked if the policy fails open.
+        Spent amounts are added to the usage counters, as :meth:`record` does. A safe point.
+        """
+        core = self._core
+        if core.attention.is_set() or core.stalled():
+            await core.safe_point()
+        if core.quota.try_spend(counters):
+            return
+        await core.quota.acquire(counters)
+
+    @overload
+    def guard(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def guard(
+        self, fn: None = None, /, *, cost: Mapping[str, float]
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def guard(
+        self, fn: Callable[P, R] | None = None, /, *, cost: Mapping[str, float] | None = None
+    ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a tool so that it never runs while this instance is killed.
 
         Coroutine functions are safe points (pause mode blocks before the call) and are
         cancelled when a kill arrives mid-call. Plain functions can only refuse: they raise
         AgentKilled whatever ``on_kill`` says, as they cannot wait without blocking the loop.
+        ``@agent.guard(cost={"emails": 1})`` on a coroutine function also spends that cost
+        (see :meth:`spend`) before each call; a plain function cannot wait for a refill, so it
+        spends only from the lease in hand and raises MeshTimeout when that is empty.
         """
+        if fn is None:
+            price = dict(cost or {})
+            return lambda f: self._guarded(f, price)
+        return self._guarded(fn, dict(cost or {}))
+
+    def _guarded(self, fn: Callable[P, R], cost: dict[str, float]) -> Callable[P, R]:
         core = self._core
         if asyncio.iscoroutinefunction(fn):
             run = core.run_guarded
             afn: Callable[..., Coroutine[Any, Any, Any]] = fn
+            spend = self.spend
 
             @functools.wraps(fn)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                if cost:
+                    await spend(**cost)
                 return await run(afn, args, kwargs)
 
             return guarded_async  # type: ignore[return-value]
@@ -171,6 +211,8 @@ class AsyncAgent(InstanceView):
             if core.killed_evt.is_set():
                 core.spawn(core.halt())
                 raise core.killed_error()
+            if cost and not core.quota.try_spend(cost):
+                raise MeshTimeout(f"spend {sorted(cost)} from the lease in hand (it is empty)", 0.0)
             return fn(*args, **kwargs)
 
         return guarded_sync

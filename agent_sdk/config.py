@@ -35,6 +35,8 @@ class AgentConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: How often the kill records are re-read as a health check of the push path.
     resync_interval: float = 6.0
+    #: How long a spend waits for a quota lease with no controller answering (None: until one does).
+    quota_timeout: float | None = None
 
     @classmethod
     def build(
@@ -50,6 +52,7 @@ class AgentConfig:
         fail_closed_after: float | None,
         metadata: dict[str, Any] | None,
         resync_interval: float | None,
+        quota_timeout: float | None = None,
     ) -> AgentConfig:
         if on_kill not in ("raise", "pause"):
             raise ConfigError(f"on_kill must be 'raise' or 'pause', not {on_kill!r}")
@@ -57,6 +60,8 @@ class AgentConfig:
             raise ConfigError(f"heartbeat_interval must be > 0, not {heartbeat_interval!r}")
         if fail_closed_after is not None and fail_closed_after <= 0:
             raise ConfigError(f"fail_closed_after must be > 0 seconds, not {fail_closed_after!r}")
+        if quota_timeout is not None and quota_timeout <= 0:
+            raise ConfigError(f"quota_timeout must be > 0 seconds, not {quota_timeout!r}")
         if isinstance(servers, list):
             servers = ",".join(servers)
         if settings is None:
@@ -73,4 +78,5 @@ class AgentConfig:
             fail_closed_after=fail_closed_after,
             metadata=dict(metadata or {}),
             resync_interval=resync_interval or max(1.0, 3 * heartbeat_interval),
+            quota_timeout=quota_timeout,
         )

@@ -23,6 +23,7 @@ from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import TERMINATED_EXIT_CODE, AgentConfig, OnKill
 from agent_sdk.killstate import InForce, KillState
 from agent_sdk.liveness import LoopLiveness, for_loop
+from agent_sdk.quota import AgentQuota
 from agent_sdk.usage import UsageCounters
 from agent_sdk.watchdog import schedule
 from mesh.aio import raise_if_cancelling, wait_for
@@ -75,6 +76,7 @@ class AgentCore:
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
         self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
         self.usage = UsageCounters()
+        self.quota = AgentQuota(self, cfg.quota_timeout)
         self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key, self.usage)
         ensure_configured()  # bind() fixes the config now; unconfigured structlog writes to stdout
         self.log = log.bind(agent=str(cfg.uri), instance=cfg.instance)
@@ -786,6 +788,7 @@ class AgentCore:
                 data["message"] = str(exc)[:1000]
             self.status = outcome
             if conn.is_connected:
+                await self.quota.close()  # unspent leases go back to their budgets
                 await self.send_heartbeat()
                 await self._emit(events.lifecycle_event(self.cfg, etype, data=data), timeout=2.0)
         except MeshError as err:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -51,6 +51,7 @@ class Agent(InstanceView):
         metadata: dict[str, Any] | None = None,
         settings: Settings | None = None,
         resync_interval: float | None = None,
+        quota_timeout: float | None = None,
     ) -> None:
         self.config = AgentConfig.build(
             uri,
@@ -63,9 +64,11 @@ class Agent(InstanceView):
             fail_closed_after=fail_closed_after,
             metadata=metadata,
             resync_interval=resync_interval,
+            quota_timeout=quota_timeout,
         )
         self._core = AgentCore(self.config)
         self._attention = self._core.attention
+        self._quota = self._core.quota
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         self._restored: Any = None
@@ -173,17 +176,57 @@ class Agent(InstanceView):
         if self._must_check():
             self._slow_path()
 
-    def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a tool so that it never runs while this instance is killed (a safe point)."""
+    def spend(self, **counters: float) -> None:
+        """Spend from this instance's quota leases *before* the action, e.g. ``spend(emails=1)``.
+
+        With a lease in hand it never waits on the network. When the lease is empty it asks the
+        controller for more (a bounded request); when a policy's budget is gone the instance
+        halts as a kill would (AgentKilled naming the policy, or a pause). With no controller
+        it waits (fail-closed, a safe point) or goes on unchecked if the policy fails open.
+        Spent amounts are added to the usage counters, as :meth:`record` does. A safe point.
+        """
+        if self._must_check():
+            self._slow_path()
+        if self._quota.try_spend(counters):
+            return
+        portal = self._portal
+        if portal is None:
+            raise ConfigError("spend() needs a started agent: use `with Agent(...) as agent:`")
+        portal.call(self._quota.acquire, counters)
+
+    @overload
+    def guard(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def guard(
+        self, fn: None = None, /, *, cost: Mapping[str, float]
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def guard(
+        self, fn: Callable[P, R] | None = None, /, *, cost: Mapping[str, float] | None = None
+    ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a tool so that it never runs while this instance is killed (a safe point).
+
+        ``@agent.guard(cost={"emails": 1})`` also spends that cost (see :meth:`spend`) before each call.
+        """
+        if fn is None:
+            price = dict(cost or {})
+            return lambda f: self._guarded(f, price)
+        return self._guarded(fn, dict(cost or {}))
+
+    def _guarded(self, fn: Callable[P, R], cost: dict[str, float]) -> Callable[P, R]:
         attention = self._attention
         slow = self._slow_path
         core = self._core
         now = time.monotonic
+        spend = self.spend
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             if attention.is_set() or now() - core.liveness.stamp > STALL_LIMIT:
                 slow()
+            if cost:
+                spend(**cost)
             return fn(*args, **kwargs)
 
         return guarded

@@ -44,6 +44,10 @@ class UsageCounters:
             raise ConfigError(f"usage counter {name}: expected a finite number >= 0, not {value!r}")
         return amount
 
+    def validate(self, counters: Mapping[str, object]) -> dict[str, float]:
+        """The amounts as floats, every name and value checked (ConfigError otherwise)."""
+        return {name: self._check(name, value) for name, value in counters.items()}
+
     def add(self, counters: Mapping[str, object]) -> None:
         """Add to the totals; every value is checked before any is applied (all or nothing)."""
         amounts = [(name, self._check(name, value)) for name, value in counters.items()]

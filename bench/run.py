@@ -34,6 +34,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "quick": {
         "floor": ["--n", "300", "--throughput-count", "100000"],
         "sdk_overhead": ["--n", "100000", "--repeats", "5"],
+        "quota": ["--n", "100000", "--repeats", "5", "--refills", "500"],
         "kill_latency": [
             "--n",
             "1",
@@ -65,6 +66,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "full": {
         "floor": ["--n", "1000", "--throughput-count", "300000"],
         "sdk_overhead": ["--n", "500000", "--repeats", "7"],
+        "quota": ["--n", "500000", "--repeats", "7", "--refills", "2000"],
         "kill_latency": [
             "--n",
             "1",
@@ -101,6 +103,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "smoke": {
         "floor": ["--n", "20", "--throughput-count", "2000"],
         "sdk_overhead": ["--n", "2000", "--repeats", "2"],
+        "quota": ["--n", "2000", "--repeats", "2", "--refills", "20"],
         "kill_latency": ["--n", "1", "3", "--cycles", "2", "--floor-n", "20"],
         "peer_celery": ["--n", "1", "2", "--reps", "3"],
         "ingest": [
@@ -118,7 +121,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     },
 }
 
-ORDER = ["floor", "sdk_overhead", "kill_latency", "peer_celery", "ingest"]
+ORDER = ["floor", "sdk_overhead", "quota", "kill_latency", "peer_celery", "ingest"]
 TIMEOUT = {"quick": 600, "full": 3600, "smoke": 240}
 
 
@@ -200,6 +203,16 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     pc = res.get("peer_celery", {}).get("results")
     if pc:
         s["peer_celery"] = pc["comparison"]
+    qu = res.get("quota", {}).get("results")
+    if qu:
+        s["quota"] = {
+            "spend_us": qu["spend_us"],
+            "spend_vs_record": qu["spend_vs_record"],
+            "refill_p50_ms": qu["refill_ms"]["p50"],
+            "refill_p99_ms": qu["refill_ms"]["p99"],
+            "spend_within_budget": qu["spend_within_budget"],
+            "refill_within_budget": qu["refill_within_budget"],
+        }
     return s
 
 
@@ -263,6 +276,15 @@ def print_summary(s: dict[str, Any], profile: str) -> None:
                 [op, v["us_per_call"], fmt_ratio(v["vs_bare_call"]), v["share_of_rtt_floor"]]
                 for op, v in s["sdk_overhead"].items()
             ],
+        )
+    qu = s.get("quota")
+    if qu:
+        print(
+            f"\nquota leases: spend with a lease {qu['spend_us']} us "
+            f"({'met' if qu['spend_within_budget'] else 'MISSED'} <= 5 us; "
+            f"{qu['spend_vs_record']}x record()), "
+            f"refill p50 {qu['refill_p50_ms']} / p99 {qu['refill_p99_ms']} ms "
+            f"({'met' if qu['refill_within_budget'] else 'MISSED'} p50 <= 2 ms)"
         )
     ing = s.get("ingest")
     if ing:

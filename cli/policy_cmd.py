@@ -38,13 +38,29 @@ def set_(
             "(repeatable).",
         ),
     ],
-    action: Annotated[str, typer.Option("--action", "-a", help="kill (raise) or pause.")] = "kill",
+    action: Annotated[
+        str, typer.Option("--action", "-a", help="kill (raise), pause, or alert (report only).")
+    ] = "kill",
     grace: Annotated[
         float, typer.Option("--grace", "-g", min=0, help="Seconds before a stuck instance is terminated.")
     ] = 10.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Evaluate on live traffic and report what it would do; do nothing."),
+    ] = False,
+    on_unreachable: Annotated[
+        str,
+        typer.Option(
+            "--on-unreachable",
+            help="With the controller down, an instance spends its lease, then waits (fail-closed) "
+            "or proceeds unchecked (fail-open).",
+        ),
+    ] = "wait",
     json_out: JsonOpt = False,
 ) -> None:
     """Create or replace a policy; the controller enforces it within about a second.
+
+    Counter limits hold before the action for agents that call agent.spend() (quota leases).
 
     Example: mesh policy set mail-cap 'agent://acme/prod/*' -l 'emails<=10000/1h' -l 'cost_usd<=50/1d'
     """
@@ -52,13 +68,32 @@ def set_(
     from mesh.policystore import build_policy
 
     # Validated here first, so that a bad expression never needs a server to be refused.
-    policy = build_policy(name, target, limit, action=action, grace=grace)
-    saved = with_mesh(lambda m: m.set_policy(name, policy.target, policy.limits, policy.action, grace))
+    policy = build_policy(
+        name, target, limit, action=action, grace=grace, dry_run=dry_run, on_unreachable=on_unreachable
+    )
+    saved = with_mesh(
+        lambda m: m.set_policy(
+            name,
+            policy.target,
+            policy.limits,
+            policy.action,
+            grace,
+            dry_run=policy.dry_run,
+            on_unreachable=policy.on_unreachable,
+        )
+    )
     if json_out:
         print(json.dumps(_policy_json(saved)))
         return
     limits = ", ".join(str(lim) for lim in saved.limits)
-    print(f"Policy {saved.name} set on {saved.target}: {limits} -> {saved.action} (grace {saved.grace:g}s)")
+    print(
+        f"Policy {saved.name} set on {saved.target}: {limits} -> {_action(saved)} (grace {saved.grace:g}s, "
+        f"{'fail-open' if saved.on_unreachable == 'proceed' else 'fail-closed'})"
+    )
+
+
+def _action(p: Policy) -> str:
+    return f"{p.action} (dry run)" if p.dry_run else p.action
 
 
 def _policy_json(p: Policy) -> dict[str, object]:
@@ -67,6 +102,8 @@ def _policy_json(p: Policy) -> dict[str, object]:
         "target": p.target,
         "limits": [str(lim) for lim in p.limits],
         "action": p.action,
+        "dry_run": p.dry_run,
+        "on_unreachable": p.on_unreachable,
         "grace": p.grace,
         "created_by": p.created_by,
         "created_at": p.created_at.isoformat(),
@@ -87,7 +124,7 @@ def list_(json_out: JsonOpt = False) -> None:
         print(json.dumps([_policy_json(p) for p in policies]))
         return
     rows = [
-        [p.name, p.target, ", ".join(str(lim) for lim in p.limits), p.action, f"{p.grace:g}s", p.created_by]
+        [p.name, p.target, ", ".join(str(lim) for lim in p.limits), _action(p), f"{p.grace:g}s", p.created_by]
         for p in policies
     ]
     if rows:
@@ -120,6 +157,21 @@ def render_usage(report: UsageReport) -> list[str]:
         for i in agent.instances:
             rows.append(["", i.instance, i.status, counters(i.totals), counters(i.per_hour)])
     lines = fmt.table(["AGENT", "INSTANCE", "STATUS", "TOTALS", "PER HOUR"], rows) if rows else []
+    budgets = [
+        [
+            agent.agent_uri,
+            b.policy + (" (dry run)" if b.dry_run else ""),
+            b.limit,
+            fmt.number(b.spent),
+            fmt.number(b.leased_out),
+            fmt.number(b.left),
+        ]
+        for agent in report.agents
+        for b in agent.budgets
+    ]
+    if budgets:
+        lines.append("")
+        lines.extend(fmt.table(["AGENT", "POLICY", "LIMIT", "SPENT", "LEASED OUT", "LEFT"], budgets))
     n = len(report.agents)
     lines.append(f"{n} {'agent' if n == 1 else 'agents'}")
     return lines
@@ -135,7 +187,8 @@ def usage(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Usage counters per agent and instance: totals, and average rates per hour.
+    """Usage counters per agent and instance: totals, and average rates per hour; and per agent,
+    each policy's counter limits: the limit, what is spent, what is leased out, and what is left.
 
     Example: mesh usage 'agent://acme/prod/*' --since 1d --json
     """

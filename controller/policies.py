@@ -1,4 +1,4 @@
-"""The policy engine: evaluate policies on usage changes and on a tick; a breach writes a kill record."""
+"""The policy engine: evaluate policies on usage changes and on a tick; a breach is acted on (enforce.py)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,25 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
-import nats.js.errors
 import structlog
 from nats.js.kv import KeyValue
 
+from controller.enforce import Enforcer
 from controller.policybook import PolicyBook
 from controller.state import Fleet
 from controller.stats import Stats
 from controller.usage import BASELINE, UsageSamples
 from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import publish_event
-from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.errors import InvalidTarget, MeshError
-from mesh.models import LIVE_STATUSES, AuditEvent, EventType, Heartbeat, KillRecord
-from mesh.policy import Breach, InstanceUsage, Policy, evaluate
+from mesh.errors import InvalidTarget
+from mesh.models import LIVE_STATUSES, Heartbeat
+from mesh.policy import Breach, InstanceUsage, Limit, Policy, evaluate, observe
 from mesh.target import AgentURI, parse_agent_uri
 
 __all__ = ["PolicyEngine"]
 
 log = structlog.get_logger("controller.policies")
-
-#: After a kill (or finding a record in force), the agent's key is not tried again for this long.
-RECHECK = 1.0
 
 
 class PolicyEngine:
@@ -63,10 +57,9 @@ class PolicyEngine:
         self.clock = clock
         self.book = PolicyBook(conn, stats)
         self.usage = UsageSamples()
+        self.enforcer = Enforcer(conn, control_kv, stats)
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
-        #: Control key -> time before which it is not tried again.
-        self._holding: dict[str, float] = {}
 
     # -- hot path -------------------------------------------------------------------------------
     def on_heartbeat(self, key: str, hb: Heartbeat, now: float) -> None:
@@ -124,6 +117,20 @@ class PolicyEngine:
                 if breaches:
                     await self._act(policy, agent, breaches[0], now)
 
+    def live_instances(self, uri: str) -> int:
+        """How many instances of ``uri`` are live (at least 1: the one asking is)."""
+        entries = self.fleet.entries
+        live = 0
+        for key in self.usage.by_agent.get(uri, ()):
+            e = entries.get(key)
+            if e is not None and e.status in LIVE_STATUSES:
+                live += 1
+        return max(1, live)
+
+    def observed(self, uri: str, limit: Limit) -> float:
+        """What ``limit`` measures for ``uri`` now, from heartbeats (what ``mesh usage`` calls spent)."""
+        return observe(limit, self._instances(uri), self.clock())
+
     def _instances(self, uri: str) -> list[InstanceUsage]:
         out: list[InstanceUsage] = []
         samples, started = self.usage.samples, self.usage.started
@@ -145,58 +152,4 @@ class PolicyEngine:
 
     # -- acting ---------------------------------------------------------------------------------
     async def _act(self, policy: Policy, agent: AgentURI, breach: Breach, now: float) -> None:
-        """Kill exactly this agent (its own key, never the policy's pattern), unless a record is in force."""
-        key = ".".join(agent.tokens)
-        if self._holding.get(key, 0.0) > now:
-            return
-        self._holding[key] = now + RECHECK
-        action = "raise" if policy.action == "kill" else "pause"
-        record = KillRecord(
-            target=str(agent), actor=policy.actor, reason=breach.reason, grace=policy.grace, action=action
-        )
-        try:
-            # create, not put: a record already in force (ours or an operator's) is never replaced,
-            # so a policy never re-kills and never rewrites who stopped the agent.
-            revision = await self.control_kv.create(key, encode(record))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return
-        except Exception as exc:
-            self._holding.pop(key, None)
-            log.warning("policy kill failed, will retry", key=key, policy=policy.name, error=repr(exc))
-            return
-        self.stats.policy_kills += 1
-        log.warning(
-            "policy breached: agent killed", agent=str(agent), policy=policy.name, reason=breach.reason
-        )
-        common: dict[str, Any] = {
-            "target": str(agent),
-            "actor": policy.actor,
-            "reason": breach.reason,
-            "command_id": record.command_id,
-            "revision": revision,
-        }
-        events = [
-            AuditEvent(
-                type=EventType.KILL,
-                **common,
-                data={"key": key, "grace": policy.grace, "action": action, "policy": policy.name},
-            ),
-            AuditEvent(
-                type=EventType.POLICY_VIOLATION,
-                agent_uri=str(agent),
-                **common,
-                data={
-                    "policy": policy.name,
-                    "pattern": policy.target,
-                    "limit": str(breach.limit),
-                    "observed": breach.observed,
-                    "action": policy.action,
-                    "key": key,
-                },
-            ),
-        ]
-        for event in events:
-            try:
-                await publish_event(self.conn.js, self.conn.ns, event, timeout=2.0)
-            except MeshError as exc:
-                log.warning("could not audit a policy kill", type=event.type.value, error=str(exc))
+        await self.enforcer.act(policy, agent, breach.limit, breach.observed, breach.reason, now)

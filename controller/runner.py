@@ -1,4 +1,4 @@
-"""The controller process: lease, then (while active) heartbeat ingest, lifecycle feed, sweep and writer."""
+"""The controller process: lease, then (while active) heartbeats, quota leases, lifecycle, sweep, writer."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from controller.lease import Lease
 from controller.lifecycle import LifecycleFeed
 from controller.options import ControllerOptions
 from controller.policies import PolicyEngine
+from controller.quota import QuotaService
 from controller.restore import restore
 from controller.service import ServiceAPI
 from controller.state import Fleet, Policy
@@ -59,7 +60,10 @@ class Controller:
         self.role = "starting"
         self.lease: Lease | None = None
         self.writer: Writer | None = None
+        #: The policy engine while active (tests and the service API look at what it has loaded).
+        self.engine: PolicyEngine | None = None
         self._hb_sub: Subscription | None = None
+        self._quota_sub: Subscription | None = None
 
     @property
     def ingesting(self) -> bool:
@@ -164,6 +168,21 @@ class Controller:
             reload_every=o.policy_reload_every,
             tick_every=o.policy_tick_every,
         )
+        try:
+            quota_kv = await conn.js.key_value(conn.ns.quota_bucket)
+        except Exception as exc:
+            raise translate_error(exc, "open the quota bucket", subject=conn.ns.quota_bucket) from exc
+        leases = QuotaService(
+            conn.ns,
+            quota_kv,
+            policies.book,
+            policies.enforcer,
+            self.stats,
+            live=policies.live_instances,
+            observed=policies.observed,
+            may_act=lambda: lease.held,
+        )
+        self.engine = policies
         ingest = Ingest(
             conn.ns,
             fleet,
@@ -178,6 +197,7 @@ class Controller:
             pending_msgs_limit=o.pending_msgs_limit,
             pending_bytes_limit=o.pending_bytes_limit,
         )
+        self._quota_sub = await conn.nc.subscribe(conn.ns.quota_wildcard, cb=leases.on_message)
         feed = LifecycleFeed(
             conn, fleet, self.stats, writer.submit, writer.flush, durable=o.lifecycle_durable
         )
@@ -201,10 +221,11 @@ class Controller:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         raise RuntimeError(f"controller task {task.get_name()} died") from task.exception()
         finally:
-            sub, self._hb_sub = self._hb_sub, None
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            for sub in (self._hb_sub, self._quota_sub):
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+            self._hb_sub = self._quota_sub = None
             # Bounded, and re-cancelling: a task whose cancel a library swallowed is asked again.
             stuck = await stop_tasks(tasks, timeout=10.0)
             if stuck:

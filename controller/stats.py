@@ -26,6 +26,13 @@ class Stats:
         self.policies = 0
         self.bad_policies = 0
         self.policy_kills = 0
+        self.policy_alerts = 0
+        self.policy_dry_runs = 0
+        self.lease_requests = 0
+        self.lease_grants = 0
+        self.lease_denials = 0
+        self.lease_conflicts = 0
+        self.bad_lease_requests = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=6)
 
     def tick(self, now: float) -> None:
@@ -55,6 +62,13 @@ class Stats:
             "policies": self.policies,
             "bad_policies": self.bad_policies,
             "policy_kills": self.policy_kills,
+            "policy_alerts": self.policy_alerts,
+            "policy_dry_runs": self.policy_dry_runs,
+            "lease_requests": self.lease_requests,
+            "lease_grants": self.lease_grants,
+            "lease_denials": self.lease_denials,
+            "lease_conflicts": self.lease_conflicts,
+            "bad_lease_requests": self.bad_lease_requests,
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -16,7 +17,7 @@ from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection
-from mesh.errors import InvalidTarget, MalformedMessage, NotFound, PermissionDenied
+from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned, PermissionDenied
 from mesh.eventlog import parse_since, read_events, subscribe_audit
 from mesh.kvscan import KVEntry, delete_key, put_key, scan_latest
 from mesh.models import (
@@ -31,6 +32,7 @@ from mesh.models import (
     utcnow,
 )
 from mesh.policy import Limit, Policy
+from mesh.quota import Ledger
 from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
 from mesh.settings import Settings
 from mesh.subjects import key_to_target
@@ -476,13 +478,19 @@ class AsyncMesh:
         name: str,
         target: str | Target,
         limits: list[str] | list[Limit],
-        action: Literal["kill", "pause"] = "kill",
+        action: Literal["kill", "pause", "alert"] = "kill",
         grace: float = 10.0,
+        *,
+        dry_run: bool = False,
+        on_unreachable: Literal["wait", "proceed"] = "wait",
     ) -> Policy:
         """Create or replace policy ``name`` on ``target`` (e.g. limits ``["emails<=10000/1h"]``).
 
         The active controller applies it within about a second, to agents created later too.
-        A breach kills (or pauses) every instance of the breaching agent, never the whole pattern.
+        A breach kills (or pauses) every instance of the breaching agent, never the whole pattern;
+        ``alert`` only reports it (an audit event and a metric), ``dry_run`` reports what it would
+        have done. Counter limits are also enforced before the action by quota leases (``spend``);
+        ``on_unreachable`` says what an instance does when the controller cannot be reached.
         """
         from mesh import policystore
 
@@ -493,6 +501,8 @@ class AsyncMesh:
             action=action,
             grace=grace,
             created_by=self.settings.resolve_actor(),
+            dry_run=dry_run,
+            on_unreachable=on_unreachable,
         )
         bucket = self.connection.ns.policies_bucket
         await self._guard(
@@ -522,9 +532,31 @@ class AsyncMesh:
     async def usage(
         self, pattern: str | Target = ALL, since: datetime | timedelta | str | None = None
     ) -> UsageReport:
-        """Usage counters per agent and instance (totals, and average rates per hour)."""
+        """Usage counters per agent and instance (totals, and average rates per hour), and per agent
+        the budgets of its counter limits: limit, spent, leased out, left."""
+        from mesh import policystore
+        from mesh.budgets import budget_rows
+
         tgt = _as_target(pattern)
-        return build_usage(str(tgt), await self.list_instances(tgt), parse_since(since))
+        conn = self.connection
+        statuses = await self.list_instances(tgt)
+        policies = await policystore.list_policies(conn)
+        ledgers: dict[str, Ledger] = {}
+        if any(p.budgets() for p in policies):
+            try:
+                entries = await scan_latest(conn, conn.ns.quota_bucket)
+            except NotProvisioned:  # a mesh provisioned before quota leases: nothing granted yet
+                entries = {}
+            for key, entry in entries.items():
+                with contextlib.suppress(MalformedMessage):
+                    ledgers[key] = decode(Ledger, entry.value)
+        now = time.time()
+        return build_usage(
+            str(tgt),
+            statuses,
+            parse_since(since),
+            lambda uri, insts: budget_rows(conn.ns, uri, policies, ledgers, insts, now),
+        )
 
     def events(
         self,

@@ -33,6 +33,7 @@ __all__ = [
     "Limit",
     "Policy",
     "evaluate",
+    "observe",
     "parse_duration",
     "parse_limit",
 ]
@@ -135,7 +136,13 @@ class Policy(BaseModel):
     name: str
     target: str
     limits: list[Limit] = Field(min_length=1)
-    action: Literal["kill", "pause"] = "kill"
+    #: What a breach does: kill or pause the agent, or only ``alert`` (an audit event and a metric).
+    action: Literal["kill", "pause", "alert"] = "kill"
+    #: Evaluate and report what the action would have been, and do nothing (try a limit on live traffic).
+    dry_run: bool = False
+    #: With the controller unreachable, an instance spends what its lease holds, then ``wait``s
+    #: (fail-closed) or ``proceed``s unchecked (fail-open).
+    on_unreachable: Literal["wait", "proceed"] = "wait"
     grace: float = Field(default=10.0, ge=0)
     created_by: str = "unknown"
     created_at: datetime = Field(default_factory=utcnow)
@@ -156,6 +163,15 @@ class Policy(BaseModel):
     @property
     def actor(self) -> str:
         return f"policy:{self.name}"
+
+    @property
+    def enforces(self) -> bool:
+        """Whether a breach halts the agent (kill or pause, not a dry run)."""
+        return self.action != "alert" and not self.dry_run
+
+    def budgets(self) -> list[Limit]:
+        """The limits that quota leases enforce before the action: the usage counters."""
+        return [lim for lim in self.limits if lim.counter not in SPECIAL]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +228,11 @@ def _observe(limit: Limit, instances: Iterable[InstanceUsage], now: float) -> fl
         return sum(_total(i, limit.counter) for i in items)
     start = now - limit.window
     return sum(_total(i, limit.counter) - _at(i, limit.counter, start) for i in items)
+
+
+def observe(limit: Limit, instances: Iterable[InstanceUsage], now: float) -> float:
+    """What ``limit`` measures at ``now`` (a counter's total, or its increase over the window)."""
+    return _observe(limit, instances, now)
 
 
 def evaluate(policy: Policy, instances: Iterable[InstanceUsage], now: float) -> list[Breach]:

@@ -29,20 +29,36 @@ def build_policy(
     action: str = "kill",
     grace: float = 10.0,
     created_by: str = "unknown",
+    dry_run: bool = False,
+    on_unreachable: str = "wait",
 ) -> Policy:
     """Validate everything (ConfigError/InvalidTarget naming the bad part) before anything is written."""
     parsed = [lim if isinstance(lim, Limit) else parse_limit(lim) for lim in limits]
     if not parsed:
         raise ConfigError("a policy needs at least one limit (e.g. --limit 'emails<=10000/1h')")
-    if action not in ("kill", "pause"):
-        raise ConfigError(f"invalid action {action!r}: use 'kill' or 'pause'")
+    if action not in ("kill", "pause", "alert"):
+        raise ConfigError(f"invalid action {action!r}: use 'kill', 'pause' or 'alert'")
+    if on_unreachable not in ("wait", "proceed"):
+        raise ConfigError(
+            f"invalid on_unreachable {on_unreachable!r}: use 'wait' (fail-closed) or 'proceed' (fail-open)"
+        )
     tgt = parse_target(target)
     if tgt.instance is not None:
         raise InvalidTarget(target, "instance", "a policy covers whole agents: drop the #INSTANCE")
-    checked: Literal["kill", "pause"] = "pause" if action == "pause" else "kill"
+    checked: Literal["kill", "pause", "alert"] = "pause" if action == "pause" else "kill"
+    if action == "alert":
+        checked = "alert"
+    mode: Literal["wait", "proceed"] = "proceed" if on_unreachable == "proceed" else "wait"
     try:
         return Policy(
-            name=name, target=tgt.uri, limits=parsed, action=checked, grace=grace, created_by=created_by
+            name=name,
+            target=tgt.uri,
+            limits=parsed,
+            action=checked,
+            grace=grace,
+            created_by=created_by,
+            dry_run=dry_run,
+            on_unreachable=mode,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

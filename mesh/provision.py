@@ -45,7 +45,7 @@ class ProvisionResult:
 
 
 def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig]:
-    """KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies."""
+    """Buckets: control (republished), instances, checkpoints, leases, policies, quota."""
     return [
         KeyValueConfig(
             bucket=ns.control_bucket,
@@ -91,6 +91,15 @@ def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig
             storage=StorageType.FILE,
             replicas=opts.replicas,
             max_value_size=64 * 1024,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=ns.quota_bucket,
+            description="agent-mesh quota leases: per budget, the grants made (written by CAS on revision)",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=opts.replicas,
+            max_value_size=1024 * 1024,
             direct=True,
         ),
     ]

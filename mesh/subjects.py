@@ -88,6 +88,10 @@ class Namespace:
         return f"{self.prefix}_policies"
 
     @property
+    def quota_bucket(self) -> str:
+        return f"{self.prefix}_quota"
+
+    @property
     def audit_stream(self) -> str:
         return f"{self.prefix.upper().replace('-', '_')}_AUDIT"
 
@@ -172,6 +176,32 @@ class Namespace:
         tokens = ["*" if s == WILDCARD else s for s in target.tokens]
         inst = target.instance or "*"
         return f"{self.prefix}.audit.{'.'.join(tokens)}.{inst}.{event_type}"
+
+    # -- quota leases -----------------------------------------------------------------------------
+    def quota_subject(self, agent: AgentURI, instance: str) -> str:
+        """Where an instance asks the controller for a quota lease (request/reply)."""
+        return f"{self.prefix}.quota.{agent.org}.{agent.env}.{agent.name}.{instance}"
+
+    @property
+    def quota_wildcard(self) -> str:
+        return f"{self.prefix}.quota.>"
+
+    def parse_quota_subject(self, subject: str) -> tuple[AgentURI, str]:
+        """``mesh.quota.ORG.ENV.NAME.INSTANCE`` -> (uri, instance); InvalidTarget otherwise."""
+        parts = subject.split(".")
+        if len(parts) != 6 or parts[0] != self.prefix or parts[1] != "quota":
+            expected = f"not a {self.prefix}.quota.ORG.ENV.NAME.INSTANCE subject"
+            raise InvalidTarget(subject, "subject", expected)
+        agent = parse_agent_uri("agent://" + "/".join(parts[2:5]))
+        return agent, validate_instance(parts[5])
+
+    def budget_key(self, policy: str, counter: str, window: float | None, agent: AgentURI) -> str:
+        """Key of one budget's ledger in the quota bucket: ``POLICY.COUNTER.WINDOW.ORG.ENV.NAME``.
+
+        The window is part of the key, so that one policy may limit a counter per hour and per day.
+        """
+        span = "total" if window is None else f"{window:g}s".replace(".", "_")
+        return f"{policy}.{counter}.{span}.{agent.org}.{agent.env}.{agent.name}"
 
     # -- service API ----------------------------------------------------------------------------
     @property

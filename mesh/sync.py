@@ -115,11 +115,18 @@ class Mesh:
         name: str,
         target: str | Target,
         limits: list[str] | list[Limit],
-        action: Literal["kill", "pause"] = "kill",
+        action: Literal["kill", "pause", "alert"] = "kill",
         grace: float = 10.0,
+        *,
+        dry_run: bool = False,
+        on_unreachable: Literal["wait", "proceed"] = "wait",
     ) -> Policy:
         """See :meth:`AsyncMesh.set_policy`."""
-        return self._call(lambda: self._mesh.set_policy(name, target, limits, action, grace))
+        return self._call(
+            lambda: self._mesh.set_policy(
+                name, target, limits, action, grace, dry_run=dry_run, on_unreachable=on_unreachable
+            )
+        )
 
     def list_policies(self) -> list[Policy]:
         return self._call(self._mesh.list_policies)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.budgets import BudgetRow
 from mesh.models import InstanceStatus
 
 __all__ = ["AgentUsage", "InstanceUsageRow", "UsageReport", "build_usage"]
@@ -52,12 +54,15 @@ class AgentUsage(_Report):
     totals: dict[str, float] = Field(default_factory=dict)
     per_hour: dict[str, float] = Field(default_factory=dict)
     instances: list[InstanceUsageRow] = Field(default_factory=list)
+    #: Per counter limit of each policy on this agent: limit, spent, leased out, left.
+    budgets: list[BudgetRow] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "agent_uri": self.agent_uri,
             "totals": self.totals,
             "per_hour": self.per_hour,
+            "budgets": [b.to_json() for b in self.budgets],
             "instances": [i.to_json() for i in self.instances],
         }
 
@@ -89,10 +94,20 @@ def _row(s: InstanceStatus) -> InstanceUsageRow:
     )
 
 
-def build_usage(pattern: str, statuses: list[InstanceStatus], since: datetime | None) -> UsageReport:
-    """Group instances by agent; ``since`` keeps instances heard from since then."""
+def build_usage(
+    pattern: str,
+    statuses: list[InstanceStatus],
+    since: datetime | None,
+    budgets: Callable[[str, list[InstanceStatus]], list[BudgetRow]] | None = None,
+) -> UsageReport:
+    """Group instances by agent; ``since`` keeps instances heard from since then.
+
+    ``budgets`` gives an agent's budget rows from all its instances (see :mod:`mesh.budgets`).
+    """
     agents: dict[str, list[InstanceUsageRow]] = {}
+    everyone: dict[str, list[InstanceStatus]] = {}
     for s in statuses:
+        everyone.setdefault(s.agent_uri, []).append(s)
         if since is not None and s.last_seen < since:
             continue
         agents.setdefault(s.agent_uri, []).append(_row(s))
@@ -103,5 +118,6 @@ def build_usage(pattern: str, statuses: list[InstanceStatus], since: datetime | 
         for row in rows:
             _add(totals, row.totals)
             _add(rates, row.per_hour)
-        out.append(AgentUsage(agent_uri=uri, totals=totals, per_hour=rates, instances=rows))
+        rows_b = budgets(uri, everyone[uri]) if budgets is not None else []
+        out.append(AgentUsage(agent_uri=uri, totals=totals, per_hour=rates, instances=rows, budgets=rows_b))
     return UsageReport(pattern=pattern, since=since, agents=out)

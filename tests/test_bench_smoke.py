@@ -55,6 +55,15 @@ def test_floor(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(240)
+def test_quota(tmp_path: Path) -> None:
+    res = _run("quota", tmp_path)["results"]
+    assert res["hot_path"][0]["op"].startswith("Agent.spend")
+    _percentiles(res["refill_ms"])
+    _percentiles(res["sync_spend_refill_ms"])
+    assert isinstance(res["spend_within_budget"], bool) and isinstance(res["refill_within_budget"], bool)
+
+
+@pytest.mark.timeout(240)
 def test_sdk_overhead(tmp_path: Path) -> None:
     res = _run("sdk_overhead", tmp_path)["results"]
     ops = {r["op"] for r in res["rows"]}

@@ -12,7 +12,8 @@ from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.kvscan import put_key
 from mesh.models import InstanceStatus, Status
-from mesh.policy import GRAMMAR
+from mesh.policy import GRAMMAR, parse_limit
+from mesh.quota import Grant, Ledger
 from mesh.settings import Settings
 from tests.cli.test_cli_commands import env_for, mesh_cli
 from tests.operator_support import MESH, URI
@@ -120,3 +121,45 @@ async def test_usage_json(conn: Connection, settings: Settings) -> None:
 
     code, out, _ = await mesh_cli(settings, "usage")
     assert code == 0 and "agent://acme/prod/old" in out and "emails 150" in out and "2 agents" in out
+
+
+async def test_policy_actions_and_usage_budgets(conn: Connection, settings: Settings) -> None:
+    code, out, err = await mesh_cli(
+        settings, "policy", "set", "cap", URI, "-l", "emails<=100", "-l", "emails<=50/1h",
+        "--action", "alert", "--dry-run", "--on-unreachable", "proceed", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    saved = json.loads(out)
+    assert (saved["action"], saved["dry_run"], saved["on_unreachable"]) == ("alert", True, "proceed")
+    code, _, err = await mesh_cli(
+        settings, "policy", "set", "x", URI, "-l", "e<=1", "--on-unreachable", "maybe"
+    )
+    assert code == 2 and "on_unreachable" in err
+
+    now = datetime.now(UTC)
+    record = InstanceStatus(
+        agent_uri=URI, instance="i1", status=Status.ACTIVE, first_seen=now, last_seen=now, last_change=now,
+        usage={"emails": 30.0},
+    )  # fmt: skip
+    await put_key(conn, conn.ns.instances_bucket, "acme.prod.mailer.i1", encode(record))
+    t = now.timestamp()
+    for key, lim, amount, spent in (
+        ("cap.emails.total.acme.prod.mailer", "emails<=100", 40.0, 0.0),
+        ("cap.emails.3600s.acme.prod.mailer", "emails<=50/1h", 25.0, 20.0),
+    ):
+        limit = parse_limit(lim)
+        ledger = Ledger(
+            policy="cap", agent_uri=URI, counter="emails", limit=limit, spent=spent,
+            grants=[Grant(id="g1", instance="i1", amount=amount, at=t,
+                          counts_until=None if limit.window is None else t + 3630)],
+        )  # fmt: skip
+        await put_key(conn, conn.ns.quota_bucket, key, encode(ledger))
+
+    code, out, err = await mesh_cli(settings, "usage", URI, "--json")
+    assert code == 0, err
+    (agent,) = json.loads(out)["agents"]
+    rows = {b["limit"]: (b["spent"], b["leased_out"], b["left"]) for b in agent["budgets"]}
+    assert rows == {"emails<=100": (30.0, 10.0, 60.0), "emails<=50/1h": (20.0, 5.0, 25.0)}
+    code, out, _ = await mesh_cli(settings, "usage", URI)
+    assert code == 0
+    assert any(line.split()[-4:] == ["emails<=50/1h", "20", "5", "25"] for line in out.splitlines()), out

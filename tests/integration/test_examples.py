@@ -21,7 +21,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     return {**os.environ, "NATS_URL": settings.nats_url, "MESH_PREFIX": settings.prefix, **extra}
 
 
-@pytest.mark.parametrize("name", ["quickstart_agent.py", "quickstart_operator.py"])
+@pytest.mark.parametrize("name", ["quickstart_agent.py", "quickstart_operator.py", "budget_agent.py"])
 def test_readme_quotes_the_example_exactly(name: str) -> None:
     readme = (ROOT / "README.md").read_text()
     code = (EXAMPLES / name).read_text()

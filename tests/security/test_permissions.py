@@ -215,6 +215,15 @@ async def test_agent_allowed_operations(secure_server: SecureServer) -> None:
         entry = await ckv.get("acme.prod.perm-agent.i1")
         assert decode(Checkpoint, entry.value).state == {"batch": 7}
 
+        # quota leases: a request to the controller, answered to the agent's inbox
+        async def grant(msg: Any) -> None:
+            await msg.respond(b'{"outcome":"granted"}')
+
+        await controller.nc.subscribe(NS.quota_wildcard, cb=grant)
+        await controller.nc.flush()
+        answer = await agent.nc.request("mesh.quota.acme.prod.perm-agent.i1", b"{}", timeout=5)
+        assert answer.data == b'{"outcome":"granted"}'
+
         await okv.delete("acme.prod.perm-agent")
     finally:
         for c in (agent, operator, controller):
@@ -261,6 +270,9 @@ async def test_agent_cannot_kill_resume_or_touch_status(secure_server: SecureSer
             "write leases",
             "$KV.mesh_leases.controller",
         )
+        # grant itself a budget: write a quota ledger
+        ledger_subject = kv_subject(NS.quota_bucket, "cap.emails.total.acme.prod.victim")
+        await assert_denied(js.publish(ledger_subject, b"{}"), "write quota ledgers", ledger_subject)
         # forge an operator's kill / resume event, or a controller transition
         for forged in (EventType.KILL, EventType.RESUME, EventType.LOST):
             with pytest.raises(PermissionDenied):
@@ -480,6 +492,8 @@ async def test_controller_allowed_and_denied(secure_server: SecureServer) -> Non
         lkv = await controller.js.key_value(NS.leases_bucket)
         rev = await lkv.create(f"lease-{time.monotonic_ns()}", b'{"holder":"c1"}')
         assert rev > 0
+        qkv = await controller.js.key_value(NS.quota_bucket)
+        assert await qkv.create(f"ledger-{time.monotonic_ns()}", b"{}") > 0
         for etype in (EventType.STALE, EventType.LOST, EventType.RECOVERED):
             await publish_event(
                 controller.js, NS, AuditEvent(type=etype, agent_uri="agent://acme/prod/ctl", instance="i1")

@@ -170,3 +170,42 @@ def test_cli_kill_with_agent_credentials(secure_server: SecureServer) -> None:
 def test_cli_kill_with_agent_credentials_names_kill_records(secure_server: SecureServer) -> None:
     result = run_cli_kill_as_agent(secure_server)
     assert result.stderr.strip() == "mesh: error: permission denied: this user may not write kill records"
+
+
+async def spend_until_stopped(agent: AsyncAgent, sent: list[int]) -> None:
+    while True:
+        await agent.spend(emails=1)
+        sent.append(1)
+
+
+async def test_spending_under_the_agent_role_holds_the_budget(secure_server: SecureServer) -> None:
+    """Quota leases with every component under its role: the agent asks, the controller grants
+    from its ledger, the operator reads usage; the budget is gone and the policy stops the agent."""
+    mesh_connection._VIOLATIONS.clear()
+    uri = "agent://acme/prod/e2e-budget"
+    stop = asyncio.Event()
+    ctl = asyncio.create_task(serve(secure_server.settings("controller"), stop=stop, options=FAST))
+    try:
+        async with AsyncMesh(secure_server.settings("operator")) as op:
+            await op.set_policy("e2e-cap", uri, ["emails<=30"])
+            agent = AsyncAgent(uri, instance="b1", settings=secure_server.settings("agent"), hard_kill=False)
+            await agent.start()
+            sent: list[int] = []
+            try:
+                with pytest.raises(AgentKilled) as info:
+                    await spend_until_stopped(agent, sent)
+                assert len(sent) == 30
+                assert info.value.record is not None and info.value.record.actor == "policy:e2e-cap"
+            finally:
+                await agent.stop()
+
+            async def used_up() -> bool:
+                report = await op.usage(uri)
+                rows = [(b.spent, b.leased_out, b.left) for a in report.agents for b in a.budgets]
+                return rows == [(30.0, 0.0, 0.0)]
+
+            await eventually(used_up, what="usage to show the budget spent")
+        assert mesh_connection.recent_permission_violation() is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(ctl, 20)
