@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,16 +98,21 @@ class Proc:
 def _agent(
     settings: Settings, instance: str, mode: str = "loop", on_kill: str = "raise"
 ) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, WORKER, "--url", settings.nats_url, "--prefix", settings.prefix, "--uri", URI,
-         "--instance", instance, "--mode", mode, "--on-kill", on_kill],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if '"ready"' in line:
+    # The worker logs every action: into a file, as a pipe nobody drains would fill and block it.
+    log = Path(tempfile.mkstemp(prefix=f"worker-{instance}-", suffix=".log")[1])
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, WORKER, "--url", settings.nats_url, "--prefix", settings.prefix, "--uri", URI,
+             "--instance", instance, "--mode", mode, "--on-kill", on_kill],
+            stdout=subprocess.DEVNULL, stderr=err, text=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + EXIT_BOUND
+    while time.monotonic() < deadline and proc.poll() is None:
+        if '"ready"' in log.read_text():
             return proc
-    raise AssertionError(f"agent {instance} never became ready (exit {proc.poll()})")
+        time.sleep(0.02)
+    tail = log.read_text()[-2000:]
+    raise AssertionError(f"agent {instance} never became ready (exit {proc.poll()}): {tail}")
 
 
 def _kill(settings: Settings, wait: float = 30) -> None:
