@@ -72,6 +72,7 @@ class AgentCore:
         #: instance subscribes on it and reports on it, but never closes it.
         self.shared = connection
         self._listener: object | None = None
+        self._link_token: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
         self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
@@ -172,6 +173,7 @@ class AgentCore:
             )
             await conn.connect()
         self.conn = conn
+        self._link_token = conn.on_link_up(self._gate_now)
         try:
             self.control_kv, ckpt_kv = await self._buckets()
             # Subscribe first, then read: a kill written in between arrives by one path or both.
@@ -612,6 +614,16 @@ class AgentCore:
     async def _on_disconnect(self) -> None:
         self.log.warning("disconnected from NATS")
 
+    def _gate_now(self) -> None:
+        """The connection is back (nats-py has not told its callbacks yet): gate safe points now.
+
+        Until the records are re-read, a kill written during the outage must win over any
+        guarded action (rule 3); the re-read itself starts in ``_on_reconnect``.
+        """
+        if not self.closed:
+            self.syncing = True
+            self._update_attention()
+
     async def _on_reconnect(self) -> None:
         # Gate safe points until the records are re-read: a kill written while we were away
         # must be honoured before the first guarded action (rule 3). Never block nats-py here.
@@ -804,6 +816,7 @@ class AgentCore:
         if self.shared is None:
             await conn.close(timeout=CLOSE_TIMEOUT)
             return
+        conn.remove_listener(self._link_token)
         if self._listener is not None:
             conn.remove_listener(self._listener)
             self._listener = None

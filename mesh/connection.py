@@ -160,6 +160,37 @@ class _NotConnected:
 _NOT_CONNECTED: Any = _NotConnected()
 
 
+class _Client(NATS):
+    """nats-py's client, telling us the instant it is connected again.
+
+    nats-py marks itself connected at the handshake's PONG, then replays its subscriptions and
+    flushes (a server round trip), and only then calls its ``reconnected_cb``. In between, an
+    agent's own thread could pass a safe point before a kill written during the outage is
+    re-read. The status setter closes that window: it calls ``link_up`` synchronously, before
+    any traffic of the new connection.
+    """
+
+    link_up: Callable[[], None] | None = None
+
+    @property
+    def _status(self) -> int:
+        return int(self.__dict__.get("_mesh_status", NATS.DISCONNECTED))
+
+    @_status.setter
+    def _status(self, value: int) -> None:
+        state = self.__dict__
+        state["_mesh_status"] = value
+        # A reconnect goes RECONNECTING, CONNECTING (handshake), CONNECTED (at the handshake's
+        # PONG, before the subscriptions are even replayed).
+        if value == NATS.RECONNECTING:
+            state["_mesh_away"] = True
+        elif value == NATS.CONNECTED and state.pop("_mesh_away", False) and self.link_up is not None:
+            try:
+                self.link_up()
+            except Exception as exc:  # a listener's bug must not break nats-py's reconnect
+                log.warning("link-up listener failed", error=repr(exc))
+
+
 class Connection:
     """One NATS connection with its JetStream context and namespace.
 
@@ -191,6 +222,7 @@ class Connection:
         self._closing = False
         #: Extra (on_disconnect, on_reconnect) pairs: the users of a shared connection.
         self._listeners: list[tuple[Callback | None, Callback | None]] = []
+        self._link_up: list[Callable[[], None]] = []
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -200,6 +232,20 @@ class Connection:
 
     def remove_listener(self, token: object) -> None:
         self._listeners = [p for p in self._listeners if p is not token]
+        self._link_up = [f for f in self._link_up if f is not token]
+
+    def on_link_up(self, callback: Callable[[], None]) -> object:
+        """Call ``callback`` (sync, in the loop) the instant a reconnect succeeds, before its traffic.
+
+        Unlike the reconnect listeners, which nats-py calls after a server round trip. Returns a
+        token for :meth:`remove_listener`.
+        """
+        self._link_up.append(callback)
+        return callback
+
+    def _links_up(self) -> None:
+        for callback in list(self._link_up):
+            callback()
 
     @classmethod
     async def open(cls, settings: Settings, **kwargs: Any) -> Connection:
@@ -228,7 +274,8 @@ class Connection:
     async def connect(self) -> None:
         """Connect, failing within ``settings.connect_timeout`` with a one-line reason."""
         url = self.settings.nats_url
-        nc = NATS()
+        nc = _Client()
+        nc.link_up = self._links_up
         auth_failed = asyncio.Event()
         first_done = False
 

@@ -17,6 +17,7 @@ import pytest
 from agent_sdk import TERMINATED_EXIT_CODE, AgentKilled
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
+from tests.integration.holding_proxy import HoldingProxy
 from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
 
 pytestmark = pytest.mark.chaos
@@ -168,3 +169,51 @@ def test_three_processes_do_nothing_after_their_ack(ops: Ops, settings: Settings
         assert "action" not in events[acked_at:]
         last = max(e["n"] for e in _lines(log) if e.get("event") == "action")
         assert ack.data["checkpoint"] == {"n": last + 1}
+
+
+def test_no_guarded_action_runs_between_reconnect_and_the_reread_of_kills(
+    own_server: EmbeddedServer, own_settings: Settings
+) -> None:
+    """nats-py counts itself connected a server round trip before it calls reconnected_cb; held open
+    here for 2 s, that window must not let an action pass a kill written during the outage."""
+    proxy = HoldingProxy(own_server.port)
+    via = Settings(nats_url=proxy.url, prefix=own_settings.prefix, actor="tester", connect_timeout=3.0)
+    pool = AgentPool(via)
+    ops = Ops(own_settings)  # the operator talks to the server directly
+    try:
+        agent = pool.start(URI, instance="w1")
+        core = agent._core
+        phase = ["before"]
+        actions: list[str] = []
+        stop = threading.Event()
+
+        @agent.guard
+        def act() -> None:
+            actions.append(phase[0] if core.conn.is_connected else "away")
+
+        def loop() -> None:
+            try:
+                while not stop.is_set():
+                    act()
+                    agent.sleep(0.005)
+            except AgentKilled:
+                pass
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        wait_until(lambda: len(actions) > 3)
+        proxy.cut()
+        wait_until(lambda: not core.conn.is_connected, what="agent sees the outage")
+        _, _, record = ops.kill(URI, reason="written during outage")
+        phase[0] = "after the kill"
+        proxy.restore(hold=2.0)
+        thread.join(30)
+        assert not thread.is_alive() and agent.killed
+        wait_until(lambda: ops.acks(record.command_id), what="ack after reconnect")
+        assert "after the kill" not in actions, actions[-5:]
+        assert "away" in actions  # the outage really let it act on until the reconnect
+    finally:
+        stop.set()
+        ops.close()
+        pool.close()
+        proxy.close()
