@@ -45,7 +45,8 @@ class ProvisionResult:
 
 
 def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig]:
-    """KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies."""
+    """KV buckets: control (republished for the kill fan-out), instances, checkpoints, leases, policies,
+    gateway keys."""
     return [
         KeyValueConfig(
             bucket=ns.control_bucket,
@@ -91,6 +92,16 @@ def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig
             storage=StorageType.FILE,
             replicas=opts.replicas,
             max_value_size=64 * 1024,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=ns.gateway_keys_bucket,
+            description="agent-mesh gateway virtual keys, by sha256; republished so revocation is immediate",
+            history=4,
+            storage=StorageType.FILE,
+            replicas=opts.replicas,
+            max_value_size=16 * 1024,
+            republish=RePublish(src=ns.gateway_keys_republish_source, dest=ns.gateway_keys_republish_dest),
             direct=True,
         ),
     ]
