@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from gateway.kills import KillBook
 from mesh.control import ControlUpdate
 from mesh.models import KillRecord
 from mesh.subjects import Namespace
 from mesh.target import parse_agent_uri
-from gateway.kills import KillBook
 
 NS = Namespace("mesh")
 MAILER = parse_agent_uri("agent://acme/prod/mailer")

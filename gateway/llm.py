@@ -1,0 +1,258 @@
+"""LLM routes (OpenAI-compatible, Anthropic): forwarded with the real credential; streams cut on kill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.config import Upstream
+from gateway.context import Gateway
+from gateway.errors import BadRequest, BodyTooLarge, GatewayError, Refused, UpstreamFailed
+from gateway.formats import Protocol, error_body, sse_error_event
+from gateway.keys import Identity
+from gateway.streams import LiveStream
+from gateway.usage import SSEUsage, usage_from_body
+
+__all__ = ["llm_routes", "read_body"]
+
+log = structlog.get_logger("gateway.llm")
+
+#: Request headers never forwarded: credentials (replaced by the real one), ours, hop-by-hop.
+_DROP_REQUEST = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "accept-encoding",
+        "x-mesh-instance",
+        "cookie",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"}
+)
+_END = object()
+
+
+def _key_of(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(protocol: Protocol, exc: GatewayError) -> JSONResponse:
+    return JSONResponse(error_body(protocol, exc), status_code=exc.status)
+
+
+def _upstream_headers(request: Request, up: Upstream) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k not in _DROP_REQUEST}
+    headers["accept-encoding"] = "identity"  # so the bytes we meter are the bytes we pass on
+    if up.api_key is not None:
+        secret = up.api_key.get_secret_value()
+        if up.kind == "anthropic":
+            headers["x-api-key"] = secret
+        else:
+            headers["authorization"] = f"Bearer {secret}"
+    return headers
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+class LLMRoute:
+    """One route: ``protocol`` picks the error format and the upstream kind."""
+
+    def __init__(self, gw: Gateway, protocol: Protocol, suffix: str, *, body: bool = True) -> None:
+        self.gw = gw
+        self.protocol = protocol
+        self.suffix = suffix
+        self.body = body
+        self.route = "/v1" + suffix
+        # OpenAI base URLs end in /v1 already; Anthropic's do not.
+        self.upstream_path = suffix if protocol == "openai" else "/v1" + suffix
+
+    async def handle(self, request: Request) -> Response:
+        gw = self.gw
+        try:
+            ident = await gw.identify(_key_of(request), request.headers.get("x-mesh-instance"))
+            await gw.admit(ident, self.route)
+            up = gw.upstream_for(ident, self.protocol)
+            raw = await read_body(request, gw.config.max_body_bytes) if self.body else b""
+            data = _parse_json(raw) if self.body else {}
+        except Refused as exc:
+            return _error(self.protocol, exc)
+        except GatewayError as exc:
+            gw.rejected(exc)
+            return _error(self.protocol, exc)
+        stream = bool(data.get("stream"))
+        # Streamed chat usage only comes when asked for: ask, unless the caller chose already.
+        if stream and self.suffix == "/chat/completions" and "stream_options" not in data:
+            data["stream_options"] = {"include_usage": True}
+            raw = json.dumps(data).encode()
+        url = up.base_url + self.upstream_path
+        if request.url.query:
+            url += "?" + request.url.query
+        headers = _upstream_headers(request, up)
+        client = gw.clients[up.name]
+        req = client.build_request(request.method, url, headers=headers, content=raw if self.body else None)
+        try:
+            if stream:
+                return await self._stream(client, req, up, ident)
+            return await self._once(client, req, up, ident)
+        except GatewayError as exc:
+            gw.counters.upstream_errors += 1
+            gw.rejected(exc)
+            return _error(self.protocol, exc)
+
+    async def _send(self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream) -> httpx.Response:
+        try:
+            return await client.send(req, stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamFailed(up.name, "no answer in time", 504) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailed(up.name, type(exc).__name__) from None
+
+    async def _once(
+        self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream, ident: Identity
+    ) -> Response:
+        resp = await self._send(client, req, up)
+        try:
+            body = await resp.aread()
+        except httpx.TimeoutException:
+            raise UpstreamFailed(up.name, "the response stalled", 504) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailed(up.name, f"the response broke off ({type(exc).__name__})") from None
+        finally:
+            await resp.aclose()
+        self.gw.counters.proxied += 1
+        if resp.status_code < 400 and self.body:
+            u = usage_from_body(body)
+            self.gw.meter_llm(ident, u.model, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+        headers = {k: v for k, v in resp.headers.items() if k not in _DROP_RESPONSE}
+        return Response(body, status_code=resp.status_code, headers=headers)
+
+    async def _stream(
+        self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream, ident: Identity
+    ) -> Response:
+        gw = self.gw
+        live = gw.streams.open(ident)
+        try:
+            resp = await self._send(client, req, up)
+        except BaseException:
+            gw.streams.close(live)
+            raise
+        gw.counters.proxied += 1
+        headers = {k: v for k, v in resp.headers.items() if k not in _DROP_RESPONSE}
+        if resp.status_code >= 400 or not resp.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            try:
+                body = await resp.aread()
+            finally:
+                await resp.aclose()
+                gw.streams.close(live)
+            return Response(body, status_code=resp.status_code, headers=headers)
+        return StreamingResponse(
+            self._relay(resp, live, up, ident), status_code=resp.status_code, headers=headers
+        )
+
+    async def _relay(
+        self, resp: httpx.Response, live: LiveStream, up: Upstream, ident: Identity
+    ) -> AsyncIterator[bytes]:
+        """Chunk by chunk as the upstream sends them; a kill ends it with an error event at once."""
+        meter = SSEUsage(self.protocol)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+
+        async def pump() -> None:
+            try:
+                async for chunk in resp.aiter_raw():
+                    await queue.put(chunk)
+                await queue.put(_END)
+            except httpx.HTTPError as exc:
+                await queue.put(UpstreamFailed(up.name, f"the stream broke off ({type(exc).__name__})"))
+
+        task = asyncio.create_task(pump())
+        waker = asyncio.create_task(live.woken.wait())
+        try:
+            while True:
+                if live.cut is not None:
+                    break
+                if queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        break
+                    item = getter.result()
+                else:
+                    item = queue.get_nowait()
+                if item is _END:
+                    break
+                if isinstance(item, GatewayError):
+                    self.gw.counters.upstream_errors += 1
+                    yield sse_error_event(self.protocol, item)
+                    break
+                meter.feed(item)
+                yield item
+            if live.cut is not None:
+                self.gw.refused(ident, self.route, live.cut)
+                log.info("stream cut by a kill", agent=ident.agent_uri, instance=ident.instance)
+                yield sse_error_event(self.protocol, live.cut)
+        finally:
+            waker.cancel()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            await resp.aclose()
+            self.gw.streams.close(live)
+            u = meter.usage
+            self.gw.meter_llm(ident, u.model, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+
+
+def llm_routes(gw: Gateway) -> list[Route]:
+    return [
+        Route("/v1/chat/completions", LLMRoute(gw, "openai", "/chat/completions").handle, methods=["POST"]),
+        Route("/v1/responses", LLMRoute(gw, "openai", "/responses").handle, methods=["POST"]),
+        Route("/v1/embeddings", LLMRoute(gw, "openai", "/embeddings").handle, methods=["POST"]),
+        Route("/v1/models", LLMRoute(gw, "openai", "/models", body=False).handle, methods=["GET"]),
+        Route("/v1/messages", LLMRoute(gw, "anthropic", "/messages").handle, methods=["POST"]),
+    ]

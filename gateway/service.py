@@ -1,0 +1,93 @@
+"""Running the gateway: connect, follow kills and keys, meter, serve HTTP until ``stop``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+import uvicorn
+
+from gateway.app import build_app
+from gateway.config import GatewayConfig
+from gateway.context import Gateway
+from gateway.keystore import KeyCache
+from gateway.meter import Meter
+from gateway.prices import load_prices
+from gateway.tracker import KillTracker
+from mesh.connection import Connection
+from mesh.settings import Settings
+
+__all__ = ["running_gateway", "serve"]
+
+log = structlog.get_logger("gateway")
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: Settings, config: GatewayConfig, *, meter_interval: float = 5.0
+) -> AsyncIterator[tuple[Gateway, uvicorn.Server]]:
+    """A started gateway and its HTTP server (already listening); stopped on exit."""
+    prices = load_prices(config.prices)
+    conn = await Connection.open(settings, name="mesh-gateway")
+    tracker = KillTracker(conn, fail_closed_after=config.fail_closed_after)
+    keys = KeyCache(conn)
+    meter = Meter(conn, interval=meter_interval, actor=settings.resolve_actor())
+    gw = Gateway(config, tracker, keys, meter, prices)
+    server: uvicorn.Server | None = None
+    task: asyncio.Task[None] | None = None
+    try:
+        await keys.start()
+        await tracker.start()
+        await meter.start()
+        uv = uvicorn.Config(
+            build_app(gw),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,  # never log request lines: query strings may carry secrets
+            lifespan="off",
+        )
+        server = uvicorn.Server(uv)
+        task = asyncio.create_task(server.serve(), name="gateway http")
+        while not server.started:
+            if task.done():
+                task.result()  # the bind failed: raise it
+                raise RuntimeError("gateway HTTP server ended before it started")
+            await asyncio.sleep(0.01)
+        log.info(
+            "gateway listening", host=config.host, port=bound_port(server), upstreams=list(config.upstreams)
+        )
+        yield gw, server
+    finally:
+        if server is not None and task is not None:
+            server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 5.0)
+        await meter.stop()
+        await tracker.stop()
+        await keys.stop()
+        await gw.aclose()
+        await conn.close()
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    """The port actually bound (the config may ask for 0)."""
+    for s in server.servers:
+        for sock in s.sockets:
+            return int(sock.getsockname()[1])
+    return int(server.config.port)
+
+
+async def serve(
+    settings: Settings,
+    config: GatewayConfig,
+    *,
+    stop: asyncio.Event,
+    on_started: Callable[[int], None] | None = None,
+) -> None:
+    async with running_gateway(settings, config) as (_gw, server):
+        if on_started is not None:
+            on_started(bound_port(server))
+        await stop.wait()
