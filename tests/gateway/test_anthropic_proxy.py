@@ -37,11 +37,14 @@ async def test_messages_metered_streamed_and_cut(
     assert usage["cost_usd"] == pytest.approx(want)
 
     # A stream in flight when the kill lands ends with an error event the client raises.
-    with pytest.raises(anthropic.APIStatusError) as info:
+    async def read_and_kill() -> None:
         async with ai.messages.stream(model="paced", max_tokens=10, messages=MSG) as s:  # type: ignore[arg-type]
             async for event in s:
                 if event.type == "content_block_delta":
                     await mesh.kill(AGENT, reason="budget blown", wait=0)
+
+    with pytest.raises(anthropic.APIStatusError) as info:
+        await read_and_kill()
     assert "budget blown" in str(info.value)
     cut_at = time.monotonic()
     with pytest.raises(anthropic.PermissionDeniedError) as denied:
