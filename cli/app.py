@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import dashboard_cmd, init_cmd, ops, policy_cmd, views
+from cli import dashboard_cmd, gateway_cmd, init_cmd, ops, policy_cmd, views
 from cli import demo as demo_cmd
 from cli import up as up_cmd
 
@@ -53,6 +53,7 @@ app.command("demo")(demo_cmd.demo)
 app.add_typer(policy_cmd.app, name="policy")
 app.command("usage")(policy_cmd.usage)
 app.command("dashboard")(dashboard_cmd.dashboard)
+app.add_typer(gateway_cmd.app, name="gateway")
 
 
 def _register_controller() -> None:
