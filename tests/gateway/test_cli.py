@@ -7,6 +7,7 @@ import json
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -19,6 +20,8 @@ from tests.gateway.upstream import FakeUpstream
 from tests.operator_support import MESH
 
 pytestmark = pytest.mark.timeout(90)
+
+CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
 
 
 async def test_key_create_list_revoke(settings: Settings, conn: object) -> None:
@@ -62,18 +65,14 @@ async def test_mesh_gateway_runs_from_a_config_file(
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         assert match, line
         ai = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{match.group(1)}/v1", api_key=key, max_retries=0)
-        out1 = await ai.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
-        )
+        out1 = await ai.chat.completions.create(**CHAT)
         assert out1.choices[0].message.content == "hello"
         assert upstream.seen[0].auth == f"Bearer {UPSTREAM_SECRET}"
         await mesh.kill(AGENT, reason="cli test", wait=0)
 
         async def refused() -> bool:
             try:
-                await ai.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
-                )
+                await ai.chat.completions.create(**CHAT)
             except openai.PermissionDeniedError:
                 return True
             return False

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -18,6 +19,8 @@ from tests.gateway.upstream import FakeUpstream
 from tests.operator_support import MESH
 
 pytestmark = pytest.mark.timeout(120)
+
+CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
 
 
 def _free_port() -> int:
@@ -69,9 +72,7 @@ async def test_cost_policy_stops_an_sdk_less_agent(upstream: FakeUpstream, tmp_p
 
         async def refused() -> openai.PermissionDeniedError | None:
             try:
-                await ai.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
-                )
+                await ai.chat.completions.create(**CHAT)
             except openai.PermissionDeniedError as exc:
                 return exc
             await asyncio.sleep(0.1)
@@ -83,9 +84,7 @@ async def test_cost_policy_stops_an_sdk_less_agent(upstream: FakeUpstream, tmp_p
         assert calls >= 3
         for _ in range(3):
             with pytest.raises(openai.PermissionDeniedError):
-                await ai.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
-                )
+                await ai.chat.completions.create(**CHAT)
         assert len(upstream.seen) == calls
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -109,10 +109,11 @@ async def test_provisioning_is_idempotent_and_explicit(settings: Settings) -> No
             conn.ns.checkpoints_bucket,
             conn.ns.leases_bucket,
             conn.ns.policies_bucket,
+            conn.ns.gateway_keys_bucket,
             conn.ns.audit_stream,
         }
         second = await provision(conn.js, conn.ns)
-        assert second.created == [] and len(second.existing) == 6
+        assert second.created == [] and len(second.existing) == 7
         audit = (await conn.js.stream_info(conn.ns.audit_stream)).config
         assert audit.deny_delete and audit.deny_purge
         assert audit.max_age == pytest.approx(90 * 86400)
