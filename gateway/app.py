@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: the LLM routes and ``/healthz`` (kill-tracking state, counters)."""
+"""The gateway's ASGI app: the LLM and MCP routes and ``/healthz`` (kill-tracking state, counters)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.context import Gateway
 from gateway.llm import llm_routes
+from gateway.mcp import mcp_routes
 
 __all__ = ["build_app"]
 
@@ -28,5 +29,10 @@ def build_app(gw: Gateway, extra: list[BaseRoute] | None = None) -> Starlette:
         # 503 while refusing everything, so a load balancer or `mesh up` sees it too.
         return JSONResponse(state, status_code=200 if state["ok"] else 503)
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *llm_routes(gw), *(extra or [])]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *llm_routes(gw),
+        *mcp_routes(gw),
+        *(extra or []),
+    ]
     return Starlette(routes=routes)

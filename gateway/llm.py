@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +17,7 @@ from gateway.context import Gateway
 from gateway.errors import BadRequest, BodyTooLarge, GatewayError, Refused, UpstreamFailed
 from gateway.formats import Protocol, error_body, sse_error_event
 from gateway.keys import Identity
+from gateway.relay import relay_chunks
 from gateway.streams import LiveStream
 from gateway.usage import SSEUsage, usage_from_body
 
@@ -47,7 +46,6 @@ _DROP_REQUEST = frozenset(
 _DROP_RESPONSE = frozenset(
     {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"}
 )
-_END = object()
 
 
 def _key_of(request: Request) -> str | None:
@@ -200,48 +198,19 @@ class LLMRoute:
     ) -> AsyncIterator[bytes]:
         """Chunk by chunk as the upstream sends them; a kill ends it with an error event at once."""
         meter = SSEUsage(self.protocol)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-
-        async def pump() -> None:
-            try:
-                async for chunk in resp.aiter_raw():
-                    await queue.put(chunk)
-                await queue.put(_END)
-            except httpx.HTTPError as exc:
-                await queue.put(UpstreamFailed(up.name, f"the stream broke off ({type(exc).__name__})"))
-
-        task = asyncio.create_task(pump())
-        waker = asyncio.create_task(live.woken.wait())
         try:
-            while True:
-                if live.cut is not None:
-                    break
-                if queue.empty():
-                    getter = asyncio.ensure_future(queue.get())
-                    await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        break
-                    item = getter.result()
-                else:
-                    item = queue.get_nowait()
-                if item is _END:
-                    break
-                if isinstance(item, GatewayError):
-                    self.gw.counters.upstream_errors += 1
-                    yield sse_error_event(self.protocol, item)
-                    break
-                meter.feed(item)
-                yield item
+            try:
+                async for chunk in relay_chunks(resp, live, up.name):
+                    meter.feed(chunk)
+                    yield chunk
+            except UpstreamFailed as exc:
+                self.gw.counters.upstream_errors += 1
+                yield sse_error_event(self.protocol, exc)
             if live.cut is not None:
                 self.gw.refused(ident, self.route, live.cut)
                 log.info("stream cut by a kill", agent=ident.agent_uri, instance=ident.instance)
                 yield sse_error_event(self.protocol, live.cut)
         finally:
-            waker.cancel()
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
             await resp.aclose()
             self.gw.streams.close(live)
             u = meter.usage
