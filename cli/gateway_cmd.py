@@ -44,6 +44,9 @@ def gateway(
         str | None, typer.Option(help="Listen address (default 127.0.0.1: loopback only).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8790).")] = None,
+    egress_port: Annotated[
+        int | None, typer.Option(help="Also run the egress proxy (HTTPS_PROXY) on this port, e.g. 8791.")
+    ] = None,
     fail_closed_after: Annotated[
         float | None,
         typer.Option(help="Refuse everything after this many seconds without NATS (default 10)."),
@@ -65,7 +68,9 @@ def gateway(
 
     configure_logging()
     settings = Settings.from_env()
-    cfg = load_config(config, host=host, port=port, fail_closed_after=fail_closed_after)
+    cfg = load_config(
+        config, host=host, port=port, egress_port=egress_port, fail_closed_after=fail_closed_after
+    )
     if no_fail_closed:
         cfg = cfg.model_copy(update={"fail_closed_after": None})
 

@@ -24,6 +24,8 @@ def build_app(gw: Gateway, extra: list[BaseRoute] | None = None) -> Starlette:
             rejected=c.rejected,
             upstream_errors=c.upstream_errors,
             streams_open=len(gw.streams),
+            egress_port=gw.egress_port,
+            tunnels_open=gw.open_tunnels(),
             upstreams={name: up.kind for name, up in gw.config.upstreams.items()},
         )
         # 503 while refusing everything, so a load balancer or `mesh up` sees it too.

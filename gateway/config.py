@@ -52,6 +52,8 @@ class GatewayConfig(BaseModel):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     #: Seconds without NATS after which every request is refused; None serves on regardless.
     fail_closed_after: float | None = Field(default=10.0, gt=0)
+    #: Port of the egress proxy (CONNECT and plain HTTP); None leaves it off.
+    egress_port: int | None = Field(default=None, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Seconds an upstream may take to connect and to send each chunk.
     connect_timeout: float = Field(default=5.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -57,6 +58,9 @@ class Gateway:
             for name in config.upstreams
         }
         self._unpriced: set[str] = set()
+        #: The egress proxy's bound port and open tunnels (when it runs).
+        self.egress_port: int | None = None
+        self.open_tunnels: Callable[[], int] = lambda: 0
 
     async def aclose(self) -> None:
         for client in self.clients.values():

@@ -12,6 +12,7 @@ import uvicorn
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.context import Gateway
+from gateway.egress import EgressProxy
 from gateway.keystore import KeyCache
 from gateway.meter import Meter
 from gateway.prices import load_prices
@@ -37,10 +38,16 @@ async def running_gateway(
     gw = Gateway(config, tracker, keys, meter, prices)
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
+    egress: EgressProxy | None = None
     try:
         await keys.start()
         await tracker.start()
         await meter.start()
+        if config.egress_port is not None:
+            egress = EgressProxy(gw, connect_timeout=config.connect_timeout)
+            gw.egress_port = await egress.start(config.host, config.egress_port)
+            gw.open_tunnels = lambda: egress.open_tunnels if egress else 0
+            log.info("egress proxy listening", host=config.host, port=gw.egress_port)
         uv = uvicorn.Config(
             build_app(gw),
             host=config.host,
@@ -65,6 +72,8 @@ async def running_gateway(
             server.should_exit = True
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 5.0)
+        if egress is not None:
+            await egress.stop()
         await meter.stop()
         await tracker.stop()
         await keys.stop()
