@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
 import structlog
 
 from gateway.config import GatewayConfig, Upstream
@@ -17,6 +15,7 @@ from gateway.meter import Meter
 from gateway.prices import PriceTable
 from gateway.streams import StreamRegistry
 from gateway.tracker import KillTracker
+from gateway.upstream import UpstreamClient
 from mesh.errors import MeshError
 
 __all__ = ["Counters", "Gateway"]
@@ -51,10 +50,10 @@ class Gateway:
         self.counters = Counters()
         self.streams = StreamRegistry(lambda ident: tracker.check(ident.agent, ident.instance))
         tracker.on_kill.append(self.streams.on_kill)
-        timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         self.clients = {
-            name: httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+            name: UpstreamClient(
+                name, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+            )
             for name in config.upstreams
         }
         self._unpriced: set[str] = set()
@@ -64,8 +63,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         for client in self.clients.values():
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            await client.aclose()
 
     # -- the checks every request passes ---------------------------------------------------------
     async def identify(self, key: str | None, instance_header: str | None) -> Identity:

@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +18,7 @@ from gateway.formats import Protocol, error_body, sse_error_event
 from gateway.keys import Identity
 from gateway.relay import relay_chunks
 from gateway.streams import LiveStream
+from gateway.upstream import UpstreamResponse
 from gateway.usage import SSEUsage, usage_from_body
 
 __all__ = ["llm_routes", "read_body"]
@@ -42,9 +42,6 @@ _DROP_REQUEST = frozenset(
         "x-mesh-instance",
         "cookie",
     }
-)
-_DROP_RESPONSE = frozenset(
-    {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"}
 )
 
 
@@ -131,76 +128,40 @@ class LLMRoute:
             url += "?" + request.url.query
         headers = _upstream_headers(request, up)
         client = gw.clients[up.name]
-        req = client.build_request(request.method, url, headers=headers, content=raw if self.body else None)
         try:
-            if stream:
-                return await self._stream(client, req, up, ident)
-            return await self._once(client, req, up, ident)
+            resp = await client.open(request.method, url, headers, raw if self.body else None)
+            if stream and resp.status < 400 and resp.is_sse:
+                return self._stream(resp, ident)
+            return await self._once(resp, ident)
         except GatewayError as exc:
             gw.counters.upstream_errors += 1
             gw.rejected(exc)
             return _error(self.protocol, exc)
 
-    async def _send(self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream) -> httpx.Response:
+    async def _once(self, resp: UpstreamResponse, ident: Identity) -> Response:
         try:
-            return await client.send(req, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamFailed(up.name, "no answer in time", 504) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(up.name, type(exc).__name__) from None
-
-    async def _once(
-        self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream, ident: Identity
-    ) -> Response:
-        resp = await self._send(client, req, up)
-        try:
-            body = await resp.aread()
-        except httpx.TimeoutException:
-            raise UpstreamFailed(up.name, "the response stalled", 504) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(up.name, f"the response broke off ({type(exc).__name__})") from None
+            body = await resp.read()
         finally:
-            await resp.aclose()
+            resp.close()
         self.gw.counters.proxied += 1
-        if resp.status_code < 400 and self.body:
+        if resp.status < 400 and self.body:
             u = usage_from_body(body)
             self.gw.meter_llm(ident, u.model, u.input_tokens, u.output_tokens, u.cached_input_tokens)
-        headers = {k: v for k, v in resp.headers.items() if k not in _DROP_RESPONSE}
-        return Response(body, status_code=resp.status_code, headers=headers)
+        return Response(body, status_code=resp.status, headers=resp.forward_headers)
 
-    async def _stream(
-        self, client: httpx.AsyncClient, req: httpx.Request, up: Upstream, ident: Identity
-    ) -> Response:
-        gw = self.gw
-        live = gw.streams.open(ident)
-        try:
-            resp = await self._send(client, req, up)
-        except BaseException:
-            gw.streams.close(live)
-            raise
-        gw.counters.proxied += 1
-        headers = {k: v for k, v in resp.headers.items() if k not in _DROP_RESPONSE}
-        if resp.status_code >= 400 or not resp.headers.get("content-type", "").startswith(
-            "text/event-stream"
-        ):
-            try:
-                body = await resp.aread()
-            finally:
-                await resp.aclose()
-                gw.streams.close(live)
-            return Response(body, status_code=resp.status_code, headers=headers)
+    def _stream(self, resp: UpstreamResponse, ident: Identity) -> Response:
+        self.gw.counters.proxied += 1
+        live = self.gw.streams.open(ident)
         return StreamingResponse(
-            self._relay(resp, live, up, ident), status_code=resp.status_code, headers=headers
+            self._relay(resp, live, ident), status_code=resp.status, headers=resp.forward_headers
         )
 
-    async def _relay(
-        self, resp: httpx.Response, live: LiveStream, up: Upstream, ident: Identity
-    ) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: UpstreamResponse, live: LiveStream, ident: Identity) -> AsyncIterator[bytes]:
         """Chunk by chunk as the upstream sends them; a kill ends it with an error event at once."""
         meter = SSEUsage(self.protocol)
         try:
             try:
-                async for chunk in relay_chunks(resp, live, up.name):
+                async for chunk in relay_chunks(resp, live):
                     meter.feed(chunk)
                     yield chunk
             except UpstreamFailed as exc:
@@ -211,7 +172,7 @@ class LLMRoute:
                 log.info("stream cut by a kill", agent=ident.agent_uri, instance=ident.instance)
                 yield sse_error_event(self.protocol, live.cut)
         finally:
-            await resp.aclose()
+            resp.close()
             self.gw.streams.close(live)
             u = meter.usage
             self.gw.meter_llm(ident, u.model, u.input_tokens, u.output_tokens, u.cached_input_tokens)

@@ -13,7 +13,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +32,7 @@ from gateway.keys import Identity
 from gateway.llm import read_body
 from gateway.relay import relay_chunks
 from gateway.streams import LiveStream
+from gateway.upstream import UpstreamResponse
 
 __all__ = ["GUARDED", "mcp_routes", "tool_counter"]
 
@@ -132,27 +132,22 @@ class MCPRoute:
         if up.api_key is not None:
             headers["authorization"] = f"Bearer {up.api_key.get_secret_value()}"
         client = gw.clients[up.name]
-        req = client.build_request(request.method, up.base_url, headers=headers, content=raw or None)
         try:
-            resp = await client.send(req, stream=True)
-        except httpx.TimeoutException:
-            return self._failed(UpstreamFailed(up.name, "no answer in time", 504), guarded)
-        except httpx.HTTPError as exc:
-            return self._failed(UpstreamFailed(up.name, type(exc).__name__), guarded)
+            resp = await client.open(request.method, up.base_url, headers, raw or None)
+        except UpstreamFailed as exc:
+            return self._failed(exc, guarded)
         gw.counters.proxied += 1
         back = {k: v for k in _BACK if (v := resp.headers.get(k)) is not None}
-        if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+        if not resp.is_sse:
             try:
-                body = await resp.aread()
-            except httpx.HTTPError as exc:
-                return self._failed(UpstreamFailed(up.name, f"broke off ({type(exc).__name__})"), guarded)
+                body = await resp.read()
+            except UpstreamFailed as exc:
+                return self._failed(exc, guarded)
             finally:
-                await resp.aclose()
-            return Response(body, status_code=resp.status_code, headers=back)
+                resp.close()
+            return Response(body, status_code=resp.status, headers=back)
         live = gw.streams.open(ident) if guarded else None
-        return StreamingResponse(
-            self._relay(resp, live, guarded, up.name), status_code=resp.status_code, headers=back
-        )
+        return StreamingResponse(self._relay(resp, live, guarded), status_code=resp.status, headers=back)
 
     def _failed(self, exc: UpstreamFailed, guarded: list[dict[str, Any]]) -> Response:
         self.gw.counters.upstream_errors += 1
@@ -161,11 +156,11 @@ class MCPRoute:
         return _rpc_error(request_id, exc, -32603, exc.status)
 
     async def _relay(
-        self, resp: httpx.Response, live: LiveStream | None, guarded: list[dict[str, Any]], upstream: str
+        self, resp: UpstreamResponse, live: LiveStream | None, guarded: list[dict[str, Any]]
     ) -> AsyncIterator[bytes]:
         try:
             try:
-                async for chunk in relay_chunks(resp, live, upstream):
+                async for chunk in relay_chunks(resp, live):
                     yield chunk
             except UpstreamFailed as exc:
                 self.gw.counters.upstream_errors += 1
@@ -178,7 +173,7 @@ class MCPRoute:
                     err = jsonrpc_error(m["id"], JSONRPC_REFUSED, str(live.cut), mesh_details(live.cut))
                     yield b"event: message\ndata: " + json.dumps(err).encode() + b"\n\n"
         finally:
-            await resp.aclose()
+            resp.close()
             if live is not None:
                 self.gw.streams.close(live)
 

@@ -7,40 +7,34 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from gateway.errors import UpstreamFailed
 from gateway.streams import LiveStream
+from gateway.upstream import UpstreamResponse
 
 __all__ = ["relay_chunks"]
 
 _END = object()
 
 
-async def relay_chunks(
-    resp: httpx.Response, live: LiveStream | None, upstream: str = ""
-) -> AsyncIterator[bytes]:
+async def relay_chunks(resp: UpstreamResponse, live: LiveStream | None) -> AsyncIterator[bytes]:
     """Yield the body as it arrives; stop early when ``live`` is cut (the caller adds the error event).
 
     Raises :class:`UpstreamFailed` when the upstream breaks off mid-stream. The upstream is read by
     a task of its own, so that waiting for the next chunk can be interrupted by the kill.
     """
     if live is None:
-        try:
-            async for chunk in resp.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(upstream, f"the stream broke off ({type(exc).__name__})") from None
+        async for chunk in resp.chunks():
+            yield chunk
         return
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
 
     async def pump() -> None:
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.chunks():
                 await queue.put(chunk)
             await queue.put(_END)
-        except httpx.HTTPError as exc:
-            await queue.put(UpstreamFailed(upstream, f"the stream broke off ({type(exc).__name__})"))
+        except UpstreamFailed as exc:
+            await queue.put(exc)
 
     task = asyncio.create_task(pump())
     waker = asyncio.create_task(live.woken.wait())
