@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -43,7 +44,8 @@ class _Instance:
     last_used: float = 0.0
     last_sent: float = 0.0
     seq: int = 0
-    started_at: object = None
+    #: The status of the last heartbeat: paused while a kill record refuses the instance.
+    status: Status = Status.ACTIVE
 
 
 class Meter:
@@ -56,6 +58,7 @@ class Meter:
         flush_every: float = 0.25,
         refusal_window: float = 2.0,
         actor: str = "gateway",
+        is_refused: Callable[[Identity], bool] | None = None,
     ) -> None:
         self.conn = conn
         self.interval = interval
@@ -63,6 +66,7 @@ class Meter:
         self.flush_every = flush_every
         self.refusal_window = refusal_window
         self.actor = actor
+        self.is_refused = is_refused or (lambda _ident: False)
         self.refusals = Refusals()
         self._instances: dict[str, _Instance] = {}
         self._wake = asyncio.Event()
@@ -88,6 +92,20 @@ class Meter:
             if value:
                 inst.totals[name] = inst.totals.get(name, 0.0) + value
         inst.dirty = True
+        self._wake.set()
+
+    def served(self) -> list[Identity]:
+        """The instances in use (they get heartbeats, and kill acknowledgements)."""
+        return [inst.identity for inst in self._instances.values()]
+
+    def was_refused(self, ident: Identity) -> bool:
+        inst = self._instances.get(self._key(ident))
+        return inst is not None and inst.status == Status.PAUSED
+
+    def refresh_status(self) -> None:
+        """A kill or resume landed: send every instance's heartbeat again soon, with its status."""
+        for inst in self._instances.values():
+            inst.dirty = True
         self._wake.set()
 
     def totals(self, ident: Identity) -> dict[str, float]:
@@ -131,7 +149,11 @@ class Meter:
             due = inst.dirty or now - inst.last_sent >= self.interval or idle or final
             if not due:
                 continue
-            await self._send(inst, Status.STOPPED if (idle or final) else Status.ACTIVE)
+            if idle or final:
+                status = Status.STOPPED
+            else:
+                status = Status.PAUSED if self.is_refused(inst.identity) else Status.ACTIVE
+            await self._send(inst, status)
             if idle:
                 del self._instances[key]
 
@@ -170,6 +192,7 @@ class Meter:
         subject = self.conn.ns.heartbeat_subject(ident.agent, ident.instance)
         await self.conn.nc.publish(subject, encode(hb))
         inst.dirty = False
+        inst.status = status
         inst.last_sent = time.monotonic()
 
     async def _audit_refusals(self) -> None:

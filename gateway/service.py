@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 import uvicorn
 
+from gateway.acks import GatewayAcks
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.context import Gateway
 from gateway.egress import EgressProxy
+from gateway.errors import Refused
+from gateway.keys import Identity
 from gateway.keystore import KeyCache
 from gateway.meter import Meter
 from gateway.prices import load_prices
@@ -34,8 +37,14 @@ async def running_gateway(
     conn = await Connection.open(settings, name="mesh-gateway")
     tracker = KillTracker(conn, fail_closed_after=config.fail_closed_after)
     keys = KeyCache(conn)
-    meter = Meter(conn, interval=meter_interval, actor=settings.resolve_actor())
+    meter = Meter(
+        conn,
+        interval=meter_interval,
+        actor=settings.resolve_actor(),
+        is_refused=lambda i: _refused(tracker, i),
+    )
     gw = Gateway(config, tracker, keys, meter, prices)
+    acks = GatewayAcks(conn, tracker, meter)
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
     egress: EgressProxy | None = None
@@ -74,11 +83,20 @@ async def running_gateway(
                 await asyncio.wait_for(task, 5.0)
         if egress is not None:
             await egress.stop()
+        await acks.stop()
         await meter.stop()
         await tracker.stop()
         await keys.stop()
         await gw.aclose()
         await conn.close()
+
+
+def _refused(tracker: KillTracker, ident: Identity) -> bool:
+    try:
+        tracker.check(ident.agent, ident.instance)
+    except Refused:
+        return True
+    return False
 
 
 def bound_port(server: uvicorn.Server) -> int:

@@ -67,8 +67,10 @@ class KillTracker:
         self._bg: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._listener: object | None = None
-        #: Called with the InForce of each record newly in force (the stream cutter).
+        #: Called with the InForce of each record newly in force (stream and tunnel cutters, acks).
         self.on_kill: list[Callable[[InForce], None]] = []
+        #: Called with each control key whose record was cleared (resume acks).
+        self.on_clear: list[Callable[[str], None]] = []
         self.malformed = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -146,6 +148,8 @@ class KillTracker:
                 cb(held)
         for key in out.cleared:
             log.info("kill cleared", key=key)
+            for clear_cb in self.on_clear:
+                clear_cb(key)
         if out.confirm:
             self._spawn(self._confirm(out.confirm))
 
