@@ -21,7 +21,8 @@ async def test_kill_and_resume_reports_list_gateway_instances(
     async with httpx.AsyncClient(timeout=30) as c:
         for instance in ("w1", "w2"):
             h = {"authorization": f"Bearer {key}", "x-mesh-instance": instance}
-            assert (await c.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=h)).status_code == 200
+            resp = await c.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=h)
+            assert resp.status_code == 200
     await eventually(lambda: len(heartbeats.last) == 2)
     report = await mesh.kill(AGENT, instance="w1", reason="just w1", wait=3)
     rows = {(r.instance, r.status) for r in report.instances}
