@@ -42,7 +42,9 @@ async def test_gateway_runs_as_its_role(secure_server: SecureServer, upstream: F
                 assert (await c.post(url, json=CHAT, headers=h)).status_code == 200
                 await eventually(lambda: any(b.usage.get("llm_requests") == 1 for b in beats))
                 async with AsyncMesh(connection=operator) as m:
-                    await m.kill(AGENT, reason="role test", wait=0)
+                    report = await m.kill(AGENT, reason="role test", wait=3)
+                # The role lets it acknowledge for the instance it serves.
+                assert [(r.instance, r.status) for r in report.instances] == [("gateway", "paused")]
 
                 async def refused() -> bool:
                     return (await c.post(url, json=CHAT, headers=h)).status_code == 403
