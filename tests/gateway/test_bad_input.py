@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -117,3 +118,33 @@ async def test_instance_narrowing(gateway: Running, upstream: FakeUpstream, mesh
 
 async def _is(value: Awaitable[int], want: int) -> bool:
     return await value == want
+
+
+async def test_stream_that_breaks_off_ends_with_an_error_event(
+    gateway: Running, upstream: FakeUpstream
+) -> None:
+    ai = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=await gateway.key(), max_retries=0)
+    stream = await ai.chat.completions.create(
+        model="breaks", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    got: list[str] = []
+
+    async def read_all() -> None:
+        async for c in stream:
+            got.extend(ch.delta.content or "" for ch in c.choices)
+
+    with pytest.raises(openai.APIError) as info:
+        await read_all()
+    assert got == ["t0 "] and "broke off" in str(info.value)
+    assert (await gateway.health()).json()["upstream_errors"] == 1
+
+
+async def test_anthropic_upstream_that_hangs(gateway: Running) -> None:
+    ai = anthropic.AsyncAnthropic(
+        base_url=gateway.url, api_key=await gateway.key(), max_retries=0, timeout=30
+    )
+    with pytest.raises(anthropic.APIStatusError) as info:
+        await ai.messages.create(model="hang", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 504
+    body = info.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and UPSTREAM_SECRET not in str(body)

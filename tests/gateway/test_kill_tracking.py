@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mesh.connection import Connection
+from mesh.kvscan import put_key
 from mesh.models import AuditEvent, EventType
 from mesh.operator import AsyncMesh
 from mesh.provision import provision
@@ -100,3 +101,16 @@ async def test_fail_closed_when_nats_is_gone_and_back(
             await asyncio.to_thread(own_server.restart_after_exit)
             await eventually(lambda: _status(gw, key, 200), timeout=30)
             assert (await gw.health()).json()["ok"] is True
+
+
+async def test_an_unreadable_kill_record_counts_as_in_force(
+    gateway: Running, upstream: FakeUpstream, conn: Connection
+) -> None:
+    key = await gateway.key()
+    assert (await call(gateway, key)).status_code == 200
+    await put_key(conn, conn.ns.control_bucket, "acme.prod.mailer", b"{corrupt")
+    await eventually(lambda: _status(gateway, key, 403))
+    resp = await call(gateway, key)
+    assert "unreadable kill record" in resp.json()["error"]["message"]
+    other = await gateway.key("agent://acme/prod/other")
+    assert (await call(gateway, other)).status_code == 200

@@ -116,3 +116,20 @@ async def test_malformed_json_rpc_and_bad_keys(mcp_gateway: Running, mailer: Mai
         assert resp.status_code == 404 and "nosuch" in resp.json()["error"]["message"]
     assert mailer.sent == []
     assert (await mcp_gateway.health()).json()["ok"]
+
+
+async def test_mcp_upstream_down_is_a_json_rpc_error(
+    settings: Settings, conn: Connection, upstream: FakeUpstream, resetter: int
+) -> None:
+    config = gateway_config(upstream)
+    down = Upstream(name="down", kind="mcp", base_url=f"http://127.0.0.1:{resetter}/mcp")
+    async with start_gateway(settings, conn, config.model_copy(update={"upstreams": {"down": down}})) as g:
+        key = await g.key()
+        h = {"authorization": f"Bearer {key}", "accept": "application/json, text/event-stream"}
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "x", "arguments": {}}}
+        async with httpx.AsyncClient() as c:
+            resp = await c.post(g.url + "/mcp/down", json=call, headers=h)
+        assert resp.status_code == 502
+        body = resp.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] == 7 and "down" in body["error"]["message"]
+        assert (await g.health()).json()["ok"]

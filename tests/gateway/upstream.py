@@ -87,6 +87,8 @@ class FakeUpstream:
             for i in range(3):
                 if model == "paced" and i == 2:
                     await self.release.wait()
+                if model == "breaks" and i == 1:
+                    raise ConnectionResetError("the upstream fell over mid-stream")
                 chunk = {
                     "id": "c1",
                     "object": "chat.completion.chunk",
