@@ -52,6 +52,9 @@ class GatewayConfig(BaseModel):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     #: Seconds without NATS after which every request is refused; None serves on regardless.
     fail_closed_after: float | None = Field(default=10.0, gt=0)
+    #: The instance a request acts as when neither its key nor X-Mesh-Instance names one. Give
+    #: each replica its own when several gateways serve one agent: each reports its own totals.
+    default_instance: str = Field(default="gateway", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     #: Port of the egress proxy (CONNECT and plain HTTP); None leaves it off.
     egress_port: int | None = Field(default=None, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

@@ -50,6 +50,7 @@ class Gateway:
         self.counters = Counters()
         self.streams = StreamRegistry(lambda ident: tracker.check(ident.agent, ident.instance))
         tracker.on_kill.append(self.streams.on_kill)
+        tracker.on_fail_closed.append(self.streams.recheck)
         self.clients = {
             name: UpstreamClient(
                 name, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
@@ -75,7 +76,7 @@ class Gateway:
             raise UnknownKey(
                 f"cannot verify the virtual key right now (NATS: {type(exc).__name__})"
             ) from None
-        return resolve_identity(record, instance_header)
+        return resolve_identity(record, instance_header, self.config.default_instance)
 
     async def admit(self, ident: Identity, route: str) -> None:
         """Refuse (and count, and audit in aggregate) an instance a kill record covers."""

@@ -86,6 +86,7 @@ class EgressProxy:
         self._tunnels: set[_Tunnel] = set()
         self._server: asyncio.Server | None = None
         gw.tracker.on_kill.append(self._on_kill)
+        gw.tracker.on_fail_closed.append(self._recheck)
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
@@ -104,6 +105,9 @@ class EgressProxy:
         return len(self._tunnels)
 
     def _on_kill(self, _held: InForce) -> None:
+        self._recheck()
+
+    def _recheck(self) -> None:
         for t in list(self._tunnels):
             try:
                 self.gw.tracker.check(t.ident.agent, t.ident.instance)

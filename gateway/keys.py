@@ -87,13 +87,15 @@ class Identity(BaseModel):
         return parse_agent_uri(self.agent_uri)
 
 
-def resolve_identity(record: KeyRecord | None, header_instance: str | None) -> Identity:
+def resolve_identity(
+    record: KeyRecord | None, header_instance: str | None, default_instance: str = DEFAULT_INSTANCE
+) -> Identity:
     """Check the key's record and the ``X-Mesh-Instance`` header; raise if either refuses."""
     if record is None:
         raise UnknownKey("unknown virtual key")
     if record.revoked_at is not None:
         raise RevokedKey(record.id)
-    instance = record.instance or DEFAULT_INSTANCE
+    instance = record.instance or default_instance
     if header_instance:
         try:
             validate_instance(header_instance)

@@ -71,6 +71,8 @@ class KillTracker:
         self.on_kill: list[Callable[[InForce], None]] = []
         #: Called with each control key whose record was cleared (resume acks).
         self.on_clear: list[Callable[[str], None]] = []
+        #: Called when the gateway starts failing closed (streams and tunnels are cut then too).
+        self.on_fail_closed: list[Callable[[], None]] = []
         self.malformed = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -206,6 +208,8 @@ class KillTracker:
             elif not self.fail_closed and time.monotonic() - self._last_contact > limit:
                 log.warning("no contact with NATS: refusing every request (fail closed)", seconds=limit)
                 self.fail_closed = True
+                for cb in self.on_fail_closed:
+                    cb()
 
     async def _on_disconnect(self) -> None:
         log.warning("disconnected from NATS: serving from the last known kill records")

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from mesh.connection import Connection
@@ -85,6 +86,13 @@ async def test_fail_closed_when_nats_is_gone_and_back(
         async with start_gateway(settings, conn, config) as gw:
             key = await gw.key()
             assert (await call(gw, key)).status_code == 200
+            # A stream in flight when the gateway starts failing closed is cut too.
+            ai = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+            stream = await ai.chat.completions.create(
+                model="paced", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+            chunks = stream.__aiter__()
+            await chunks.__anext__()
             # The key is cached now; the kill state goes stale when NATS goes away.
             await asyncio.to_thread(own_server.kill)
 
@@ -93,6 +101,13 @@ async def test_fail_closed_when_nats_is_gone_and_back(
                 return h.status_code == 503 and h.json()["state"] == "fail_closed"
 
             await eventually(failing_closed, timeout=20)
+
+            async def drain() -> None:
+                async for _ in chunks:
+                    pass
+
+            with pytest.raises(openai.APIError, match="fail closed"):
+                await drain()
             seen = len(upstream.seen)
             resp = await call(gw, key)
             assert resp.status_code == 403 and "fail closed" in resp.json()["error"]["message"]
