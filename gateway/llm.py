@@ -13,15 +13,16 @@ from starlette.routing import Route
 
 from gateway.config import Upstream
 from gateway.context import Gateway
-from gateway.errors import BadRequest, BodyTooLarge, GatewayError, Refused, UpstreamFailed
+from gateway.errors import BadRequest, GatewayError, Refused, UpstreamFailed
 from gateway.formats import Protocol, error_body, sse_error_event
+from gateway.inbound import key_of, read_body
 from gateway.keys import Identity
 from gateway.relay import relay_chunks
 from gateway.streams import LiveStream
 from gateway.upstream import UpstreamResponse
 from gateway.usage import SSEUsage, usage_from_body
 
-__all__ = ["llm_routes", "read_body"]
+__all__ = ["llm_routes"]
 
 log = structlog.get_logger("gateway.llm")
 
@@ -43,28 +44,6 @@ _DROP_REQUEST = frozenset(
         "cookie",
     }
 )
-
-
-def _key_of(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past ``limit`` bytes without reading the rest."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(protocol: Protocol, exc: GatewayError) -> JSONResponse:
@@ -108,7 +87,7 @@ class LLMRoute:
     async def handle(self, request: Request) -> Response:
         gw = self.gw
         try:
-            ident = await gw.identify(_key_of(request), request.headers.get("x-mesh-instance"))
+            ident = await gw.identify(key_of(request), request.headers.get("x-mesh-instance"))
             await gw.admit(ident, self.route)
             up = gw.upstream_for(ident, self.protocol)
             raw = await read_body(request, gw.config.max_body_bytes) if self.body else b""

@@ -28,8 +28,8 @@ from gateway.formats import (
     jsonrpc_error,
     mesh_details,
 )
+from gateway.inbound import key_of, read_body
 from gateway.keys import Identity
-from gateway.llm import read_body
 from gateway.relay import relay_chunks
 from gateway.streams import LiveStream
 from gateway.upstream import UpstreamResponse
@@ -89,10 +89,8 @@ class MCPRoute:
         gw = self.gw
         name = request.path_params["name"]
         route = f"/mcp/{name}"
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
         try:
-            ident = await gw.identify(key, request.headers.get("x-mesh-instance"))
+            ident = await gw.identify(key_of(request), request.headers.get("x-mesh-instance"))
             up = self._upstream(name, ident)
             raw = await read_body(request, gw.config.max_body_bytes) if request.method == "POST" else b""
         except GatewayError as exc:
