@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from mesh.errors import ConfigError
 
-__all__ = ["GatewayConfig", "Upstream", "load_config"]
+__all__ = ["GatewayConfig", "Kind", "Upstream", "load_config"]
 
 Kind = Literal["openai", "anthropic", "mcp"]
 DEFAULT_PORT = 8790

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
-from gateway.config import GatewayConfig, Upstream
+from gateway.config import GatewayConfig, Kind, Upstream
 from gateway.errors import GatewayError, NoUpstream, Refused, UnknownKey
 from gateway.keys import Identity, check_key_shape, resolve_identity
 from gateway.keystore import KeyCache
@@ -21,6 +22,9 @@ from mesh.errors import MeshError
 __all__ = ["Counters", "Gateway"]
 
 log = structlog.get_logger("gateway")
+
+#: Seconds between two log lines about rejected requests of one kind.
+LOG_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -58,6 +62,8 @@ class Gateway:
             for name in config.upstreams
         }
         self._unpriced: set[str] = set()
+        self._logged: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
         #: The egress proxy's bound port and open tunnels (when it runs).
         self.egress_port: int | None = None
         self.open_tunnels: Callable[[], int] = lambda: 0
@@ -99,10 +105,22 @@ class Gateway:
         )
 
     def rejected(self, exc: GatewayError) -> None:
+        """Count it; log it, at most once a second per kind (a flood of bad keys is one line a second)."""
         self.counters.rejected[exc.kind] = self.counters.rejected.get(exc.kind, 0) + 1
-        log.info("request rejected", kind=exc.kind, status=exc.status, error=str(exc)[:300])
+        now = time.monotonic()
+        if now - self._logged.get(exc.kind, -LOG_EVERY) < LOG_EVERY:
+            self._quiet[exc.kind] = self._quiet.get(exc.kind, 0) + 1
+            return
+        self._logged[exc.kind] = now
+        log.info(
+            "request rejected",
+            kind=exc.kind,
+            status=exc.status,
+            error=str(exc)[:300],
+            unlogged_since_last=self._quiet.pop(exc.kind, 0),
+        )
 
-    def upstream_for(self, ident: Identity, kind: str) -> Upstream:
+    def upstream_for(self, ident: Identity, kind: Kind) -> Upstream:
         if ident.upstream is not None:
             up = self.config.upstreams.get(ident.upstream)
             if up is None or up.kind != kind:
@@ -111,7 +129,7 @@ class Gateway:
                     f"which is not a {kind} upstream here"
                 )
             return up
-        found = self.config.default_upstream(kind)  # type: ignore[arg-type]
+        found = self.config.default_upstream(kind)
         if found is None:
             raise NoUpstream(f"no {kind} upstream is configured on this gateway")
         return found
