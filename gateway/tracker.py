@@ -74,6 +74,7 @@ class KillTracker:
         #: Called when the gateway starts failing closed (streams and tunnels are cut then too).
         self.on_fail_closed: list[Callable[[], None]] = []
         self.malformed = 0
+        self._malformed_at = -1.0
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,8 +136,17 @@ class KillTracker:
             update = parse_control_message(self.ns, msg)
         except (MalformedMessage, Exception) as exc:  # never raise out of a nats-py callback
             self.malformed += 1
-            log.warning("ignored malformed control message", subject=msg.subject, error=str(exc)[:200])
-            self._spawn(self.resync())  # the KV is the truth: a corrupt push may hide a real kill
+            now = time.monotonic()
+            # At most once a second each: a flood of garbage must not become a flood of logs or reads.
+            if now - self._malformed_at >= 1.0:
+                self._malformed_at = now
+                log.warning(
+                    "ignored malformed control message",
+                    subject=msg.subject,
+                    error=str(exc)[:200],
+                    count=self.malformed,
+                )
+                self._spawn(self.resync())  # the KV is the truth: a corrupt push may hide a real kill
             return
         self._applied(self.book.apply([update]))
 

@@ -129,3 +129,21 @@ async def test_an_unreadable_kill_record_counts_as_in_force(
     assert "unreadable kill record" in resp.json()["error"]["message"]
     other = await gateway.key("agent://acme/prod/other")
     assert (await call(gateway, other)).status_code == 200
+
+
+async def test_forged_clears_and_garbage_pushes_never_lift_a_kill(
+    gateway: Running, upstream: FakeUpstream, mesh: AsyncMesh, conn: Connection
+) -> None:
+    key = await gateway.key()
+    await mesh.kill(AGENT, reason="really stop", wait=0)
+    await eventually(lambda: _status(gateway, key, 403))
+    subject = conn.ns.control_subject("acme.prod.mailer")
+    await conn.nc.publish(subject, b"", headers={"KV-Operation": "DEL", "Nats-Sequence": "999999"})
+    await conn.nc.publish(subject, b"{garbage", headers={"Nats-Sequence": "1000000"})
+    await conn.nc.publish(subject, b"no headers at all")
+    await conn.nc.flush()
+    await eventually(lambda: gateway.gw.tracker.malformed >= 1)
+    for _ in range(5):
+        resp = await call(gateway, key)
+        assert resp.status_code == 403 and "really stop" in resp.json()["error"]["message"]
+    assert upstream.seen == []
