@@ -173,3 +173,16 @@ def test_tool_counter_is_a_valid_counter_name() -> None:
     assert tool_counter("mail", "send_email") == "mcp_mail_send_email"
     assert tool_counter("mail", "send.email/v2 ü") == "mcp_mail_send_email_v2__"
     assert len(tool_counter("m", "x" * 200)) == 64
+
+
+def test_sse_usage_responses_api_completed_event() -> None:
+    m = SSEUsage("openai")
+    created = {"type": "response.created", "response": {"model": "gpt-4o", "usage": None}}
+    m.feed(b"event: response.created\ndata: " + json.dumps(created).encode() + b"\n\n")
+    m.feed(b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n')
+    done = {
+        "type": "response.completed",
+        "response": {"model": "gpt-4o", "usage": {"input_tokens": 9, "output_tokens": 3}},
+    }
+    m.feed(b"event: response.completed\ndata: " + json.dumps(done).encode() + b"\n\n")
+    assert (m.usage.model, m.usage.input_tokens, m.usage.output_tokens) == ("gpt-4o", 9, 3)
