@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.config import GatewayConfig, Kind, Upstream
-from gateway.errors import GatewayError, NoUpstream, Refused, UnknownKey
+from gateway.errors import GatewayError, InstanceNotAllowed, NoUpstream, Refused, UnknownKey
 from gateway.keys import Identity, check_key_shape, resolve_identity
 from gateway.keystore import KeyCache
 from gateway.meter import Meter
@@ -91,7 +91,11 @@ class Gateway:
         except Refused as exc:
             self.refused(ident, route, exc)
             raise
-        self.meter.touch(ident)
+        if not self.meter.touch(ident):
+            raise InstanceNotAllowed(
+                f"agent {ident.agent_uri} already has {self.meter.max_instances} instances in use "
+                "through this gateway; reuse instance ids (X-Mesh-Instance)"
+            )
 
     def refused(self, ident: Identity, route: str, exc: Refused) -> None:
         self.counters.refused += 1

@@ -113,6 +113,11 @@ class MCPRoute:
                         jsonrpc_error(m["id"], JSONRPC_REFUSED, str(exc), mesh_details(exc)) for m in guarded
                     ]
                     return JSONResponse(errors if batch else errors[0])
+                except GatewayError as exc:
+                    gw.rejected(exc)
+                    return _rpc_error(
+                        guarded[0]["id"] if len(guarded) == 1 else None, exc, JSONRPC_REFUSED, exc.status
+                    )
                 for m in guarded:
                     params = m.get("params")
                     tool = params.get("name") if isinstance(params, dict) else None

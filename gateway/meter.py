@@ -59,6 +59,7 @@ class Meter:
         refusal_window: float = 2.0,
         actor: str = "gateway",
         is_refused: Callable[[Identity], bool] | None = None,
+        max_instances: int = 256,
     ) -> None:
         self.conn = conn
         self.interval = interval
@@ -67,6 +68,8 @@ class Meter:
         self.refusal_window = refusal_window
         self.actor = actor
         self.is_refused = is_refused or (lambda _ident: False)
+        self.max_instances = max_instances
+        self._per_agent: dict[str, int] = {}
         self.refusals = Refusals()
         self._instances: dict[str, _Instance] = {}
         self._wake = asyncio.Event()
@@ -77,17 +80,28 @@ class Meter:
         return f"{ident.agent_uri}#{ident.instance}"
 
     # -- recording (hot path: no I/O) --------------------------------------------------------------
-    def touch(self, ident: Identity) -> None:
-        """Note that this instance is in use (it gets heartbeats while it is)."""
+    def touch(self, ident: Identity) -> bool:
+        """Note that this instance is in use (it gets heartbeats while it is).
+
+        False for a new instance of an agent that already has ``max_instances`` in use: instance
+        ids come from a header, and a client must not make the gateway speak for a million.
+        """
         inst = self._instances.get(self._key(ident))
         if inst is None:
+            if self._per_agent.get(ident.agent_uri, 0) >= self.max_instances:
+                return False
             inst = self._instances[self._key(ident)] = _Instance(ident)
+            self._per_agent[ident.agent_uri] = self._per_agent.get(ident.agent_uri, 0) + 1
             self._wake.set()
         inst.last_used = time.monotonic()
+        return True
 
     def add(self, ident: Identity, counters: dict[str, float]) -> None:
-        self.touch(ident)
-        inst = self._instances[self._key(ident)]
+        inst = self._instances.get(self._key(ident))
+        if inst is None:
+            if not self.touch(ident):
+                return  # admitted before the cap was reached elsewhere: not metered, logged by admit
+            inst = self._instances[self._key(ident)]
         for name, value in counters.items():
             if value:
                 inst.totals[name] = inst.totals.get(name, 0.0) + value
@@ -156,6 +170,11 @@ class Meter:
             await self._send(inst, status)
             if idle:
                 del self._instances[key]
+                left = self._per_agent.get(inst.identity.agent_uri, 1) - 1
+                if left > 0:
+                    self._per_agent[inst.identity.agent_uri] = left
+                else:
+                    self._per_agent.pop(inst.identity.agent_uri, None)
 
     async def _seed(self, inst: _Instance) -> None:
         """Start from the totals the controller last recorded, so they never go down."""

@@ -148,3 +148,18 @@ async def test_anthropic_upstream_that_hangs(gateway: Running) -> None:
     assert info.value.status_code == 504
     body = info.value.body
     assert isinstance(body, dict) and body["type"] == "error" and UPSTREAM_SECRET not in str(body)
+
+
+async def test_instance_ids_per_agent_are_capped(gateway: Running, upstream: FakeUpstream) -> None:
+    gateway.gw.meter.max_instances = 2
+    key = await gateway.key()
+    async with httpx.AsyncClient(timeout=30) as c:
+        codes = []
+        for instance in ("a1", "a2", "a3", "a1"):
+            h = {"authorization": f"Bearer {key}", "x-mesh-instance": instance}
+            resp = await c.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=h)
+            codes.append(resp.status_code)
+            if resp.status_code == 403:
+                assert resp.json()["error"]["code"] == "instance_not_allowed"
+    assert codes == [200, 200, 403, 200]
+    assert len(upstream.seen) == 3
