@@ -85,6 +85,13 @@ class LLMRoute:
         self.upstream_path = suffix if protocol == "openai" else "/v1" + suffix
 
     async def handle(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except Exception:  # a bug must cost one request a 500 in its own format, never the service
+            log.exception("internal error", route=self.route)
+            return _error(self.protocol, GatewayError("internal gateway error (see its log)"))
+
+    async def _handle(self, request: Request) -> Response:
         gw = self.gw
         try:
             ident = await gw.identify(key_of(request), request.headers.get("x-mesh-instance"))

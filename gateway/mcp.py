@@ -86,6 +86,13 @@ class MCPRoute:
         return up
 
     async def handle(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except Exception:  # a bug must cost one request a JSON-RPC error, never the service
+            log.exception("internal error", route=request.url.path)
+            return _rpc_error(None, GatewayError("internal gateway error (see its log)"), -32603, 500)
+
+    async def _handle(self, request: Request) -> Response:
         gw = self.gw
         name = request.path_params["name"]
         route = f"/mcp/{name}"
