@@ -46,19 +46,23 @@ class _Tunnel:
             w.transport.abort()
 
 
-def _key_from(headers: dict[bytes, bytes]) -> str | None:
-    """The virtual key from ``Proxy-Authorization``: Basic (user, or password) or Bearer."""
+def _credentials(headers: dict[bytes, bytes]) -> tuple[str | None, str | None]:
+    """(key, instance) from ``Proxy-Authorization``: Basic ``KEY[:INSTANCE]`` or Bearer ``KEY``.
+
+    The instance rides as the proxy password (``http://KEY:w1@gateway:8791``) because clients
+    cannot add headers to a CONNECT; an ``X-Mesh-Instance`` header on plain HTTP works too.
+    """
     value = headers.get(b"proxy-authorization", b"").decode("latin-1").strip()
     scheme, _, cred = value.partition(" ")
     if scheme.lower() == "bearer":
-        return cred.strip() or None
+        return cred.strip() or None, None
     if scheme.lower() != "basic":
-        return None
+        return None, None
     try:
         user, _, password = base64.b64decode(cred.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return None
-    return user or password or None
+        return None, None
+    return user or None, password or None
 
 
 def _response(status: int, reason: str, body: dict[str, object], extra: str = "") -> bytes:
@@ -150,9 +154,9 @@ class EgressProxy:
             headers[name.strip().lower()] = value.strip()
         gw = self.gw
         try:
-            ident = await gw.identify(
-                _key_from(headers), headers.get(b"x-mesh-instance", b"").decode() or None
-            )
+            key, instance = _credentials(headers)
+            instance = headers.get(b"x-mesh-instance", b"").decode("latin-1") or instance
+            ident = await gw.identify(key, instance)
             await gw.admit(ident, "egress")
         except GatewayError as exc:
             if not isinstance(exc, Refused):

@@ -155,3 +155,28 @@ async def test_plain_http_and_bad_credentials(
     assert site.hits == []
     async with proxied(egress_gateway, key, site) as c:
         assert (await c.get(site.url + "/")).status_code == 200
+
+
+async def test_instance_as_proxy_password(
+    egress_gateway: Running, site: Site, mesh: AsyncMesh, heartbeats: HeartbeatWatch
+) -> None:
+    key = await egress_gateway.key()
+    ctx = ssl.create_default_context(cafile=str(site.ca))
+    port = egress_gateway.gw.egress_port
+    w1 = httpx.AsyncClient(proxy=f"http://{key}:w1@127.0.0.1:{port}", verify=ctx, timeout=20)
+    w2 = httpx.AsyncClient(proxy=f"http://{key}:w2@127.0.0.1:{port}", verify=ctx, timeout=20)
+    async with w1, w2:
+        assert (await w1.get(site.url + "/")).status_code == 200
+        await mesh.kill(AGENT, instance="w1", reason="only w1", wait=0)
+
+        async def w1_refused() -> bool:
+            async with httpx.AsyncClient(proxy=f"http://{key}:w1@127.0.0.1:{port}", verify=ctx) as c:
+                try:
+                    await c.get(site.url + "/")
+                except httpx.ProxyError:
+                    return True
+                return False
+
+        await eventually(w1_refused)
+        assert (await w2.get(site.url + "/")).status_code == 200
+    await eventually(lambda: heartbeats.usage(instance="w2").get("egress_connections"))
