@@ -132,3 +132,30 @@ async def test_embeddings_responses_and_models(
     assert [m.id async for m in models] == ["gpt-4o-mini"]
     usage = await eventually(lambda: (u := heartbeats.usage()).get("llm_requests") == 2 and u)
     assert usage["input_tokens"] == 4 + 9 and usage["output_tokens"] == 3
+
+
+async def test_responses_stream_metered_and_cut(
+    gateway: Running, upstream: FakeUpstream, mesh: AsyncMesh, heartbeats: HeartbeatWatch
+) -> None:
+    ai = client(gateway, await gateway.key())
+    stream = await ai.responses.create(model="gpt-4o-mini", input="hi", stream=True)
+    deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+    assert deltas == ["t0 ", "t1 "]
+    usage = await eventually(lambda: (u := heartbeats.usage()).get("llm_requests") == 1 and u)
+    assert usage["input_tokens"] == 30 and usage["output_tokens"] == 2
+    stream = await ai.responses.create(model="paced", input="hi", stream=True)
+    events = stream.__aiter__()
+    assert (await events.__anext__()).type == "response.created"
+    assert (await events.__anext__()).type == "response.output_text.delta"
+    await mesh.kill(AGENT, reason="no more responses", wait=0)
+
+    async def drain() -> None:
+        async for _ in events:
+            pass
+
+    with pytest.raises(openai.APIError, match="no more responses"):
+        await drain()
+    cut_at = time.monotonic()
+    with pytest.raises(openai.PermissionDeniedError):
+        await ai.responses.create(model="gpt-4o-mini", input="hi")
+    assert upstream.after(cut_at) == []

@@ -188,6 +188,10 @@ class FakeUpstream:
 
     async def responses(self, request: Request) -> Response:
         body = await self._record(request)
+        if body.get("stream"):
+            return StreamingResponse(
+                self._responses_stream(body.get("model", "")), media_type="text/event-stream"
+            )
         return JSONResponse(
             {
                 "id": "resp_1",
@@ -216,6 +220,39 @@ class FakeUpstream:
                 },
             }
         )
+
+    async def _responses_stream(self, model: str) -> AsyncIterator[bytes]:
+        def ev(data: dict[str, Any]) -> bytes:
+            return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+
+        base = {"id": "resp_1", "object": "response", "created_at": 0, "model": model, "output": []}
+        try:
+            yield ev(
+                {
+                    "type": "response.created",
+                    "sequence_number": 0,
+                    "response": {**base, "status": "in_progress"},
+                }
+            )
+            for i in range(2):
+                if model == "paced" and i == 1:
+                    await self.release.wait()
+                yield ev(
+                    {
+                        "type": "response.output_text.delta",
+                        "sequence_number": i + 1,
+                        "item_id": "m1",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": f"t{i} ",
+                        "logprobs": [],
+                    }
+                )
+            usage = {"input_tokens": 30, "output_tokens": 2, "total_tokens": 32}
+            done = {**base, "status": "completed", "usage": usage}
+            yield ev({"type": "response.completed", "sequence_number": 3, "response": done})
+        finally:
+            self.streams_closed += 1
 
     async def models(self, request: Request) -> Response:
         await self._record(request)
