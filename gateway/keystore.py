@@ -6,6 +6,7 @@ takes effect on the next request; on reconnect the whole cache is dropped (pushe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import OrderedDict
 
@@ -76,6 +77,7 @@ class KeyCache:
         self._sub: Subscription | None = None
         self._listener: object | None = None
         self._head = f"{conn.ns.prefix}.gwkey."
+        self._reads: dict[str, asyncio.Future[KeyRecord | None]] = {}
         #: Bumped on every invalidation: a read that raced one is not cached (it may be stale).
         self._generation = 0
 
@@ -104,6 +106,15 @@ class KeyCache:
         if digest in self._cache:
             self._cache.move_to_end(digest)
             return self._cache[digest]
+        # One read per key at a time: a burst of requests with a new key waits for the same answer.
+        pending = self._reads.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read(digest))
+            self._reads[digest] = pending
+            pending.add_done_callback(lambda _f: self._reads.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, digest: str) -> KeyRecord | None:
         generation = self._generation
         latest = await read_latest(self.conn, self.conn.ns.gateway_keys_bucket, [digest], timeout=2.0)
         entry = (latest or {}).get(digest)
