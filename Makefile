@@ -46,7 +46,7 @@ soak: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check mesh agent_sdk controller cli
+	$(BIN)/ruff format --check mesh agent_sdk controller cli gateway
 	$(BIN)/mypy
 
 $(BENCH_STAMP): $(STAMP)

@@ -48,6 +48,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
             "1",
         ],
         "peer_celery": ["--n", "1", "2", "4", "8", "--reps", "30"],
+        "gateway_overhead": ["--n", "2000", "--kills", "50", "--seconds", "5"],
         "ingest": [
             "--instances",
             "10000",
@@ -83,6 +84,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
             "{out}/py-spy",
         ],
         "peer_celery": ["--n", "1", "2", "4", "8", "--reps", "100"],
+        "gateway_overhead": ["--n", "10000", "--kills", "200", "--seconds", "10"],
         "ingest": [
             "--instances",
             "10000",
@@ -106,6 +108,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "quota": ["--n", "2000", "--repeats", "2", "--refills", "20"],
         "kill_latency": ["--n", "1", "3", "--cycles", "2", "--floor-n", "20"],
         "peer_celery": ["--n", "1", "2", "--reps", "3"],
+        "gateway_overhead": ["--n", "30", "--kills", "2", "--seconds", "0.5", "--concurrency", "2"],
         "ingest": [
             "--instances",
             "200",
@@ -121,7 +124,7 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     },
 }
 
-ORDER = ["floor", "sdk_overhead", "quota", "kill_latency", "peer_celery", "ingest"]
+ORDER = ["floor", "sdk_overhead", "quota", "kill_latency", "peer_celery", "ingest", "gateway_overhead"]
 TIMEOUT = {"quick": 600, "full": 3600, "smoke": 240}
 
 
@@ -213,6 +216,17 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "spend_within_budget": qu["spend_within_budget"],
             "refill_within_budget": qu["refill_within_budget"],
         }
+    gw = res.get("gateway_overhead", {}).get("results")
+    if gw:
+        s["gateway"] = {
+            "overhead_p50_ms": gw["overhead_p50_ms"],
+            "ttfb_overhead_p50_ms": gw["ttfb_overhead_p50_ms"],
+            "kill_to_refused_p50_ms": gw["kill_to_refused"]["p50"],
+            "kill_to_stream_cut_p50_ms": gw["kill_to_stream_cut"]["p50"],
+            "rps_via_gateway": gw["rps_via_gateway"],
+            "ratio_rps_via_to_direct": gw["ratio_rps_via_to_direct"],
+            "verdicts": gw["verdicts"],
+        }
     return s
 
 
@@ -294,6 +308,16 @@ def print_summary(s: dict[str, Any], profile: str) -> None:
             f"{fmt_rate(ing['raw_subscribe_per_s'])}/s); "
             f"controller RSS {ing['rss_mb_at_instances']} MB at {ing['instances']:,} instances; "
             f"last_seen age p99 {ing['last_seen_age_p99_s']} s"
+        )
+    gw = s.get("gateway")
+    if gw:
+        v = gw["verdicts"]
+        print(
+            f"\ngateway: +{fmt_ms(gw['overhead_p50_ms'])} ms over direct ({v['overhead']}), TTFB "
+            f"+{fmt_ms(gw['ttfb_overhead_p50_ms'])} ms ({v['ttfb']}), kill -> refused "
+            f"{fmt_ms(gw['kill_to_refused_p50_ms'])} ms ({v['kill_refused']}), kill -> stream cut "
+            f"{fmt_ms(gw['kill_to_stream_cut_p50_ms'])} ms ({v['stream_cut']}), "
+            f"{fmt_rate(gw['rps_via_gateway'])} requests/s ({v['throughput']}) (p50)"
         )
 
 

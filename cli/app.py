@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import audit_cmd, dashboard_cmd, init_cmd, ops, policy_cmd, views
+from cli import audit_cmd, dashboard_cmd, gateway_cmd, init_cmd, ops, policy_cmd, views
 from cli import demo as demo_cmd
 from cli import up as up_cmd
 
@@ -54,6 +54,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(audit_cmd.app, name="audit")
 app.command("usage")(policy_cmd.usage)
 app.command("dashboard")(dashboard_cmd.dashboard)
+app.add_typer(gateway_cmd.app, name="gateway")
 
 
 def _register_controller() -> None:

@@ -1,4 +1,4 @@
-"""``mesh up`` as a supervisor: nats-server, controller and dashboard kept running until SIGINT/SIGTERM."""
+"""``mesh up`` as a supervisor: nats-server, controller, dashboard, gateway kept running until a signal."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,14 @@ SERVER_POLL = 0.1
 STOP_TIMEOUT = 10.0
 
 Part = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class GatewayPart:
+    """``mesh up --gateway``: its config file (else MESH_GATEWAY_CONFIG) and port."""
+
+    config: Path | None = None
+    port: int | None = None
 
 
 def _say(message: str) -> None:
@@ -106,6 +115,7 @@ async def _serve(
     dashboard_port: int | None,
     limit: int,
     window: float,
+    gateway: GatewayPart | None = None,
 ) -> str | None:
     """Run until a signal or a give-up; the give-up reason, if any."""
     from mesh.connection import Connection
@@ -148,6 +158,20 @@ async def _serve(
             await run_dashboard(config, stop=stop, on_started=started)
 
         tasks.append(asyncio.create_task(supervisor.keep("dashboard", dashboard), name="dashboard"))
+    if gateway is not None:
+        from gateway.config import load_config
+        from gateway.service import serve as serve_gateway
+
+        # Read now: a bad config stops `mesh up` at once rather than as a crash loop.
+        gw_config = load_config(gateway.config, port=gateway.port)
+
+        def gateway_started(port: int) -> None:
+            print(f"gateway: http://{gw_config.host}:{port}", flush=True)
+
+        async def run_gateway() -> None:
+            await serve_gateway(settings, gw_config, stop=stop, on_started=gateway_started)
+
+        tasks.append(asyncio.create_task(supervisor.keep("gateway", run_gateway), name="gateway"))
     await stop.wait()
     stuck = await _stop_everything(tasks)
     if stuck:
@@ -178,6 +202,7 @@ def run_up(
     dashboard_port: int | None,
     crash_limit: int = 5,
     crash_window: float = 60.0,
+    gateway: GatewayPart | None = None,
 ) -> None:
     """Start nats-server and the parts; keep them running; tear everything down on a signal."""
     import typer
@@ -195,6 +220,7 @@ def run_up(
                 dashboard_port=dashboard_port,
                 limit=crash_limit,
                 window=crash_window,
+                gateway=gateway,
             )
         )
     finally:

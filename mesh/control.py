@@ -15,7 +15,13 @@ from mesh.kvscan import read_latest
 from mesh.models import KillRecord
 from mesh.subjects import Namespace
 
-__all__ = ["ControlUpdate", "parse_control_message", "read_records", "read_records_batched"]
+__all__ = [
+    "ControlUpdate",
+    "decode_record",
+    "parse_control_message",
+    "read_records",
+    "read_records_batched",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,8 @@ def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
     return ControlUpdate(key, revision, decode(KillRecord, msg.data))
 
 
-def _decode_record(key: str, value: bytes) -> KillRecord:
+def decode_record(key: str, value: bytes) -> KillRecord:
+    """A stored kill record; one that does not decode counts as in force (never as no kill)."""
     try:
         return decode(KillRecord, value)
     except MalformedMessage:
@@ -72,7 +79,7 @@ async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) 
         elif entry.value is None:
             out.append(ControlUpdate(key, entry.revision, None))
         else:
-            out.append(ControlUpdate(key, entry.revision, _decode_record(key, entry.value)))
+            out.append(ControlUpdate(key, entry.revision, decode_record(key, entry.value)))
     return out
 
 
@@ -92,5 +99,5 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             out.append(ControlUpdate(key, entry.revision or 0, None))
             continue
-        out.append(ControlUpdate(key, entry.revision or 0, _decode_record(key, entry.value)))
+        out.append(ControlUpdate(key, entry.revision or 0, decode_record(key, entry.value)))
     return out

@@ -69,6 +69,8 @@ class EventType(StrEnum):
     LOST = "lost"
     RECOVERED = "recovered"
     POLICY_VIOLATION = "policy_violation"
+    #: The gateway refused an agent's calls (aggregated: ``data.count`` refusals in a few seconds).
+    GATEWAY_REFUSED = "gateway_refused"
 
 
 class _Wire(BaseModel):

@@ -45,7 +45,7 @@ class ProvisionResult:
 
 
 def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig]:
-    """Buckets: control (republished), instances, checkpoints, leases, policies, quota."""
+    """Buckets: control (republished), instances, checkpoints, leases, policies, quota, gateway keys."""
     return [
         KeyValueConfig(
             bucket=ns.control_bucket,
@@ -100,6 +100,16 @@ def bucket_configs(ns: Namespace, opts: ProvisionOptions) -> list[KeyValueConfig
             storage=StorageType.FILE,
             replicas=opts.replicas,
             max_value_size=1024 * 1024,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=ns.gateway_keys_bucket,
+            description="agent-mesh gateway virtual keys, by sha256; republished so revocation is immediate",
+            history=4,
+            storage=StorageType.FILE,
+            replicas=opts.replicas,
+            max_value_size=16 * 1024,
+            republish=RePublish(src=ns.gateway_keys_republish_source, dest=ns.gateway_keys_republish_dest),
             direct=True,
         ),
     ]

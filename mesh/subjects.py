@@ -92,6 +92,20 @@ class Namespace:
         return f"{self.prefix}_quota"
 
     @property
+    def gateway_keys_bucket(self) -> str:
+        """The gateway's virtual keys, stored by hash (never the key itself)."""
+        return f"{self.prefix}_gateway_keys"
+
+    @property
+    def gateway_keys_republish_source(self) -> str:
+        return f"$KV.{self.gateway_keys_bucket}.>"
+
+    @property
+    def gateway_keys_republish_dest(self) -> str:
+        """Where key writes are republished, so gateways drop a revoked key from their cache at once."""
+        return f"{self.prefix}.gwkey.>"
+
+    @property
     def audit_stream(self) -> str:
         return f"{self.prefix.upper().replace('-', '_')}_AUDIT"
 

@@ -65,7 +65,8 @@ async def _drop_namespace(s: Settings) -> None:
     names = [
         ns.audit_stream,
         *(f"KV_{b}" for b in (ns.control_bucket, ns.instances_bucket, ns.checkpoints_bucket,
-                              ns.leases_bucket, ns.policies_bucket, ns.quota_bucket)),
+                              ns.leases_bucket, ns.policies_bucket, ns.quota_bucket,
+                              ns.gateway_keys_bucket)),
     ]  # fmt: skip
     try:
         nc = await nats.connect(s.nats_url, connect_timeout=2, allow_reconnect=False)

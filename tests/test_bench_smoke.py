@@ -127,3 +127,19 @@ def test_plot_from_results(tmp_path: Path) -> None:
     }
     out = plot_kill_latency(latest, tmp_path / "kill_latency.png")
     assert out is not None and out.stat().st_size > 1000
+
+
+@pytest.mark.timeout(240)
+def test_gateway_overhead(tmp_path: Path) -> None:
+    res = _run("gateway_overhead", tmp_path)["results"]
+    for key in (
+        "direct",
+        "via_gateway",
+        "direct_ttfb",
+        "via_gateway_ttfb",
+        "kill_to_refused",
+        "kill_to_stream_cut",
+    ):
+        _percentiles(res[key])
+    assert res["rps_direct"] > 0 and res["rps_via_gateway"] > 0
+    assert set(res["verdicts"].values()) <= {"met", "MISSED"}

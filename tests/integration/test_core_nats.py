@@ -110,6 +110,7 @@ async def test_provisioning_is_idempotent_and_explicit(settings: Settings) -> No
             conn.ns.leases_bucket,
             conn.ns.policies_bucket,
             conn.ns.quota_bucket,
+            conn.ns.gateway_keys_bucket,
             conn.ns.audit_stream,
         }
         second = await provision(conn.js, conn.ns)

@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,6 +87,11 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _discard(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
 def _agent(url: str, prefix: str, instance: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, WORKER, "--url", url, "--prefix", prefix, "--uri", URI, "--instance", instance],
@@ -93,6 +100,9 @@ def _agent(url: str, prefix: str, instance: str) -> subprocess.Popen[str]:
     assert proc.stderr is not None
     for line in proc.stderr:
         if '"ready"' in line:
+            # Keep reading: an agent logs every action, and a full pipe (64 KiB, a few seconds of
+            # logs) would block it mid-write, so that it could never see the kill.
+            threading.Thread(target=_discard, args=(proc.stderr,), daemon=True).start()
             return proc
     raise AssertionError(f"agent {instance} never became ready (exit {proc.poll()})")
 
@@ -132,7 +142,9 @@ def test_a_killed_server_is_restarted_and_a_kill_after_it_reaches_every_instance
         rows = report["instances"]
         assert isinstance(rows, list)
         assert sorted((row["instance"], row["status"]) for row in rows) == [
-            ("w0", "killed"), ("w1", "killed"), ("w2", "killed")
+            ("w0", "killed"),
+            ("w1", "killed"),
+            ("w2", "killed"),
         ], report
         assert report["missing"] == []
         for agent in agents:

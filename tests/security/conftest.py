@@ -17,7 +17,7 @@ from mesh.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 NATS_CONF = ROOT / "nats.conf"
-ROLES = ("admin", "agent", "operator", "controller", "auditor")
+ROLES = ("admin", "agent", "operator", "controller", "auditor", "gateway")
 PASSWORD_VARS = {role: f"MESH_{role.upper()}_PASSWORD" for role in (*ROLES, "sys")}
 
 

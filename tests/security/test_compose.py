@@ -24,7 +24,10 @@ ENV = {var: f"test-{var.lower()}" for var in [*CONF_VARS, "MESH_ROUTE_PASSWORD"]
 
 def test_nats_conf_reads_every_role_password_from_the_environment() -> None:
     assert (
-        sorted(f"MESH_{r}_PASSWORD" for r in ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS"))
+        sorted(
+            f"MESH_{r}_PASSWORD"
+            for r in ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "GATEWAY", "SYS")
+        )
         == CONF_VARS
     )
     text = NATS_CONF.read_text()
