@@ -26,7 +26,7 @@ from .cluster import ClusterNode, loopback_cluster
 from .helpers import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
-ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS", "ROUTE")
+ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "GATEWAY", "SYS", "ROUTE")
 
 
 def _settings(server: EmbeddedServer) -> Settings:

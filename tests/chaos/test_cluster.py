@@ -23,7 +23,7 @@ from .helpers import all_events, count, eventually, stalled, start_fleet, stop_f
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 TARGET = "agent://acme/prod/mailer"
-ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "SYS", "ROUTE")
+ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "GATEWAY", "SYS", "ROUTE")
 
 
 @pytest.fixture

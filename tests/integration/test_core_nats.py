@@ -114,7 +114,7 @@ async def test_provisioning_is_idempotent_and_explicit(settings: Settings) -> No
             conn.ns.audit_stream,
         }
         second = await provision(conn.js, conn.ns)
-        assert second.created == [] and len(second.existing) == 7
+        assert second.created == [] and len(second.existing) == 8
         audit = (await conn.js.stream_info(conn.ns.audit_stream)).config
         assert audit.deny_delete and audit.deny_purge
         assert audit.max_age == pytest.approx(90 * 86400)
