@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mesh.control import ControlUpdate
-from mesh.models import KillRecord
+from mesh.killorder import InForce, RevisionOrder
 
 __all__ = ["InForce", "KillState"]
 
-#: Consecutive KV reads that must disagree with a pushed revision before the KV wins.
-DISTRUST_AFTER = 2
-
-
-@dataclass(frozen=True, slots=True)
-class InForce:
-    key: str
-    revision: int
-    record: KillRecord
-
 
 class KillState:
-    """Per key: the highest revision seen and the record it holds (None = cleared).
+    """Per key: the record in force at the highest revision applied (None = cleared).
 
-    Pushes and reads race; keeping the newest revision per key makes every instance converge
-    to the KV's final state whatever order they arrive in (rule 8). Two guards keep a forged or
-    corrupt push from masking real kills: a pushed *clear* is never applied directly (the
-    caller confirms it with a KV read), and when KV reads keep returning a lower revision than
-    a pushed one, the KV wins, because the KV is the truth and its revisions only grow.
+    Which updates apply is ``mesh.killorder`` (rule 8 of docs/kill-contract.md). A pushed *clear*
+    is never applied directly: the caller confirms it with a KV read.
     """
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = frozenset(keys)
-        self._revisions: dict[str, int] = {}
+        self._order = RevisionOrder()
         self._records: dict[str, InForce] = {}
-        self._pushed: set[str] = set()
-        self._strikes: dict[str, int] = {}
 
     def apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> bool:
         """Apply the updates that are newer than what we hold; True if anything changed.
@@ -44,36 +27,18 @@ class KillState:
         """
         changed = False
         for update in updates:
-            key = update.key
-            if key not in self.keys:
-                continue
-            held = self._revisions.get(key, -1)
-            if update.revision <= held:
-                # Only a concrete entry (a record or a tombstone, revision > 0) may overrule a
-                # push: a read that finds nothing, or fails, must never lift a kill.
-                if from_kv and 0 < update.revision < held and key in self._pushed:
-                    self._strikes[key] = self._strikes.get(key, 0) + 1
-                    if self._strikes[key] < DISTRUST_AFTER:
-                        continue
-                else:
-                    continue
-            changed |= self._set(update)
-            if from_kv:
-                self._pushed.discard(key)
-                self._strikes.pop(key, None)
-            else:
-                self._pushed.add(key)
+            if update.key in self.keys and self._order.admit(update, from_kv=from_kv):
+                changed |= self._set(update)
         return changed
 
     def _set(self, update: ControlUpdate) -> bool:
-        self._revisions[update.key] = update.revision
         if update.record is not None:
             self._records[update.key] = InForce(update.key, update.revision, update.record)
             return True
         return self._records.pop(update.key, None) is not None
 
     def revision(self, key: str) -> int:
-        return self._revisions.get(key, 0)
+        return self._order.revision(key)
 
     def in_force(self) -> list[InForce]:
         """Records in force, oldest revision first."""

@@ -1,6 +1,6 @@
 """Quota leases: the spend hot path with a lease in hand, and the cost of a refill.
 
-Budgets (DESIGN.md): ``spend()`` with a lease in hand <= 5 us per call; a lease refill <= 2 ms p50.
+Budgets (README, "Benchmarks"): ``spend()`` with a lease in hand <= 5 us per call; a lease refill <= 2 ms p50.
 ``record()`` and ``heartbeat()`` are timed in the same run for comparison, and the refill against
 the raw request/reply floor on the same server. The controller runs in its own process, as in
 production. ``python -m bench.quota [--n 200000 --repeats 5 --refills 500]``.

@@ -1,10 +1,9 @@
 """Kill records of every agent at once (pure): per control key, newest revision wins; who is refused.
 
-The same rules as an agent's own view (DESIGN.md, kill semantics rule 8), over the whole control
-bucket rather than one instance's nine keys: updates apply strictly in KV revision order; a pushed
+The same rules as an agent's own view (docs/kill-contract.md, rule 8), over the whole control
+bucket rather than one instance's nine keys: which updates apply is ``mesh.killorder``; a pushed
 *clear* is never applied directly (the caller confirms it with a KV read, so a forged or replayed
-push cannot lift a kill); a KV read that finds nothing never lifts a pushed kill; and when the KV
-keeps answering with a lower revision than a push claimed, the KV wins after two strikes.
+push cannot lift a kill).
 """
 
 from __future__ import annotations
@@ -12,21 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mesh.control import ControlUpdate
-from mesh.models import KillRecord
+from mesh.killorder import InForce, RevisionOrder
 from mesh.subjects import Namespace
 from mesh.target import AgentURI
 
 __all__ = ["Applied", "InForce", "KillBook"]
-
-#: Consecutive KV reads that must disagree with a pushed revision before the KV wins.
-DISTRUST_AFTER = 2
-
-
-@dataclass(frozen=True, slots=True)
-class InForce:
-    key: str
-    revision: int
-    record: KillRecord
 
 
 @dataclass(slots=True)
@@ -43,10 +32,8 @@ class KillBook:
 
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
-        self._revisions: dict[str, int] = {}
+        self._order = RevisionOrder()
         self._records: dict[str, InForce] = {}
-        self._pushed: set[str] = set()
-        self._strikes: dict[str, int] = {}
 
     def apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> Applied:
         """Apply what is newer than what we hold; ``from_kv`` marks a read of the bucket itself."""
@@ -57,24 +44,11 @@ class KillBook:
                 if key in self._records:
                     out.confirm.append(key)
                 continue
-            held = self._revisions.get(key, -1)
-            if update.revision <= held:
-                if from_kv and 0 < update.revision < held and key in self._pushed:
-                    self._strikes[key] = self._strikes.get(key, 0) + 1
-                    if self._strikes[key] < DISTRUST_AFTER:
-                        continue
-                else:
-                    continue
-            self._set(update, out)
-            if from_kv:
-                self._pushed.discard(key)
-                self._strikes.pop(key, None)
-            else:
-                self._pushed.add(key)
+            if self._order.admit(update, from_kv=from_kv):
+                self._set(update, out)
         return out
 
     def _set(self, update: ControlUpdate, out: Applied) -> None:
-        self._revisions[update.key] = update.revision
         if update.record is not None:
             was = self._records.get(update.key)
             self._records[update.key] = InForce(update.key, update.revision, update.record)
@@ -88,7 +62,7 @@ class KillBook:
         return sorted(self._records)
 
     def revision(self, key: str) -> int:
-        return self._revisions.get(key, 0)
+        return self._order.revision(key)
 
     def matching(self, agent: AgentURI, instance: str) -> InForce | None:
         """The oldest record in force that covers this instance, at any scope; None lets it act."""

@@ -38,7 +38,7 @@ def new_id() -> str:
 
 
 class Status(StrEnum):
-    """The status of one agent instance (see DESIGN.md, "Statuses")."""
+    """The status of one agent instance (docs/kill-contract.md, "Statuses")."""
 
     ACTIVE = "active"
     PAUSED = "paused"
