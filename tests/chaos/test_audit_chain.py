@@ -4,9 +4,7 @@ block file edited on the disk of a stopped server."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +20,10 @@ from mesh.settings import Settings
 from tests.audit_support import event, stored, write_concurrently
 
 from .blockfile import records, replace_payload
-from .cluster import ClusterNode, loopback_cluster
+from .cluster import ClusterNode
 from .helpers import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
-ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "GATEWAY", "SYS", "ROUTE")
 
 
 def _settings(server: EmbeddedServer) -> Settings:
@@ -62,23 +59,6 @@ async def test_untouched_stream_verifies_across_restarts(own_server: EmbeddedSer
     assert (report.events, report.chained, report.unchained) == (total, total, 0)
     # The long-lived writer reconnected twice and went on with the same chain (no fork, no gap).
     assert sorted(h.events for h in report.chains.values() if h.writer == "writer-0")[-1] == 15
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[list[ClusterNode], dict[str, str]]]:
-    env = {f"MESH_{r}_PASSWORD": "pw-" + secrets.token_urlsafe(12) for r in ROLES}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # nats.conf reads the role passwords from the servers' environment
-    nodes = loopback_cluster(tmp_path, env)
-    for node in nodes:
-        node.server.start()
-    try:
-        yield nodes, env
-    finally:
-        for node in nodes:
-            node.server.kill()
 
 
 def _role(url: str, env: dict[str, str], user: str) -> Settings:

@@ -5,9 +5,6 @@ were connected to the dead node."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,30 +14,12 @@ from mesh.operator import AsyncMesh
 from mesh.provision import ProvisionOptions, provision
 from mesh.settings import Settings
 
-from .cluster import ClusterNode, loopback_cluster
+from .cluster import ClusterNode
 from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 TARGET = "agent://acme/prod/mailer"
-ROLES = ("ADMIN", "AGENT", "OPERATOR", "CONTROLLER", "AUDITOR", "GATEWAY", "SYS", "ROUTE")
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[list[ClusterNode], dict[str, str]]]:
-    env = {f"MESH_{r}_PASSWORD": "pw-" + secrets.token_urlsafe(12) for r in ROLES}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # nats.conf reads the role passwords from the servers' environment
-    nodes = loopback_cluster(tmp_path, env)
-    for node in nodes:
-        node.server.start()
-    try:
-        yield nodes, env
-    finally:
-        for node in nodes:
-            node.server.kill()
 
 
 def role(url: str, env: dict[str, str], user: str) -> Settings:

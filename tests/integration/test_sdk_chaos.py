@@ -27,6 +27,22 @@ WORKER = Path(__file__).parent / "agents" / "worker.py"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _act_until_killed(agent: Any, act: Any, stop: threading.Event) -> threading.Thread:
+    """A thread that acts and sleeps at a safe point until ``stop`` or the kill (AgentKilled)."""
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                act()
+                agent.sleep(0.005)
+        except AgentKilled:
+            pass
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture
 def own_settings(own_server: EmbeddedServer, prefix: str) -> Settings:
     return Settings(nats_url=own_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
@@ -55,16 +71,7 @@ def test_kill_written_while_disconnected_is_honoured_first(
         def act() -> None:
             actions.append((epoch[0], core.conn.is_connected))
 
-        def loop() -> None:
-            try:
-                while not stop.is_set():
-                    act()
-                    agent.sleep(0.005)
-            except AgentKilled:
-                pass
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
+        thread = _act_until_killed(agent, act, stop)
         wait_until(lambda: len(actions) > 3)
 
         own_server.stop()
@@ -191,16 +198,7 @@ def test_no_guarded_action_runs_between_reconnect_and_the_reread_of_kills(
         def act() -> None:
             actions.append(phase[0] if core.conn.is_connected else "away")
 
-        def loop() -> None:
-            try:
-                while not stop.is_set():
-                    act()
-                    agent.sleep(0.005)
-            except AgentKilled:
-                pass
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
+        thread = _act_until_killed(agent, act, stop)
         wait_until(lambda: len(actions) > 3)
         proxy.cut()
         wait_until(lambda: not core.conn.is_connected, what="agent sees the outage")
