@@ -223,6 +223,7 @@ class Connection:
         #: Extra (on_disconnect, on_reconnect) pairs: the users of a shared connection.
         self._listeners: list[tuple[Callback | None, Callback | None]] = []
         self._link_up: list[Callable[[], None]] = []
+        self._error_listeners: list[Callable[[BaseException], None]] = []
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -233,6 +234,17 @@ class Connection:
     def remove_listener(self, token: object) -> None:
         self._listeners = [p for p in self._listeners if p is not token]
         self._link_up = [f for f in self._link_up if f is not token]
+        self._error_listeners = [f for f in self._error_listeners if f is not token]
+
+    def on_error(self, callback: Callable[[BaseException], None]) -> object:
+        """Call ``callback`` (sync, in the loop) with every asynchronous error the server sends.
+
+        nats-server reports a refused publish only this way (an ``-ERR``, the request itself just
+        goes unanswered), so users of a shared connection listen here. A token for
+        :meth:`remove_listener`.
+        """
+        self._error_listeners.append(callback)
+        return callback
 
     def on_link_up(self, callback: Callable[[], None]) -> object:
         """Call ``callback`` (sync, in the loop) the instant a reconnect succeeds, before its traffic.
@@ -281,6 +293,11 @@ class Connection:
 
         async def error_cb(exc: Exception) -> None:
             note_permission_violation(exc)
+            for listener in list(self._error_listeners):
+                try:
+                    listener(exc)
+                except Exception as bug:  # a listener's bug must not hide the error from the others
+                    log.warning("error listener failed", error=repr(bug))
             if not first_done:
                 self.errors.append(exc)
                 if _is_auth_error(exc):

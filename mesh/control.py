@@ -12,6 +12,7 @@ from mesh.codec import decode
 from mesh.connection import Connection, translate_error
 from mesh.errors import MalformedMessage
 from mesh.kvscan import read_latest
+from mesh.kvwire import is_delete, is_delete_operation
 from mesh.models import KillRecord
 from mesh.subjects import Namespace
 
@@ -48,8 +49,7 @@ def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
         revision = int(headers["Nats-Sequence"])
     except (KeyError, ValueError) as exc:
         raise MalformedMessage("control", "not a republished control-bucket write", len(msg.data)) from exc
-    operation = headers.get("KV-Operation")
-    if operation in ("DEL", "PURGE"):
+    if is_delete(headers):
         return ControlUpdate(key, revision, None)
     return ControlUpdate(key, revision, decode(KillRecord, msg.data))
 
@@ -96,7 +96,7 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
             continue
         except Exception as exc:
             raise translate_error(exc, "read kill records", subject=key) from exc
-        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+        if entry.value is None or is_delete_operation(entry.operation):
             out.append(ControlUpdate(key, entry.revision or 0, None))
             continue
         out.append(ControlUpdate(key, entry.revision or 0, decode_record(key, entry.value)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -19,23 +20,23 @@ from mesh.codec import decode, encode
 from mesh.connection import Connection
 from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned, PermissionDenied
 from mesh.eventlog import parse_since, read_events, subscribe_audit
-from mesh.kvscan import KVEntry, delete_key, put_key, scan_latest
-from mesh.models import (
-    LIVE_STATUSES,
-    AuditEvent,
-    Checkpoint,
-    EventType,
-    InstanceStatus,
-    KillRecord,
-    Status,
-    new_id,
-    utcnow,
+from mesh.killcommand import (
+    AckMatch,
+    kill_command,
+    kill_plan,
+    kill_report,
+    records_over,
+    resume_command,
+    resume_plan,
+    resume_report,
 )
+from mesh.kvscan import delete_key, put_key, scan_latest
+from mesh.kvwire import KVEntry
+from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, Status
 from mesh.policy import Limit, Policy
 from mesh.quota import Ledger
-from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
+from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
-from mesh.subjects import key_to_target
 from mesh.target import Target, parse_agent_uri, parse_target
 from mesh.usage import UsageReport, build_usage
 
@@ -72,33 +73,6 @@ def _decode_checkpoint(entry: KVEntry, agent_uri: str, instance: str) -> Checkpo
         return Checkpoint(agent_uri=agent_uri, instance=instance, seq=entry.revision, state=state)
 
 
-def _records(entries: dict[str, KVEntry], over: Target, *, skip: str | None = None) -> list[HeldBy]:
-    held: list[HeldBy] = []
-    for key, entry in sorted(entries.items()):
-        if key == skip:
-            continue
-        try:
-            target = key_to_target(key)
-        except InvalidTarget:
-            continue
-        if not target.overlaps(over):
-            continue
-        try:
-            record = decode(KillRecord, entry.value)
-        except MalformedMessage:
-            record = KillRecord(target=target.uri, reason="unreadable kill record (treated as in force)")
-        held.append(HeldBy(key=key, target=str(target), revision=entry.revision, record=record))
-    return held
-
-
-def _covers(outer: Target, inner: Target) -> bool:
-    """Whether every instance ``inner`` covers is also covered by ``outer``."""
-    for a, b in zip(outer.tokens, inner.tokens, strict=True):
-        if a != "*" and a != b:
-            return False
-    return outer.instance is None or outer.instance == inner.instance
-
-
 class AsyncMesh:
     """The operator API over one NATS connection.
 
@@ -119,8 +93,12 @@ class AsyncMesh:
         self._conn = connection
         self._owns = connection is None
         self._name = name
-        self._denied: list[str] = []
+        #: The latest permission violations the server reported on this connection, and how many
+        #: there were in all (a guarded call looks only at those after it started).
+        self._denied: deque[str] = deque(maxlen=64)
+        self._denied_count = 0
         self._denied_event: asyncio.Event | None = None
+        self._error_token: object | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> AsyncMesh:
@@ -132,6 +110,10 @@ class AsyncMesh:
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        if conn is not None and self._error_token is not None:
+            conn.remove_listener(self._error_token)
+        self._error_token = None
+        self._denied_event = None
         if conn is not None and self._owns:
             await conn.close()
 
@@ -155,17 +137,20 @@ class AsyncMesh:
         """nats-py reports permission violations only to ``error_cb``; notice them at once."""
         event = asyncio.Event()
         self._denied_event = event
-        nc: Any = conn.nc
-        original = nc._error_cb
 
-        async def error_cb(exc: Exception) -> None:
+        def on_error(exc: BaseException) -> None:
             text = str(exc)
             if "permissions violation" in text.lower():
                 self._denied.append(text)
+                self._denied_count += 1
                 event.set()
-            await original(exc)
 
-        nc._error_cb = error_cb
+        self._error_token = conn.on_error(on_error)
+
+    def _denied_since(self, seen: int) -> list[str]:
+        """The violations noticed after the ``seen``-th (those still remembered)."""
+        fresh = min(self._denied_count - seen, len(self._denied))
+        return list(self._denied)[len(self._denied) - fresh :] if fresh > 0 else []
 
     async def _guard(self, operation: str, awaitable: Awaitable[T], *, publishes_to: str) -> T:
         """Await ``awaitable``, failing at once with PermissionDenied if the server refuses it.
@@ -177,11 +162,11 @@ class AsyncMesh:
         event = self._denied_event
         assert event is not None
         wanted = f'publish to "{publishes_to}"'.lower()
-        seen = len(self._denied)
+        seen = self._denied_count
         task = asyncio.ensure_future(awaitable)
         while True:
             event.clear()
-            if any(wanted in text.lower() for text in self._denied[seen:]):
+            if any(wanted in text.lower() for text in self._denied_since(seen)):
                 break
             waiter = asyncio.ensure_future(event.wait())
             try:
@@ -193,7 +178,7 @@ class AsyncMesh:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        detail = next(text for text in self._denied[seen:] if wanted in text.lower())
+        detail = next(text for text in self._denied_since(seen) if wanted in text.lower())
         raise PermissionDenied(operation, subject=publishes_to, detail=detail)
 
     async def _subscribe(
@@ -218,25 +203,24 @@ class AsyncMesh:
         grace: float = 10.0,
         wait: float = 2.0,
         action: Literal["raise", "pause"] | None = None,
+        actor: str | None = None,
     ) -> KillReport:
         """Write a kill record for ``target`` and collect the halt acknowledgements for ``wait`` s.
 
         Works with only NATS running: the record is the kill; acks come straight from instances.
+        ``actor`` names who kills in the audit log (default: the settings' ``MESH_ACTOR`` or OS user).
         """
-        tgt = _as_target(target, instance)
+        command = kill_command(
+            _as_target(target, instance),
+            actor=actor or self.settings.resolve_actor(),
+            reason=reason,
+            grace=grace,
+            action=action,
+        )
+        tgt = command.target
         conn = self.connection
         ns = conn.ns
-        key = ns.control_key(tgt)
-        actor = self.settings.resolve_actor()
-        record = KillRecord(
-            target=tgt.uri, instance=tgt.instance, actor=actor, reason=reason, grace=grace, action=action
-        )
-        revision = 0
-
-        def ours(event: AuditEvent) -> bool:
-            return event.command_id == record.command_id or (revision > 0 and event.revision == revision)
-
-        collector = AckCollector(tgt, ours)
+        collector = AckCollector(tgt, command.acks)
         subs = await self._subscribe(
             [ns.audit_filter(EventType.HALTED.value, tgt), ns.audit_filter(EventType.TERMINATED.value, tgt)],
             collector.on_msg,
@@ -247,38 +231,16 @@ class AsyncMesh:
             # and anything sent before it (like the scan of expected instances) would delay the kill.
             revision = await self._guard(
                 "write kill records",
-                put_key(conn, ns.control_bucket, key, encode(record)),
-                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+                put_key(conn, ns.control_bucket, command.key, encode(command.record)),
+                publishes_to=f"$KV.{ns.control_bucket}.{command.key}",
             )
+            collector.known_revision(revision)
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
-            event = AuditEvent(
-                type=EventType.KILL,
-                target=tgt.uri,
-                instance=tgt.instance,
-                actor=actor,
-                reason=reason,
-                command_id=record.command_id,
-                revision=revision,
-                data={"key": key, "grace": grace, "action": action},
-            )
-            audit = asyncio.ensure_future(
-                self._guard(
-                    "write audit events",
-                    publish_event(conn.js, ns, event),
-                    publishes_to=audit_subject_for(ns, event),
-                )
-            )
-            statuses = [
-                s
-                for s in _decode_statuses(await scan)
-                if s.status in LIVE_STATUSES and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
-            ]
-            already = {
-                (s.agent_uri, s.instance) for s in statuses if s.status is Status.PAUSED and s.kill_keys
-            }
+            audit = asyncio.ensure_future(self._audit(command.event(revision)))
+            plan = kill_plan(tgt, _decode_statuses(await scan))
             # Instances already paused by another record may have nothing new to say: wait for
             # them (the SDK acks every new record), but do not call them silent if they are not.
-            collector.expect({(s.agent_uri, s.instance) for s in statuses})
+            collector.expect(plan.expected)
             await collector.wait(wait)
             await self._unsubscribe(subs)
             subs = []
@@ -287,33 +249,7 @@ class AsyncMesh:
             await self._unsubscribe(subs)
             if audit is not None and not audit.done():
                 audit.cancel()
-        rows = collector.rows
-        missing = [
-            SilentInstance(
-                agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-            )
-            for s in statuses
-            if (s.agent_uri, s.instance) not in already and (s.agent_uri, s.instance) not in rows
-        ]
-        halted_before = [
-            SilentInstance(
-                agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-            )
-            for s in statuses
-            if (s.agent_uri, s.instance) in already and (s.agent_uri, s.instance) not in rows
-        ]
-        return KillReport(
-            target=str(tgt),
-            command_id=record.command_id,
-            revision=revision,
-            actor=actor,
-            reason=reason,
-            issued_at=record.issued_at,
-            instances=sorted(rows.values(), key=lambda r: (r.agent_uri, r.instance)),
-            missing=missing,
-            expected=len(statuses),
-            already_halted=halted_before,
-        )
+        return kill_report(command, revision, plan, collector.rows)
 
     async def resume(
         self,
@@ -322,94 +258,48 @@ class AsyncMesh:
         instance: str | None = None,
         reason: str | None = None,
         wait: float = 2.0,
+        actor: str | None = None,
     ) -> ResumeReport:
         """Clear exactly the kill record of ``target`` and collect ``resumed`` acknowledgements.
 
         The report names every other record in force that still holds part of the target.
         """
-        tgt = _as_target(target, instance)
+        command = resume_command(
+            _as_target(target, instance), actor=actor or self.settings.resolve_actor(), reason=reason
+        )
+        tgt = command.target
         conn = self.connection
         ns = conn.ns
-        key = ns.control_key(tgt)
-        actor = self.settings.resolve_actor()
-        command_id = new_id()
-        issued_at = utcnow()
-        revision = 0
-        previous: set[str] = set()
-
-        def ours(event: AuditEvent) -> bool:
-            # The SDK's ``resumed`` carries no command id: any resume seen after the delete counts.
-            if event.command_id is not None and event.command_id in previous | {command_id}:
-                return True
-            return revision > 0 and (event.revision is None or event.revision >= revision)
-
-        collector = AckCollector(tgt, ours)
+        collector = AckCollector(tgt, AckMatch(frozenset({command.command_id}), or_later=True))
         subs = await self._subscribe([ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg)
         try:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             records = await scan_latest(conn, ns.control_bucket)
-            if key in records:
-                with contextlib.suppress(MalformedMessage):
-                    previous.add(decode(KillRecord, records[key].value).command_id)
+            collector.match = command.acks(records)
             revision = await self._guard(
                 "write kill records",
-                delete_key(conn, ns.control_bucket, key),
-                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+                delete_key(conn, ns.control_bucket, command.key),
+                publishes_to=f"$KV.{ns.control_bucket}.{command.key}",
             )
-            event = AuditEvent(
-                type=EventType.RESUME,
-                target=tgt.uri,
-                instance=tgt.instance,
-                actor=actor,
-                reason=reason,
-                command_id=command_id,
-                revision=revision,
-                data={"key": key, "cleared": key in records},
-            )
+            collector.known_revision(revision)
             audit = asyncio.ensure_future(
-                self._guard(
-                    "write audit events",
-                    publish_event(conn.js, ns, event),
-                    publishes_to=audit_subject_for(ns, event),
-                )
+                self._audit(command.event(revision, cleared=command.key in records))
             )
-            held = _records(records, tgt, skip=key)
-            held_targets = [key_to_target(h.key) for h in held]
-            statuses = [
-                s
-                for s in _decode_statuses(await scan)
-                if s.status is Status.PAUSED and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
-            ]
-            free = [
-                s
-                for s in statuses
-                if not any(t.matches(parse_agent_uri(s.agent_uri), s.instance) for t in held_targets)
-            ]
-            collector.expect({(s.agent_uri, s.instance) for s in free})
-            if free or not (statuses or any(_covers(t, tgt) for t in held_targets)):
+            plan = resume_plan(command, records, _decode_statuses(await scan))
+            collector.expect(plan.expected)
+            if plan.wait:
                 await collector.wait(wait)
             await audit
         finally:
             await self._unsubscribe(subs)
-        rows = collector.rows
-        return ResumeReport(
-            target=str(tgt),
-            command_id=command_id,
-            revision=revision,
-            actor=actor,
-            reason=reason,
-            issued_at=issued_at,
-            instances=sorted(rows.values(), key=lambda r: (r.agent_uri, r.instance)),
-            missing=[
-                SilentInstance(
-                    agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-                )
-                for s in free
-                if (s.agent_uri, s.instance) not in rows
-            ],
-            expected=len(free),
-            still_held_by=held,
-            cleared=key in records,
+        return resume_report(command, revision, plan, collector.rows)
+
+    async def _audit(self, event: AuditEvent) -> None:
+        ns = self.connection.ns
+        await self._guard(
+            "write audit events",
+            publish_event(self.connection.js, ns, event),
+            publishes_to=audit_subject_for(ns, event),
         )
 
     # -- queries --------------------------------------------------------------------------------
@@ -461,7 +351,7 @@ class AsyncMesh:
                 saved[name] = checkpoint
         return AgentStatus(
             agent_uri=str(tgt),
-            records=_records(control, tgt),
+            records=records_over(control, tgt),
             instances=_decode_statuses(instances),
             checkpoints=saved,
         )
@@ -470,7 +360,7 @@ class AsyncMesh:
         """The kill records in force that overlap ``pattern``."""
         tgt = _as_target(pattern)
         conn = self.connection
-        return _records(await scan_latest(conn, conn.ns.control_bucket), tgt)
+        return records_over(await scan_latest(conn, conn.ns.control_bucket), tgt)
 
     # -- policies and usage ---------------------------------------------------------------------
     async def set_policy(
@@ -483,6 +373,7 @@ class AsyncMesh:
         *,
         dry_run: bool = False,
         on_unreachable: Literal["wait", "proceed"] = "wait",
+        actor: str | None = None,
     ) -> Policy:
         """Create or replace policy ``name`` on ``target`` (e.g. limits ``["emails<=10000/1h"]``).
 
@@ -500,7 +391,7 @@ class AsyncMesh:
             limits,
             action=action,
             grace=grace,
-            created_by=self.settings.resolve_actor(),
+            created_by=actor or self.settings.resolve_actor(),
             dry_run=dry_run,
             on_unreachable=on_unreachable,
         )
