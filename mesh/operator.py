@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -18,7 +17,7 @@ from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection
-from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned, PermissionDenied
+from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned
 from mesh.eventlog import parse_since, read_events, subscribe_audit
 from mesh.killcommand import (
     AckMatch,
@@ -31,12 +30,13 @@ from mesh.killcommand import (
     resume_report,
 )
 from mesh.kvscan import delete_key, put_key, scan_latest
-from mesh.kvwire import KVEntry
 from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, Status
 from mesh.policy import Limit, Policy
 from mesh.quota import Ledger
+from mesh.refusals import Refusals
 from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
+from mesh.stored import decode_checkpoint, decode_statuses
 from mesh.target import Target, parse_agent_uri, parse_target
 from mesh.usage import UsageReport, build_usage
 
@@ -50,27 +50,6 @@ def _as_target(target: str | Target, instance: str | None = None) -> Target:
     if isinstance(target, Target):
         return target.with_instance(instance) if instance is not None else target
     return parse_target(target, instance)
-
-
-def _decode_statuses(entries: dict[str, KVEntry]) -> list[InstanceStatus]:
-    out: list[InstanceStatus] = []
-    for entry in entries.values():
-        with contextlib.suppress(MalformedMessage):
-            out.append(decode(InstanceStatus, entry.value))
-    return sorted(out, key=lambda s: (s.agent_uri, s.instance))
-
-
-def _decode_checkpoint(entry: KVEntry, agent_uri: str, instance: str) -> Checkpoint | None:
-    try:
-        return decode(Checkpoint, entry.value)
-    except MalformedMessage:
-        import json
-
-        try:
-            state = json.loads(entry.value)
-        except ValueError:
-            return None
-        return Checkpoint(agent_uri=agent_uri, instance=instance, seq=entry.revision, state=state)
 
 
 class AsyncMesh:
@@ -93,27 +72,21 @@ class AsyncMesh:
         self._conn = connection
         self._owns = connection is None
         self._name = name
-        #: The latest permission violations the server reported on this connection, and how many
-        #: there were in all (a guarded call looks only at those after it started).
-        self._denied: deque[str] = deque(maxlen=64)
-        self._denied_count = 0
-        self._denied_event: asyncio.Event | None = None
-        self._error_token: object | None = None
+        self._refusals: Refusals | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> AsyncMesh:
         if self._conn is None:
             self._conn = await Connection.open(self.settings, name=self._name)
-        if self._denied_event is None:
-            self._hook_errors(self._conn)
+        if self._refusals is None:
+            self._refusals = Refusals(self._conn)
         return self
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and self._error_token is not None:
-            conn.remove_listener(self._error_token)
-        self._error_token = None
-        self._denied_event = None
+        refusals, self._refusals = self._refusals, None
+        if refusals is not None:
+            refusals.close()
         if conn is not None and self._owns:
             await conn.close()
 
@@ -133,53 +106,9 @@ class AsyncMesh:
             )
         return self._conn
 
-    def _hook_errors(self, conn: Connection) -> None:
-        """nats-py reports permission violations only to ``error_cb``; notice them at once."""
-        event = asyncio.Event()
-        self._denied_event = event
-
-        def on_error(exc: BaseException) -> None:
-            text = str(exc)
-            if "permissions violation" in text.lower():
-                self._denied.append(text)
-                self._denied_count += 1
-                event.set()
-
-        self._error_token = conn.on_error(on_error)
-
-    def _denied_since(self, seen: int) -> list[str]:
-        """The violations noticed after the ``seen``-th (those still remembered)."""
-        fresh = min(self._denied_count - seen, len(self._denied))
-        return list(self._denied)[len(self._denied) - fresh :] if fresh > 0 else []
-
     async def _guard(self, operation: str, awaitable: Awaitable[T], *, publishes_to: str) -> T:
-        """Await ``awaitable``, failing at once with PermissionDenied if the server refuses it.
-
-        Only a refused publish to ``publishes_to`` counts: a refused subscription (to the
-        acknowledgements, say) arrives on the same error callback but must not fail a kill
-        that the server did accept.
-        """
-        event = self._denied_event
-        assert event is not None
-        wanted = f'publish to "{publishes_to}"'.lower()
-        seen = self._denied_count
-        task = asyncio.ensure_future(awaitable)
-        while True:
-            event.clear()
-            if any(wanted in text.lower() for text in self._denied_since(seen)):
-                break
-            waiter = asyncio.ensure_future(event.wait())
-            try:
-                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-            if task.done():
-                return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        detail = next(text for text in self._denied_since(seen) if wanted in text.lower())
-        raise PermissionDenied(operation, subject=publishes_to, detail=detail)
+        assert self._refusals is not None
+        return await self._refusals.guard(operation, awaitable, publishes_to=publishes_to)
 
     async def _subscribe(
         self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
@@ -237,7 +166,7 @@ class AsyncMesh:
             collector.known_revision(revision)
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             audit = asyncio.ensure_future(self._audit(command.event(revision)))
-            plan = kill_plan(tgt, _decode_statuses(await scan))
+            plan = kill_plan(tgt, decode_statuses(await scan))
             # Instances already paused by another record may have nothing new to say: wait for
             # them (the SDK acks every new record), but do not call them silent if they are not.
             collector.expect(plan.expected)
@@ -285,7 +214,7 @@ class AsyncMesh:
             audit = asyncio.ensure_future(
                 self._audit(command.event(revision, cleared=command.key in records))
             )
-            plan = resume_plan(command, records, _decode_statuses(await scan))
+            plan = resume_plan(command, records, decode_statuses(await scan))
             collector.expect(plan.expected)
             if plan.wait:
                 await collector.wait(wait)
@@ -313,7 +242,7 @@ class AsyncMesh:
         entries = await scan_latest(conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(tgt))
         return [
             s
-            for s in _decode_statuses(entries)
+            for s in decode_statuses(entries)
             if (wanted is None or s.status is wanted)
             and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
         ]
@@ -346,13 +275,13 @@ class AsyncMesh:
         saved: dict[str, Checkpoint] = {}
         for key, entry in checkpoints.items():
             name = key.rsplit(".", 1)[-1]
-            checkpoint = _decode_checkpoint(entry, tgt.uri, name)
+            checkpoint = decode_checkpoint(entry, tgt.uri, name)
             if checkpoint is not None:
                 saved[name] = checkpoint
         return AgentStatus(
             agent_uri=str(tgt),
             records=records_over(control, tgt),
-            instances=_decode_statuses(instances),
+            instances=decode_statuses(instances),
             checkpoints=saved,
         )
 
