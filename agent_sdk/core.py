@@ -30,7 +30,13 @@ from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import AuditChain, publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.control import ControlUpdate, parse_control_message, read_records, read_records_batched
+from mesh.control import (
+    ControlUpdate,
+    parse_control_message,
+    read_records,
+    read_records_batched,
+    read_records_from_leader,
+)
 from mesh.errors import (
     AgentKilled,
     ConfigError,
@@ -256,6 +262,8 @@ class AgentCore:
             )
             return
         self._apply(updates, from_kv=True)
+        with contextlib.suppress(MeshError):  # the periodic re-read asks again
+            await self._ask_the_leader()
 
     def _note_malformed(self, subject: str, error: str) -> None:
         self.malformed += 1
@@ -278,6 +286,14 @@ class AgentCore:
         # One direct multi-get for every matching key: one round trip, not one per key.
         updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
         self._apply(updates, from_kv=True)
+        await self._ask_the_leader()
+
+    async def _ask_the_leader(self) -> None:
+        """A read contradicted a pushed kill with a clear: only the stream's leader may confirm it."""
+        disputed = self.machine.take_disputed()
+        if disputed:
+            assert self.conn is not None
+            self._apply(await read_records_from_leader(self.conn, disputed), from_kv=True, leader=True)
 
     async def resync(self) -> bool:
         """Re-read every matching key; True if the read succeeded (the watch-health check)."""
@@ -292,8 +308,8 @@ class AgentCore:
         self._last_contact = time.monotonic()
         return True
 
-    def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> None:
-        new = self.machine.apply(updates, from_kv=from_kv)
+    def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False, leader: bool = False) -> None:
+        new = self.machine.apply(updates, from_kv=from_kv, leader=leader)
         if new is None:
             return
         for held in new:

@@ -21,6 +21,9 @@ from mesh.models import Status
 
 __all__ = ["Effects", "HaltPlan", "KillMachine", "Verdict"]
 
+#: Acknowledged and reached command ids are forgotten (those no longer in force) past this many.
+FORGET_AFTER = 1024
+
 
 class Verdict(StrEnum):
     """What a safe point does now."""
@@ -118,15 +121,18 @@ class KillMachine:
         return command_id in self._acked
 
     # -- events -------------------------------------------------------------------------------------
-    def apply(self, updates: list[ControlUpdate], *, from_kv: bool) -> list[InForce] | None:
+    def apply(
+        self, updates: list[ControlUpdate], *, from_kv: bool, leader: bool = False
+    ) -> list[InForce] | None:
         """Records pushed (``from_kv=False``) or read; the newly seen records, or None if nothing changed.
 
         A pushed clear is never applied here (the driver confirms it with a read first, rule 8).
+        After a read, :meth:`take_disputed` names keys that only a read from the leader may clear.
         """
         if not from_kv:
             updates = [u for u in updates if u.record is not None]
         before = {r.record.command_id for r in self.in_force()}
-        if not self.records.apply(updates, from_kv=from_kv):
+        if not self.records.apply(updates, from_kv=from_kv, leader=leader):
             return None
         return [r for r in self.in_force() if r.record.command_id not in before]
 
@@ -138,8 +144,11 @@ class KillMachine:
         """
         held = self.in_force()
         live = {r.record.command_id for r in held}
-        self._acked &= live
-        self._reached &= live
+        # Command ids are unique, so remembering one longer than its record is harmless, and a
+        # record that leaves and comes back (a forged push, then the KV again) is not acked twice.
+        if len(self._acked) + len(self._reached) > FORGET_AFTER:
+            self._acked &= live
+            self._reached &= live
         self._escalating &= live
         escalate: tuple[InForce, ...] = ()
         if self.hard_kill:
@@ -160,6 +169,10 @@ class KillMachine:
             # A paused safe point that wakes publishes the resume itself.
             return Effects(escalate=escalate, resume=not pausing)
         return Effects(escalate=escalate, heartbeat=True)
+
+    def take_disputed(self) -> list[str]:
+        """Keys whose pushed kill a replica's read contradicted: read them from the leader."""
+        return self.records.take_disputed()
 
     def link_lost_too_long(self) -> bool:
         """No contact for ``fail_closed_after``: halt. True if this changed anything."""

@@ -22,6 +22,7 @@ __all__ = [
     "parse_control_message",
     "read_records",
     "read_records_batched",
+    "read_records_from_leader",
 ]
 
 
@@ -100,4 +101,28 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
             out.append(ControlUpdate(key, entry.revision or 0, None))
             continue
         out.append(ControlUpdate(key, entry.revision or 0, decode_record(key, entry.value)))
+    return out
+
+
+async def read_records_from_leader(conn: Connection, keys: list[str]) -> list[ControlUpdate]:
+    """The state of ``keys`` as the control stream's leader has it (one request per key).
+
+    Not a direct get, which any replica of a replicated bucket may answer from a lagging copy:
+    ``$JS.API.STREAM.MSG.GET`` is answered by the leader, so this read is linearizable.
+    """
+    bucket = conn.ns.control_bucket
+    out: list[ControlUpdate] = []
+    for key in keys:
+        try:
+            msg = await conn.js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{key}")
+        except nats.js.errors.NotFoundError:
+            out.append(ControlUpdate(key, 0, None))
+            continue
+        except Exception as exc:
+            raise translate_error(exc, "read kill records from the leader", subject=key) from exc
+        revision = int(msg.seq or 0)
+        if is_delete(msg.headers) or not msg.data:
+            out.append(ControlUpdate(key, revision, None))
+        else:
+            out.append(ControlUpdate(key, revision, decode_record(key, msg.data)))
     return out
