@@ -77,7 +77,9 @@ class Identity(BaseModel):
         first_wild = next((i for i, s in enumerate(segments) if s == WILDCARD), len(segments))
         if any(s != WILDCARD for s in segments[first_wild:]):
             raise InvalidTarget(
-                self.scope, "scope", "wildcards only at the end: agent://ORG/*/*, agent://ORG/ENV/*, agent://*/*/*"
+                self.scope,
+                "scope",
+                "wildcards only at the end: agent://ORG/*/*, agent://ORG/ENV/*, agent://*/*/*",
             )
         return self
 

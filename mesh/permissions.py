@@ -16,7 +16,14 @@ from mesh.identity import Identity, Role, inbox_prefix
 from mesh.subjects import ANY, Namespace
 from mesh.target import WILDCARD
 
-__all__ = ["AGENT_EVENTS", "Permissions", "may_publish", "may_subscribe", "permissions_for", "subject_matches"]
+__all__ = [
+    "AGENT_EVENTS",
+    "Permissions",
+    "may_publish",
+    "may_subscribe",
+    "permissions_for",
+    "subject_matches",
+]
 
 #: The lifecycle events an agent reports about itself (nats.conf's AGENT_PERMISSIONS has the same).
 AGENT_EVENTS = ("started", "halted", "resumed", "stopped", "crashed", "terminated")
@@ -102,9 +109,7 @@ def _agent(identity: Identity, cred_id: str, ns: Namespace) -> Permissions:
     return Permissions(tuple(pub), tuple(sub))
 
 
-def _scoped_reads(
-    cred_id: str, stream: str, subjects: list[str], *, consumers: bool = True
-) -> list[str]:
+def _scoped_reads(cred_id: str, stream: str, subjects: list[str], *, consumers: bool = True) -> list[str]:
     """Direct get by subject, and one consumer named after the credential filtered on the subject.
 
     The consumer's name is pinned to the credential so that it can neither pull from another
@@ -114,9 +119,7 @@ def _scoped_reads(
     out = [_direct_get(stream, s) for s in subjects]
     if consumers:
         out += [f"$JS.API.CONSUMER.CREATE.{stream}.{cred_id}.{s}" for s in subjects]
-        out += [
-            f"$JS.API.CONSUMER.{verb}.{stream}.{cred_id}" for verb in ("INFO", "DELETE", "MSG.NEXT")
-        ]
+        out += [f"$JS.API.CONSUMER.{verb}.{stream}.{cred_id}" for verb in ("INFO", "DELETE", "MSG.NEXT")]
         out += [f"$JS.ACK.{stream}.{cred_id}.>", f"$JS.FC.{stream}.>"]
     return out
 
