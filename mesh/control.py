@@ -68,7 +68,8 @@ async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) 
 
     Falls back to one read per key if the server does not answer the multi-get as expected.
     """
-    latest = await read_latest(conn, conn.ns.control_bucket, keys)
+    # A scoped identity may read only the keys that can match it, named in the request subject.
+    latest = None if conn.scoped else await read_latest(conn, conn.ns.control_bucket, keys)
     if latest is None:
         return await read_records(kv, keys)
     out: list[ControlUpdate] = []

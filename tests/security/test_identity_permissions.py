@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import product
 
 import pytest
@@ -138,7 +139,7 @@ def test_agent_consumers_and_stream_apis_are_refused() -> None:
     assert may_publish(perms, "$JS.API.STREAM.INFO.KV_mesh_control")
 
 
-SCOPES = {
+SCOPES: dict[str, Callable[[str, str, str], bool]] = {
     "agent://acme/*/*": lambda o, e, n: o == "acme",
     "agent://acme/prod/*": lambda o, e, n: (o, e) == ("acme", "prod"),
     "agent://acme/prod/mailer": lambda o, e, n: (o, e, n) == ("acme", "prod", "mailer"),
