@@ -31,7 +31,10 @@ AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 QUEUE = "mesh-callout"
 #: The refusal every unknown, revoked or mistyped token gets: the server logs it, the client
 #: sees "authorization violation". It never repeats what the client sent.
-REFUSED = "credential not recognised: issue one with `mesh credentials agent|operator|auditor` and pass it as NATS_TOKEN"
+REFUSED = (
+    "credential not recognised: issue one with `mesh credentials agent|operator|auditor` "
+    "and pass it as NATS_TOKEN"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,9 @@ class CalloutService:
         if verdict.record is None:
             self.counts["refused"] += 1
             client = nats.get("client_info") or {}
-            log.info("refused a connection", reason=verdict.reason, host=client.get("host"), name=client.get("name"))
+            log.info(
+                "refused a connection", reason=verdict.reason, host=client.get("host"), name=client.get("name")
+            )
             return authorization_response(
                 self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, error=verdict.reason
             ).encode()
@@ -125,7 +130,8 @@ class CalloutService:
         )
         self.counts["admitted"] += 1
         log.debug("admitted", credential=record.id, identity=record.identity.describe())
-        return authorization_response(self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, jwt=jwt).encode()
+        response = authorization_response(self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, jwt=jwt)
+        return response.encode()
 
     async def _verdict(self, token: str) -> Verdict:
         parsed = parse_token(token)

@@ -9,8 +9,8 @@ import json
 import os
 from typing import Any
 
-import nacl.exceptions  # type: ignore[import-untyped]
-import nacl.signing  # type: ignore[import-untyped]
+import nacl.exceptions
+import nacl.signing
 import nkeys  # type: ignore[import-untyped]
 
 from mesh.errors import ConfigError, MalformedMessage
@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
+_BAD_SEED = "MESH_CALLOUT_SEED is not an account NKey seed (SA...): make a pair with `mesh credentials seed`"
 
 
 def _b64(data: bytes) -> str:
@@ -47,9 +48,9 @@ class IssuerKey:
             self._kp = nkeys.from_seed(seed.strip().encode())
             public = bytes(self._kp.public_key).decode()
         except (nkeys.NkeysError, binascii.Error, ValueError) as exc:
-            raise ConfigError("MESH_CALLOUT_SEED is not an NKey seed: make one with `mesh credentials seed`") from exc
+            raise ConfigError(_BAD_SEED) from exc
         if not public.startswith("A"):
-            raise ConfigError("MESH_CALLOUT_SEED is not an account seed (SA...): make one with `mesh credentials seed`")
+            raise ConfigError(_BAD_SEED)
         self.public = public
 
     def sign(self, claims: dict[str, Any]) -> str:

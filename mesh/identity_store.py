@@ -21,14 +21,16 @@ def identities_bucket(ns: Namespace) -> str:
     return f"{ns.prefix}_identities"
 
 
-async def open_bucket(js: JetStreamContext, ns: Namespace, *, create: bool = False, replicas: int = 1) -> KeyValue:
+async def open_bucket(
+    js: JetStreamContext, ns: Namespace, *, create: bool = False, replicas: int = 1
+) -> KeyValue:
     """The identities bucket; with ``create``, made if missing (by whoever issues credentials)."""
     name = identities_bucket(ns)
     try:
         return await js.key_value(name)
     except nats.js.errors.BucketNotFoundError as exc:
         if not create:
-            raise NotProvisioned(f"bucket {name} (issue a credential first: `mesh credentials agent ...`)") from exc
+            raise NotProvisioned(f"bucket {name} (issue a credential first: `mesh credentials ...`)") from exc
     except Exception as exc:
         raise translate_error(exc, f"open {name}") from exc
     config = KeyValueConfig(
@@ -50,7 +52,11 @@ async def issue(kv: KeyValue, identity: Identity, *, issued_by: str) -> tuple[Cr
     """Store a new credential for ``identity``; returns its record and the token (shown once)."""
     cred_id, secret, token = new_token()
     record = CredentialRecord(
-        id=cred_id, identity=identity, secret_sha256=hash_secret(secret), issued_at=utcnow(), issued_by=issued_by
+        id=cred_id,
+        identity=identity,
+        secret_sha256=hash_secret(secret),
+        issued_at=utcnow(),
+        issued_by=issued_by,
     )
     try:
         await kv.create(cred_id, encode(record))

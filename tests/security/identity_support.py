@@ -91,12 +91,12 @@ class IdentityServer:
             "connect_timeout": 5.0,
         }
         values.update(kw)
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings.model_validate(values)
 
     def token_settings(self, token: str, **kw: object) -> Settings:
         values: dict[str, object] = {"nats_url": self.url, "token": token, "connect_timeout": 5.0}
         values.update(kw)
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings.model_validate(values)
 
     async def connect_token(self, token: str, **kw: object) -> Connection:
         return await Connection.open(self.token_settings(token, **kw), name="test-identity")
