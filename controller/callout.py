@@ -111,9 +111,7 @@ class CalloutService:
         if verdict.record is None:
             self.counts["refused"] += 1
             client = nats.get("client_info") or {}
-            log.info(
-                "refused a connection", reason=verdict.reason, host=client.get("host"), name=client.get("name")
-            )
+            log.info("refused a connection", reason=verdict.reason, host=client.get("host"))
             return authorization_response(
                 self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, error=verdict.reason
             ).encode()
@@ -130,7 +128,9 @@ class CalloutService:
         )
         self.counts["admitted"] += 1
         log.debug("admitted", credential=record.id, identity=record.identity.describe())
-        response = authorization_response(self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, jwt=jwt)
+        response = authorization_response(
+            self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, jwt=jwt
+        )
         return response.encode()
 
     async def _verdict(self, token: str) -> Verdict:
