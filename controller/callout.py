@@ -144,4 +144,3 @@ class CalloutService:
             log.warning("credential lookup failed", credential=parsed[0], error=str(exc))
             return Verdict(None, "the auth service could not read its credentials; try again")
         return decide(token, record)
-

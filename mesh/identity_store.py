@@ -102,4 +102,3 @@ async def list_records(kv: KeyValue) -> list[CredentialRecord]:
         if record is not None:
             out.append(record)
     return sorted(out, key=lambda r: r.issued_at)
-
