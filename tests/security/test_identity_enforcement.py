@@ -114,7 +114,7 @@ async def test_agent_cannot_forge_another_agents_halt_or_heartbeat(
         await refused("mesh.audit.acme.prod.biller.b1.halted")
         admin = await ident.connect_static("admin")
         try:
-            with pytest.raises(Exception, match="(?i)no message found|not found"):
+            with pytest.raises(Exception, match=r"(?i)no message found|not found"):
                 await admin.js.get_last_msg("MESH_AUDIT", "mesh.audit.acme.prod.biller.b1.halted")
         finally:
             await admin.close()
@@ -122,7 +122,9 @@ async def test_agent_cannot_forge_another_agents_halt_or_heartbeat(
         await conn.close()
 
 
-async def test_agent_cannot_touch_another_agents_checkpoint(ident: IdentityServer, tokens: dict[str, str]) -> None:
+async def test_agent_cannot_touch_another_agents_checkpoint(
+    ident: IdentityServer, tokens: dict[str, str]
+) -> None:
     b = await ident.connect_token(tokens["b"])
     a = await ident.connect_token(tokens["a"])
     bucket, stream = "mesh_checkpoints", "KV_mesh_checkpoints"
@@ -154,8 +156,12 @@ async def test_agent_reads_only_the_kill_records_that_can_match_it(
     a = await ident.connect_token(tokens["a"])
     bucket, stream = "mesh_control", "KV_mesh_control"
     try:
-        await kv_put(root, bucket, "globex.prod.mailer", encode(KillRecord(target="agent://globex/prod/mailer")))
-        await kv_put(root, bucket, "acme._._", encode(KillRecord(target="agent://acme/*/*", reason="org-wide")))
+        await kv_put(
+            root, bucket, "globex.prod.mailer", encode(KillRecord(target="agent://globex/prod/mailer"))
+        )
+        await kv_put(
+            root, bucket, "acme._._", encode(KillRecord(target="agent://acme/*/*", reason="org-wide"))
+        )
         own = await direct_get(a, stream, "$KV.mesh_control.acme._._")  # a record that can match it
         assert b"org-wide" in own.data
         with pytest.raises(NEVER_ANSWERED):
@@ -163,7 +169,9 @@ async def test_agent_reads_only_the_kill_records_that_can_match_it(
         await refused(f"$JS.API.DIRECT.GET.{stream}.$KV.mesh_control.globex.prod.mailer")
         # the multi-get (keys in the body) and wide subscriptions
         with pytest.raises(NEVER_ANSWERED):
-            await a.nc.request(f"$JS.API.DIRECT.GET.{stream}", b'{"multi_last": ["$KV.mesh_control.>"]}', timeout=T)
+            await a.nc.request(
+                f"$JS.API.DIRECT.GET.{stream}", b'{"multi_last": ["$KV.mesh_control.>"]}', timeout=T
+            )
         await refused(f"$JS.API.DIRECT.GET.{stream}")
         for wide in ("mesh.ctl.>", "_INBOX.>", "mesh.audit.>"):
             await a.nc.subscribe(wide)
@@ -186,7 +194,9 @@ async def test_the_sdk_runs_under_its_own_credential_and_is_killed(
 ) -> None:
     """The real agent SDK, with nothing but NATS_TOKEN: heartbeats, checkpoints, push kill, ack."""
     settings = ident.token_settings(tokens["a"])
-    async with AsyncAgent(A, instance="a1", settings=settings, hard_kill=False, heartbeat_interval=0.2) as agent:
+    async with AsyncAgent(
+        A, instance="a1", settings=settings, hard_kill=False, heartbeat_interval=0.2
+    ) as agent:
         await agent.checkpoint({"step": 1})
 
         async def work_until_killed() -> None:
@@ -204,11 +214,15 @@ async def test_the_sdk_runs_under_its_own_credential_and_is_killed(
             await mesh.resume(A, wait=1)
 
 
-async def test_operator_scoped_to_acme_cannot_act_on_globex(ident: IdentityServer, tokens: dict[str, str]) -> None:
+async def test_operator_scoped_to_acme_cannot_act_on_globex(
+    ident: IdentityServer, tokens: dict[str, str]
+) -> None:
     op = await ident.connect_token(tokens["acme-op"])
     bucket = "mesh_control"
     try:
-        assert await kv_put(op, bucket, "acme.prod.mailer", encode(KillRecord(target=A, reason="in scope"))) > 0
+        assert (
+            await kv_put(op, bucket, "acme.prod.mailer", encode(KillRecord(target=A, reason="in scope"))) > 0
+        )
         await kv_delete(op, bucket, "acme.prod.mailer")
         for key in ("globex.prod.mailer", "_._._", "_.prod.mailer"):
             with pytest.raises(NEVER_ANSWERED):
