@@ -164,12 +164,15 @@ async def _audit_subjects(conn: Connection, token: str, filter_subject: str) -> 
     try:
         psub = await conn.js.pull_subscribe_bind(cred_id, stream="MESH_AUDIT")
         out: list[str] = []
-        while True:
-            try:
-                msgs = await psub.fetch(10, timeout=0.5)
-            except nats.errors.TimeoutError:
-                return out
-            out += [m.subject for m in msgs]
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(10, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    return out
+                out += [m.subject for m in msgs]
+        finally:
+            await psub.unsubscribe()
     finally:
         await conn.js.delete_consumer("MESH_AUDIT", cred_id)
 
