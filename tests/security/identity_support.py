@@ -16,7 +16,7 @@ from controller.callout import CalloutService
 from controller.natsjwt import IssuerKey, new_account_seed
 from mesh import connection as mesh_connection
 from mesh.connection import Connection
-from mesh.identity import Identity
+from mesh.identity import Identity, Role
 from mesh.identity_store import issue, open_bucket, revoke
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
@@ -77,6 +77,7 @@ class IdentityServer:
         self.server = server
         self.passwords = passwords
         self.issuer = IssuerKey(seed)
+        self.issuer_seed = seed
         self.callout: CalloutThread | None = None
 
     @property
@@ -113,6 +114,9 @@ class IdentityServer:
         finally:
             await conn.close()
         return record.id, token
+
+    async def issue_agent(self, uri: str, instance: str | None = None) -> tuple[str, str]:
+        return await self.issue(Identity(role=Role.AGENT, scope=uri, instance=instance))
 
     async def revoke(self, cred_id: str) -> bool:
         conn = await self.connect_static("admin")

@@ -41,5 +41,11 @@ def test_only_services_bypass_the_callout() -> None:
     assert sorted(users) == ["admin", "callout", "controller", "gateway", "sys"]
     bypass = re.search(r"auth_users: \[([^\]]*)\]", IDENTITY)
     assert bypass is not None
-    assert sorted(bypass.group(1).replace(",", " ").split()) == ["admin", "callout", "controller", "gateway", "sys"]
+    assert sorted(bypass.group(1).replace(",", " ").split()) == [
+        "admin",
+        "callout",
+        "controller",
+        "gateway",
+        "sys",
+    ]
     assert "issuer: $MESH_CALLOUT_ISSUER" in IDENTITY
