@@ -171,9 +171,13 @@ def callout(
     raw = os.environ.get("MESH_CALLOUT_SEED", "")
     if not raw:
         raise ConfigError("MESH_CALLOUT_SEED is not set: make a pair with `mesh credentials seed`")
-    ttl = int(os.environ.get("MESH_CALLOUT_TTL") or ttl)
+    raw_ttl = os.environ.get("MESH_CALLOUT_TTL")
+    if raw_ttl:
+        if not raw_ttl.isdigit():
+            raise ConfigError(f"invalid MESH_CALLOUT_TTL {raw_ttl!r}: a whole number of seconds, e.g. 900")
+        ttl = int(raw_ttl)
     if ttl < 10:
-        raise ConfigError(f"invalid --ttl {ttl}: use at least 10 seconds")
+        raise ConfigError(f"invalid callout TTL {ttl}: use at least 10 seconds")
     service = CalloutService(Settings.from_env(), IssuerKey(raw), ttl=ttl)
 
     async def main() -> None:
