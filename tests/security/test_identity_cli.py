@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +140,31 @@ async def test_callout_without_a_seed_says_how_to_make_one(ident: IdentityServer
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert "MESH_CALLOUT_SEED is not set: make a pair with `mesh credentials seed`" in err.decode()
+
+
+async def test_mesh_up_says_loudly_that_it_is_unauthenticated(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = await asyncio.create_subprocess_exec(
+        MESH,
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "up"),
+        "--no-controller",
+        "--no-dashboard",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        while b"DEV ONLY" not in line:
+            assert line, "mesh up ended without its warning"
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert b"NO AUTHENTICATION" in line and b"nats-identity.conf" in line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
