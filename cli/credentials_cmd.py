@@ -157,7 +157,11 @@ def callout(
         int, typer.Option(help="Seconds a connection's permissions last before it must re-authenticate.")
     ] = 900,
 ) -> None:
-    """Run the auth callout service (nats-identity.conf) until Ctrl+C; connect as the `callout` user."""
+    """Run the auth callout service (nats-identity.conf) until Ctrl+C; connect as the `callout` user.
+
+    MESH_CALLOUT_SEED signs; MESH_CALLOUT_KICK_PASSWORD (the `sys` user's) lets a revocation end
+    live connections at once, not only at their JWT's expiry.
+    """
     import asyncio
 
     from controller.callout import CalloutService
@@ -178,7 +182,19 @@ def callout(
         ttl = int(raw_ttl)
     if ttl < 10:
         raise ConfigError(f"invalid callout TTL {ttl}: use at least 10 seconds")
-    service = CalloutService(Settings.from_env(), IssuerKey(raw), ttl=ttl)
+    settings = Settings.from_env()
+    kick = None
+    if os.environ.get("MESH_CALLOUT_KICK_PASSWORD"):
+        # The system account's user, to end a revoked credential's live connections at once.
+        kick = settings.model_copy(
+            update={
+                "user": os.environ.get("MESH_CALLOUT_KICK_USER") or "sys",
+                "password": os.environ["MESH_CALLOUT_KICK_PASSWORD"],
+                "token": None,
+                "creds": None,
+            }
+        )
+    service = CalloutService(settings, IssuerKey(raw), ttl=ttl, kick_settings=kick)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from controller.calloutkick import LiveConnections, kick_revoked
 from controller.natsjwt import IssuerKey, authorization_response, decode_request, user_jwt
 from mesh.connection import Connection
 from mesh.errors import MeshError
@@ -68,6 +70,10 @@ class CalloutService:
     #: since the server accepts an answer only to its own pending request (its fresh user nkey,
     #: its server id). It costs an Ed25519 verify per connect, about a third of the callout's CPU.
     verify_requests: bool = False
+    #: A system-account user: with it, revoking a credential also ends its live connections
+    #: at once (calloutkick.py); without it, they end when their JWT expires (``ttl``).
+    kick_settings: Settings | None = None
+    live: LiveConnections = field(default_factory=LiveConnections)
     counts: Counter[str] = field(default_factory=Counter)
     conn: Connection | None = None
     _kv: KeyValue | None = None
@@ -81,14 +87,27 @@ class CalloutService:
         self.conn = await Connection.open(self.settings, name="mesh-callout")
         try:
             self._kv = await open_bucket(self.conn.js, self.ns)
-            sub = await self.conn.nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=self._on_request)
-            await self.conn.nc.flush()
-            log.info("auth callout ready", account=self.account, ttl=self.ttl, issuer=self.issuer.public)
-            self.ready.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await sub.unsubscribe()
+            async with contextlib.AsyncExitStack() as stack:
+                if self.kick_settings is not None:
+                    system = await stack.enter_async_context(
+                        Connection(self.kick_settings, name="mesh-callout-kick")
+                    )
+                    kicker = asyncio.ensure_future(kick_revoked(self._kv, system, self.live))
+                    stack.callback(kicker.cancel)
+                sub = await self.conn.nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=self._on_request)
+                await self.conn.nc.flush()
+                log.info(
+                    "auth callout ready",
+                    account=self.account,
+                    ttl=self.ttl,
+                    issuer=self.issuer.public,
+                    kicks_revoked=self.kick_settings is not None,
+                )
+                self.ready.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await sub.unsubscribe()
         finally:
             await self.conn.close()
 
@@ -132,6 +151,9 @@ class CalloutService:
             ttl=self.ttl,
         )
         self.counts["admitted"] += 1
+        client_id = (nats.get("client_info") or {}).get("id")
+        if isinstance(client_id, int):
+            self.live.note(record.id, server_id, client_id)
         log.debug("admitted", credential=record.id, identity=record.identity.describe())
         response = authorization_response(
             self.issuer, user_nkey=user_nkey, server_id=server_id, now=now, jwt=jwt

@@ -125,8 +125,11 @@ class IdentityServer:
         finally:
             await conn.close()
 
-    def start_callout(self, ttl: int = 900) -> CalloutThread:
-        service = CalloutService(self.static_settings("callout"), self.issuer, ttl=ttl)
+    def start_callout(self, ttl: int = 900, *, kick: bool = True) -> CalloutThread:
+        kick_settings = self.static_settings("sys") if kick else None
+        service = CalloutService(
+            self.static_settings("callout"), self.issuer, ttl=ttl, kick_settings=kick_settings
+        )
         self.callout = CalloutThread(service).start()
         return self.callout
 

@@ -277,9 +277,27 @@ async def test_callout_restart_keeps_connected_agents(
     await again.close()
 
 
+async def test_revocation_kicks_a_live_connection_at_once(
+    ident: IdentityServer, tokens: dict[str, str]
+) -> None:
+    """The callout (with the system user) asks the server to drop a revoked credential's connections."""
+    cred_id, token = await ident.issue(Identity(role=Role.AGENT, scope=A, instance="k1"))
+    conn = await ident.connect_token(token)  # its JWT lasts 900 s: only a kick can end it now
+    bystander = await ident.connect_token(tokens["b"])
+    try:
+        assert await ident.revoke(cred_id)
+        await await_until(lambda: not conn.is_connected, what="revoked connection kicked")
+        assert bystander.is_connected  # only the revoked credential's connections
+        with pytest.raises(AuthenticationFailed):
+            await ident.connect_token(token)
+    finally:
+        await conn.close()
+        await bystander.close()
+
+
 async def test_revocation_cuts_a_live_connection_when_its_jwt_expires(ident: IdentityServer) -> None:
     ident.stop_callout()
-    ident.start_callout(ttl=2)
+    ident.start_callout(ttl=2, kick=False)
     try:
         cred_id, token = await ident.issue(Identity(role=Role.AGENT, scope=A, instance="t1"))
         conn = await ident.connect_token(token)
