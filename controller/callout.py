@@ -34,8 +34,7 @@ QUEUE = "mesh-callout"
 #: The refusal every unknown, revoked or mistyped token gets: the server logs it, the client
 #: sees "authorization violation". It never repeats what the client sent.
 REFUSED = (
-    "credential not recognised: issue one with `mesh credentials agent|operator` "
-    "and pass it as NATS_TOKEN"
+    "credential not recognised: issue one with `mesh credentials agent|operator` and pass it as NATS_TOKEN"
 )
 
 
