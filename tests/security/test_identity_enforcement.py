@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
 from mesh.codec import encode
+from mesh import connection as mesh_connection
 from mesh.connection import Connection, recent_permission_violation
 from mesh.errors import AuthenticationFailed, PermissionDenied
 from mesh.identity import Identity, Role
@@ -319,3 +320,30 @@ async def test_permission_denied_is_one_line(ident: IdentityServer, tokens: dict
         with pytest.raises(PermissionDenied) as info:
             await mesh.kill("agent://globex/prod/mailer", wait=0.1)
         assert "\n" not in str(info.value)
+
+
+async def test_nobody_but_the_callout_sees_the_servers_auth_requests(
+    ident: IdentityServer, tokens: dict[str, str]
+) -> None:
+    """Every connecting client's token travels in these requests: only the callout may read them."""
+    conns = [await ident.connect_static(user) for user in ("admin", "controller", "gateway")]
+    conns += [await ident.connect_token(tokens[label]) for label in ("a", "root", "acme-op")]
+    got: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(msg)
+
+    try:
+        for conn in conns:
+            mesh_connection._VIOLATIONS.clear()  # each connection's own refusal, not the previous one's
+            await conn.nc.subscribe("$SYS.REQ.USER.AUTH", cb=on_msg)
+            await conn.nc.subscribe("$SYS.>", cb=on_msg)
+            await conn.nc.flush()
+            await refused("$SYS.REQ.USER.AUTH")
+            await refused("$SYS.>")
+        probe = await ident.connect_token(tokens["b"])  # a connect: the server asks the callout
+        await probe.close()
+        assert got == []
+    finally:
+        for conn in conns:
+            await conn.close()
