@@ -11,8 +11,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.codec import encode
 from mesh import connection as mesh_connection
+from mesh.codec import encode
 from mesh.connection import Connection, recent_permission_violation
 from mesh.errors import AuthenticationFailed, PermissionDenied
 from mesh.identity import Identity, Role
