@@ -61,7 +61,7 @@ class CheckpointStore:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    async def load(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> Any:
+    async def load(self, kv: KeyValue, js: JetStreamContext, bucket: str, *, scoped: bool = False) -> Any:
         """Read this instance id's last checkpoint (None if there is none).
 
         From the stream's leader, not with a direct get: on a replicated bucket any replica
@@ -69,8 +69,10 @@ class CheckpointStore:
         checkpoint than the one it wrote last, so that it redid work it had already done.
         """
         self.kv = kv
+        # A scoped identity may read its own key only by a direct get (the leader's API names the
+        # key in the request body): on a replicated bucket its restore may then be one write late.
         try:
-            msg = await js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{self.key}")
+            msg = await js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{self.key}", direct=scoped)
         except nats.js.errors.NotFoundError:
             return None
         except Exception as exc:

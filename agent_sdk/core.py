@@ -181,7 +181,7 @@ class AgentCore:
                 self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
             await conn.nc.flush()
             await self._read_records()
-            restored = await self.ckpt.load(ckpt_kv, conn.js, self.ns.checkpoints_bucket)
+            restored = await self.ckpt.load(ckpt_kv, conn.js, self.ns.checkpoints_bucket, scoped=conn.scoped)
             self._last_contact = time.monotonic()
             await self._emit(
                 events.lifecycle_event(

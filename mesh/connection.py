@@ -29,6 +29,7 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
+from mesh.identity import inbox_prefix, parse_token
 from mesh.logs import ensure_configured
 from mesh.settings import Settings
 from mesh.subjects import Namespace
@@ -224,6 +225,8 @@ class Connection:
         self._listeners: list[tuple[Callback | None, Callback | None]] = []
         self._link_up: list[Callable[[], None]] = []
         self._error_listeners: list[Callable[[BaseException], None]] = []
+        #: Connected with a mesh identity token: reads go key by key (see mesh/permissions.py).
+        self.scoped = False
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -342,6 +345,12 @@ class Connection:
             options["password"] = self.settings.password or ""
         if self.settings.token:
             options["token"] = self.settings.token
+            # A mesh identity token (nats-identity.conf) may receive replies only under its own
+            # inbox prefix, and may not use the multi-get whose keys travel in the body.
+            parsed = parse_token(self.settings.token)
+            if parsed is not None:
+                options["inbox_prefix"] = inbox_prefix(parsed[0])
+                self.scoped = True
         if self.settings.creds:
             options["user_credentials"] = str(self.settings.creds)
 

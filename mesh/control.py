@@ -69,7 +69,8 @@ async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) 
 
     Falls back to one read per key if the server does not answer the multi-get as expected.
     """
-    latest = await read_latest(conn, conn.ns.control_bucket, keys)
+    # A scoped identity may read only the keys that can match it, named in the request subject.
+    latest = None if conn.scoped else await read_latest(conn, conn.ns.control_bucket, keys)
     if latest is None:
         return await read_records(kv, keys)
     out: list[ControlUpdate] = []
@@ -108,10 +109,15 @@ async def read_records_from_leader(conn: Connection, keys: list[str]) -> list[Co
     """The state of ``keys`` as the control stream's leader has it (one request per key).
 
     Not a direct get, which any replica of a replicated bucket may answer from a lagging copy:
-    ``$JS.API.STREAM.MSG.GET`` is answered by the leader, so this read is linearizable.
+    ``$JS.API.STREAM.MSG.GET`` is answered by the leader, so this read is linearizable. A scoped
+    identity may not use that API (its key is in the request body, so it could read any record):
+    it gets nothing back, and a disputed kill stays in force until a newer clear arrives. Under
+    identities only the server can push kill records, so a dispute there is a lagging replica.
     """
     bucket = conn.ns.control_bucket
     out: list[ControlUpdate] = []
+    if conn.scoped:
+        return out
     for key in keys:
         try:
             msg = await conn.js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{key}")
