@@ -26,8 +26,8 @@ from tests.integration.controller_helpers import (
     heartbeat,
     running_controller,
     send,
-    status_of,
     wait_status,
+    written_after,
 )
 
 URI = "agent://acme/prod/mailer"
@@ -57,22 +57,12 @@ async def test_restarts_neither_lose_nor_double_audit_events(conn: Connection, s
         # controller, each after many of its sweeps (sweep_every=0.1), while the instance beats.
         mark = datetime.now(UTC)
         for _ in range(2):
-            mark = await _written_after(conn, key, mark)
+            mark = (await written_after(js, ns, key, mark)).last_seen
     await pacer.stop()
     assert await _transition_counts(conn) == {"w1:stale": 1, "w1:lost": 1, "w1:recovered": 1}
     # three controllers, one after the other: their chains verify (each restart starts a new one)
     report = await verify_stream(conn)
     assert report.ok and report.unchained == 0, report.broken
-
-
-async def _written_after(conn: Connection, key: str, mark: datetime) -> datetime:
-    """Wait for a write of ``key``'s status whose last_seen is later than ``mark``; return it."""
-
-    async def later() -> datetime | None:
-        rec = await status_of(conn.js, conn.ns, key)
-        return rec.last_seen if rec is not None and rec.last_seen > mark else None
-
-    return await eventually(later, what=f"a status write of {key} after {mark}")
 
 
 async def _lease_holder(conn: Connection) -> str | None:
