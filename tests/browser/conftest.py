@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +22,8 @@ from mesh.provision import provision
 from mesh.settings import Settings
 from tests.conftest import missing_tool
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Whatever `chromium` is on PATH: what .ci/run checks for (`command -v chromium`) and installs.
+CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -142,12 +143,12 @@ def running_stack(
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Debian's chromium under Playwright; skipped (with the reason) only when it is not installed."""
-    if not CHROMIUM.exists():
-        missing_tool(f"{CHROMIUM} is not installed (apt-get install -y chromium; .ci/run does it)")
+    if CHROMIUM is None:
+        missing_tool("chromium is not on PATH (apt-get install -y chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:
