@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +39,6 @@ AGENT = "agent://acme/prod/mailer"
 BYSTANDER = "agent://acme/staging/summarizer"
 #: The controller, tuned so that a test sees transitions quickly.
 FAST = ControllerOptions(lost_after=30.0, refresh_every=0.5, sweep_every=0.2, flush_every=0.05, lease_ttl=3.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -91,7 +84,10 @@ class _Backend:
         self.tasks.append(asyncio.create_task(serve(self.settings, stop=self.stop, options=FAST)))
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         config = DashboardConfig(
-            settings=self.settings, port=free_port(), token=self.token, health_interval=2.0
+            settings=self.settings,
+            port=0,
+            token=self.token,
+            health_interval=2.0,  # bound, then read back
         )
         self.tasks.append(
             asyncio.create_task(run_dashboard(config, stop=self.stop, on_started=started.set_result))
