@@ -19,7 +19,6 @@ from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 
-
 # In CI (MESH_REQUIRE_TOOLS, set by .ci/run) property tests draw the same examples every run, so
 # that a failure there reproduces; a developer's runs stay random and find new cases.
 hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)

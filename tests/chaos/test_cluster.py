@@ -33,7 +33,9 @@ def role(url: str, env: dict[str, str], user: str) -> Settings:
     )
 
 
-async def test_kill_after_a_node_died_reaches_its_agents_through_the_others(cluster: tuple[list[ClusterNode], dict[str, str]]) -> None:
+async def test_kill_after_a_node_died_reaches_its_agents_through_the_others(
+    cluster: tuple[list[ClusterNode], dict[str, str]],
+) -> None:
     nodes, env = cluster
     urls = [n.server.url for n in nodes]
     all_urls = ",".join(urls)
