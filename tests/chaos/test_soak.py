@@ -8,7 +8,9 @@ This checks the server, the controller and the wire protocol at a scale real age
 on one machine, not the SDK: the simulated instances speak the protocol on one connection.
 tests/chaos/test_soak_sdk.py runs real ``AsyncAgent`` instances through the same kind of cycles.
 
-Sizes can be scaled down for a quick run of the machinery: MESH_SOAK_INSTANCES, MESH_SOAK_CYCLES.
+``make soak`` runs the full size (4,000 instances, 50 cycles; MESH_SOAK_INSTANCES and
+MESH_SOAK_CYCLES change it); ``make test`` runs the same test at 400 instances and 10 cycles, so
+that the soak itself cannot rot outside CI.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ from mesh.target import AgentURI
 
 from .helpers import all_events, eventually
 
-pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
-
 ORGS, ENVS, NAMES = 4, 5, 10
 INSTANCES = int(os.environ.get("MESH_SOAK_INSTANCES", "20"))  # per agent: 4,000 instances by default
 CYCLES = int(os.environ.get("MESH_SOAK_CYCLES", "50"))
+FULL = pytest.param(INSTANCES, CYCLES, marks=[pytest.mark.soak, pytest.mark.timeout(900)], id="full")
+SMOKE = pytest.param(2, 10, marks=[pytest.mark.chaos, pytest.mark.timeout(180)], id="smoke")
 INTERVAL = 2.0
 
 
@@ -62,11 +64,11 @@ class SimInstance:
 
 
 class Simulator:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, instances: int) -> None:
         self.conn = conn
         self.ns = conn.ns
         self.instances: list[SimInstance] = []
-        for o, e, n, i in itertools.product(range(ORGS), range(ENVS), range(NAMES), range(INSTANCES)):
+        for o, e, n, i in itertools.product(range(ORGS), range(ENVS), range(NAMES), range(instances)):
             self.instances.append(SimInstance(AgentURI(f"org{o}", f"env{e}", f"name{n}"), f"i{i}"))
         self.by_key = {self.ns.instance_key(s.agent, s.instance): s for s in self.instances}
         self.pending: set[asyncio.Task[None]] = set()
@@ -139,9 +141,12 @@ def random_target(rng: random.Random) -> str:
     return f"agent://{org}/{env}/{name}"
 
 
-async def test_soak_kill_resume_cycles(settings: Settings, conn: Connection) -> None:
+@pytest.mark.parametrize(("instances", "cycles"), [FULL, SMOKE])
+async def test_soak_kill_resume_cycles(
+    settings: Settings, conn: Connection, instances: int, cycles: int
+) -> None:
     rng = random.Random(20251124)
-    sim = Simulator(conn)
+    sim = Simulator(conn, instances)
     await conn.nc.subscribe(f"{conn.ns.prefix}.ctl.>", cb=sim.on_control, pending_msgs_limit=-1)
     await conn.nc.flush()
     stop = asyncio.Event()
@@ -161,7 +166,7 @@ async def test_soak_kill_resume_cycles(settings: Settings, conn: Connection) -> 
                 return len(await op.list_instances()) == len(sim.instances)
 
             await eventually(listed, timeout=120, what="the controller to list every instance")
-            for _ in range(CYCLES):
+            for _ in range(cycles):
                 held = [h.key for h in await op.records()]
                 if held and rng.random() < 0.45:
                     key = rng.choice(held)
