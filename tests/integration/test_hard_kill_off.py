@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent_sdk import TERMINATED_EXIT_CODE
+from mesh.models import InstanceStatus
+from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.integration.controller_helpers import ControllerProcess
 from tests.integration.sdk_helpers import Ops
@@ -47,8 +47,14 @@ def _mesh(settings: Settings, *args: str) -> str:
     return result.stdout
 
 
-def _rows(settings: Settings) -> dict[str, dict[str, Any]]:
-    return {r["instance"]: r for r in json.loads(_mesh(settings, "list", URI, "--json"))}
+def _rows(ops: Ops) -> dict[str, InstanceStatus]:
+    """What the controller has written, read through the operator API (cheaper than a CLI run)."""
+
+    async def read() -> list[InstanceStatus]:
+        async with AsyncMesh(connection=ops.conn) as op:
+            return await op.list_instances(URI)
+
+    return {r.instance: r for r in ops.portal.call(read)}
 
 
 @pytest.fixture
@@ -74,7 +80,7 @@ def test_stuck_past_grace_exit_86_unless_hard_kill_is_off(
         procs["soft"] = _spawn(settings, "soft", logs["soft"], "--no-hard-kill")
         for name, log in logs.items():
             wait_until(lambda log=log: _acted(log), what=f"{name} to act, then block (no safe point)")
-        wait_until(lambda: set(_rows(settings)) == {"hard", "soft"}, what="the controller to list both")
+        wait_until(lambda: set(_rows(ops)) == {"hard", "soft"}, what="the controller to list both")
 
         # mesh list shows the opt-out, and only on the instance that opted out
         lines = {line.split()[1]: line for line in _mesh(settings, "list", URI).splitlines()[1:-1]}
@@ -85,9 +91,9 @@ def test_stuck_past_grace_exit_86_unless_hard_kill_is_off(
 
         # The opted-out instance had the same grace and more: it is alive, and its SDK thread
         # still heartbeats (the controller writes a last_seen later than the other's end).
-        ended = datetime.now().astimezone()
+        ended = datetime.now(UTC)
         wait_until(
-            lambda: datetime.fromisoformat(_rows(settings)["soft"]["last_seen"]) > ended,
+            lambda: _rows(ops)["soft"].last_seen > ended,
             what="a heartbeat of the opted-out instance after the other was terminated",
         )
         assert procs["soft"].poll() is None
