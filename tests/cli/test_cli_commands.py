@@ -69,7 +69,7 @@ async def test_kill_json_and_exit_3_when_an_expected_instance_is_silent(
         await listed_by_a_controller(settings, conn, [(URI, n) for n in NAMES], ghosts=[(URI, "ghost")])
         # The ghost never acks, so each report waits out its window: generous, so that the two
         # live workers' acks land in it even on a loaded machine.
-        code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", "6")
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", "5")
         assert code == 3
         report = json.loads(out)
         assert set(report) == {"target", "command_id", "instances", "acked", "missing"}
@@ -78,9 +78,9 @@ async def test_kill_json_and_exit_3_when_an_expected_instance_is_silent(
         assert set(report["instances"][0]) == {"agent_uri", "instance", "status", "metadata", "checkpoint"}
         assert [m["instance"] for m in report["missing"]] == ["ghost"]
 
-        code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", "4")
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", "3")
         assert code == 3
-        assert "1 silent" in out and "ghost: no acknowledgement within 4s (last seen" in out
+        assert "1 silent" in out and "ghost: no acknowledgement within 3s (last seen" in out
     finally:
         for w in started:
             await w.stop()

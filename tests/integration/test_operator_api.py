@@ -76,7 +76,7 @@ async def test_kill_returns_when_every_expected_instance_acked_and_lists_silent_
         )  # fmt: skip
         # The ghost never acks, so the report waits out this window: generous, so that the two
         # live workers' acks land in it even on a loaded machine.
-        report = await mesh.kill(URI, wait=8.0)
+        report = await mesh.kill(URI, wait=5.0)
     finally:
         for w in started:
             await w.stop()
