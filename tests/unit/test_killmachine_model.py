@@ -217,7 +217,7 @@ KillContract.TestCase.settings = settings(
 test_kill_contract = KillContract.TestCase
 
 
-def _walk(rng: random.Random, steps: int, trace: list[str]) -> None:
+def _check_walk(rng: random.Random, steps: int, trace: list[str]) -> None:
     """One uniform random walk over the same rules, recording the steps it took in ``trace``."""
     model = KillContract()
     moves: list[tuple[str, Callable[[], None]]] = [
@@ -251,6 +251,6 @@ def test_random_walks_keep_the_contract() -> None:
     for seed in range(EXAMPLES * 4):
         trace: list[str] = []
         try:
-            _walk(random.Random(seed), 60, trace)
+            _check_walk(random.Random(seed), 60, trace)
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}: {exc}; last steps: {' > '.join(trace[-12:])}") from exc
