@@ -396,7 +396,7 @@ class AgentCore:
             unwinding = self.guarded.unwinding()
             if unwinding:  # let cancelled guarded calls unwind before we say we have stopped
                 grace = min((r.record.grace for r in self.in_force()), default=1.0)
-                await asyncio.wait(unwinding, timeout=grace)
+                await self.guarded.wait_unwound(unwinding, grace)
             self.machine.halting(plan)
             if not plan.new:
                 await self.ckpt.flush()

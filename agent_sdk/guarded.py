@@ -21,6 +21,8 @@ class GuardedCalls:
     def __init__(self) -> None:
         self._depth: dict[asyncio.Task[Any], int] = {}
         self._cancelled: set[asyncio.Task[Any]] = set()
+        #: Set when a cancelled task leaves its guarded call (see wait_unwound).
+        self._left = asyncio.Event()
 
     def __bool__(self) -> bool:
         return bool(self._depth)
@@ -37,6 +39,23 @@ class GuardedCalls:
         me = asyncio.current_task()
         return [t for t in self._cancelled if not t.done() and t is not me]
 
+    async def wait_unwound(self, tasks: list[asyncio.Task[Any]], timeout: float) -> None:
+        """Wait until these cancelled calls have left their guard, not until their tasks end: a task
+        that catches AgentKilled and pauses (a framework integration that re-runs the call after
+        resume) must not hold the acknowledgement back until the grace runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(t in self._cancelled and not t.done() for t in tasks):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._left.clear()
+            left = asyncio.ensure_future(self._left.wait())
+            try:
+                await asyncio.wait([left, *tasks], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                left.cancel()
+
     async def run(
         self,
         fn: Callable[..., Coroutine[Any, Any, Any]],
@@ -52,6 +71,7 @@ class GuardedCalls:
         except asyncio.CancelledError:
             if task in self._cancelled and task.cancelling() == 1:
                 self._cancelled.discard(task)
+                self._left.set()
                 task.uncancel()
                 raise killed_error() from None
             raise
@@ -61,5 +81,6 @@ class GuardedCalls:
                 self._depth[task] = depth
             elif task in self._cancelled:  # the call swallowed our cancel: take it back
                 self._cancelled.discard(task)
+                self._left.set()
                 if task.cancelling():
                     task.uncancel()

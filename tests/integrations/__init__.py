@@ -1,0 +1,1 @@
+"""Tests of the framework integrations (agent_sdk.integrations), against a real nats-server."""

@@ -1,0 +1,169 @@
+"""OpenAI Agents SDK under the kill switch: pause and resume, raise, in-flight tools, RunState checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from agents import RunHooks
+
+from agent_sdk import AgentKilled, AsyncAgent
+from agent_sdk.integrations.openai_agents import CHECKPOINT_KEY, KillSwitch
+from mesh.connection import Connection
+from mesh.settings import Settings
+from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
+from tests.integrations.helpers import wait_ack
+from tests.integrations.oa_fakes import CountingModel, ToolLog, make_agent
+
+URI = "agent://acme/prod/researcher"
+STEPS = 4
+
+
+def _mesh(settings: Settings, instance: str, on_kill: str) -> AsyncAgent:
+    return AsyncAgent(URI, instance=instance, settings=settings, hard_kill=False, on_kill=on_kill)
+
+
+async def test_pause_holds_the_next_tool_call_and_resume_runs_every_remaining_one_once(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS, hold_at={3}), ToolLog()
+    async with _mesh(settings, "p1", "pause") as mesh:
+        run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
+        await asyncio.wait_for(model.entered.wait(), 30)  # the third model call is "thinking"
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        model.release.set()  # it answers "work(2)": the tool call is the next safe point
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["status"] == "paused"
+        assert ack.data["metadata"] == {"turn": 3, "last_tool": "work", "tool_calls": 2, "at": "tool work"}
+        assert not run.done() and log.ends() == [0, 1]
+        await delete_kill(conn, key)
+        result = await asyncio.wait_for(run, 30)
+        assert result.final_output == f"did {STEPS} steps"
+        assert log.ends() == list(range(STEPS)) and log.starts() == list(range(STEPS))
+        assert log.started_after(ack.time) == [2, 3]  # nothing ran between the ack and the resume
+
+
+async def test_pause_cancels_the_running_tool_and_runs_it_again_after_resume(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS), ToolLog()
+    log.block.add(1)
+    async with _mesh(settings, "p2", "pause") as mesh:
+        run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
+        await asyncio.wait_for(log.running.wait(), 30)
+        # A long grace: the paused call must not hold the acknowledgement back until it runs out.
+        key, _, record = await put_kill(conn, URI, grace=600.0)
+        ack = await wait_ack(conn, record.command_id)
+        assert ("cancelled", 1) in [(k, n) for k, n, _ in log.events]
+        assert ack.data["status"] == "paused"
+        assert ack.data["metadata"] == {"turn": 2, "last_tool": "work", "tool_calls": 1, "at": "tool work"}
+        assert log.started_after(ack.time) == []
+        await delete_kill(conn, key)
+        result = await asyncio.wait_for(run, 30)
+        assert result.final_output == f"did {STEPS} steps"
+        assert log.ends() == list(range(STEPS))  # every step completed exactly once
+        assert log.starts() == [0, 1, 1, 2, 3]  # the cancelled call ran again, from its start
+
+
+async def test_raise_at_a_tool_call_saves_the_run_state_and_the_next_run_continues_it(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS, hold_at={3}), ToolLog()
+    async with _mesh(settings, "r1", "raise") as mesh:
+        run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
+        await asyncio.wait_for(model.entered.wait(), 30)
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        model.release.set()
+        with pytest.raises(AgentKilled):
+            await asyncio.wait_for(run, 30)
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["status"] == "killed"
+        saved = ack.data["checkpoint"][CHECKPOINT_KEY]
+        assert saved["kind"] == "run_state" and saved["kill_calls"] == ["call-2"]
+        assert saved["progress"]["tool_calls"] == 2
+        assert log.ends() == [0, 1] and log.started_after(ack.time) == []
+    await delete_kill(conn, key)
+
+    # The same instance started again (as a restarted process would) continues the RunState.
+    fresh = CountingModel(STEPS)
+    async with _mesh(settings, "r1", "raise") as mesh:
+        result = await KillSwitch(mesh).run(make_agent(fresh, log), "this input is not used")
+    assert result.final_output == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS))
+    assert fresh.calls == 2  # the approved work(2) ran without asking the model again; then 3, then done
+
+
+async def test_raise_mid_tool_cancels_it_and_the_next_run_asks_for_it_again(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS), ToolLog()
+    log.block.add(1)
+    async with _mesh(settings, "r2", "raise") as mesh:
+        run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
+        await asyncio.wait_for(log.running.wait(), 30)
+        key, _, record = await put_kill(conn, URI)
+        with pytest.raises(AgentKilled):
+            await asyncio.wait_for(run, 30)
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["metadata"]["tool_calls"] == 1 and ack.data["metadata"]["last_tool"] == "work"
+        assert [(k, n) for k, n, _ in log.events][-1] == ("cancelled", 1)
+        assert log.started_after(ack.time) == []
+    await delete_kill(conn, key)
+    async with _mesh(settings, "r2", "raise") as mesh:
+        assert mesh.restore()[CHECKPOINT_KEY]["kind"] == "input"
+        result = await KillSwitch(mesh).run(make_agent(CountingModel(STEPS), log), "unused")
+    assert result.final_output == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS))
+
+
+class _KillAfterTool(RunHooks[Any]):
+    """The user's own hooks, chained by the switch: the kill lands after step 1, before the next model call."""
+
+    def __init__(self, conn: Connection, mesh: AsyncAgent) -> None:
+        self.conn, self.mesh, self.record = conn, mesh, None
+
+    async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: object) -> None:
+        if result == "step 1 done":
+            _, _, self.record = await put_kill(self.conn, URI)
+            await await_until(lambda: self.mesh.killed)
+
+
+async def test_raise_before_a_model_call_saves_the_conversation_and_a_new_run_continues(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS), ToolLog()
+    async with _mesh(settings, "r3", "raise") as mesh:
+        hooks = _KillAfterTool(conn, mesh)
+        with pytest.raises(AgentKilled):
+            await KillSwitch(mesh).run(make_agent(model, log), "go", hooks=hooks)
+        assert hooks.record is not None
+        ack = await wait_ack(conn, hooks.record.command_id)
+        assert model.calls == 2  # the third model call never happened
+        assert ack.data["metadata"]["at"] == "model call of worker" and ack.data["metadata"]["turn"] == 3
+        saved = ack.data["checkpoint"][CHECKPOINT_KEY]
+        assert saved["kind"] == "input"
+        assert sum(1 for i in saved["input"] if i.get("type") == "function_call_output") == 2
+        await delete_kill(conn, conn.ns.control_key(_target()))
+        # Killed, then resumed in the same process: the next run continues the saved conversation.
+        again = CountingModel(STEPS)
+        result = await KillSwitch(mesh).run(make_agent(again, log), "unused")
+    assert result.final_output == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS)) and again.calls == 3
+
+
+def _target() -> Any:
+    from mesh.target import parse_target
+
+    return parse_target(URI, None)
+
+
+async def test_a_run_that_is_not_killed_returns_the_frameworks_result(settings: Settings, conn: Connection) -> None:
+    model, log = CountingModel(STEPS), ToolLog()
+    async with _mesh(settings, "ok", "raise") as mesh:
+        result = await KillSwitch(mesh).run(make_agent(model, log), "go")
+        assert result.final_output == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
+    async with _mesh(settings, "ok", "raise") as mesh:
+        assert mesh.restore()[CHECKPOINT_KEY]["kind"] == "done"  # a restart does not replay a finished run
