@@ -1,0 +1,153 @@
+"""LangGraph and LangChain under the kill switch: kills as persisted interrupts, Command(resume), tools cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from agent_sdk import AgentKilled, AsyncAgent
+from agent_sdk.integrations.langgraph import CHECKPOINT_KEY, KILL_INTERRUPT, KillSwitch
+from mesh.connection import Connection
+from mesh.errors import ConfigError
+from mesh.settings import Settings
+from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
+from tests.integrations.helpers import wait_ack
+from tests.integrations.lg_fakes import make_graph, make_model, make_tool
+from tests.integrations.oa_fakes import ToolLog
+
+URI = "agent://acme/prod/graph"
+STEPS = 4
+GO = {"messages": [HumanMessage("go")]}
+
+
+def _mesh(settings: Settings, instance: str, on_kill: str) -> AsyncAgent:
+    return AsyncAgent(URI, instance=instance, settings=settings, hard_kill=False, on_kill=on_kill)
+
+
+def _thread(name: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": name}}
+
+
+def _answer(out: dict[str, Any]) -> str:
+    return str(out["messages"][-1].content)
+
+
+async def test_pause_interrupts_before_the_next_node_and_resume_continues_the_thread(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = make_model(STEPS, hold_at={3}), ToolLog()
+    graph = make_graph(model, [make_tool(log)])
+    async with _mesh(settings, "p1", "pause") as mesh:
+        run = asyncio.create_task(KillSwitch(mesh).ainvoke(graph, GO, _thread("p1")))
+        await asyncio.wait_for(model.entered.wait(), 30)  # the third model call is "thinking"
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        model.release.set()  # it asks for work(2): the "tools" node is interrupted before it starts
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["status"] == "paused"
+        assert ack.data["metadata"]["at"] == "node tools"
+        assert ack.data["metadata"]["tool_calls"] == 2 and ack.data["metadata"]["last_tool"] == "work"
+        assert ack.data["checkpoint"][CHECKPOINT_KEY] == {
+            "thread_id": "p1", "kind": "interrupted", "progress": ack.data["metadata"],
+        }  # fmt: skip
+        state = await graph.aget_state(_thread("p1"))
+        assert state.next == ("tools",) and state.interrupts[0].value[KILL_INTERRUPT]  # persisted
+        assert not run.done() and log.ends() == [0, 1]
+        await delete_kill(conn, key)
+        out = await asyncio.wait_for(run, 30)
+    assert _answer(out) == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS)) and log.starts() == list(range(STEPS))
+    assert log.started_after(ack.time) == [2, 3]
+    assert model.calls == STEPS + 1  # no model call was repeated
+
+
+async def test_raise_leaves_the_interrupt_on_the_thread_and_the_next_run_resumes_it(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = make_model(STEPS, hold_at={3}), ToolLog()
+    graph = make_graph(model, [make_tool(log)])
+    async with _mesh(settings, "r1", "raise") as mesh:
+        switch = KillSwitch(mesh)
+        run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("r1")))
+        await asyncio.wait_for(model.entered.wait(), 30)
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        model.release.set()
+        with pytest.raises(AgentKilled):
+            await asyncio.wait_for(run, 30)
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["status"] == "killed" and log.started_after(ack.time) == []
+        assert (await graph.aget_state(_thread("r1"))).next == ("tools",)
+        await delete_kill(conn, key)
+        assert await mesh.wait_resumed(30)
+        out = await switch.ainvoke(graph, {"messages": [HumanMessage("not used")]}, _thread("r1"))
+    assert _answer(out) == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
+
+
+async def test_pause_cancels_a_guarded_tool_mid_call_and_runs_it_again_after_resume(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = make_model(STEPS), ToolLog()
+    log.block.add(1)
+    async with _mesh(settings, "p2", "pause") as mesh:
+        switch = KillSwitch(mesh)
+        graph = make_graph(model, switch.guard_tools([make_tool(log)]))
+        run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("p2")))
+        await asyncio.wait_for(log.running.wait(), 30)
+        key, _, record = await put_kill(conn, URI, grace=600.0)
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["status"] == "paused"
+        assert ack.data["metadata"]["last_tool"] == "work" and ack.data["metadata"]["tool_calls"] == 1
+        assert ("cancelled", 1) in [(k, n) for k, n, _ in log.events]
+        assert log.started_after(ack.time) == []
+        await delete_kill(conn, key)
+        out = await asyncio.wait_for(run, 30)
+    assert _answer(out) == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS)) and log.starts() == [0, 1, 1, 2, 3]
+
+
+async def test_raise_mid_tool_fails_the_node_and_the_next_run_reruns_that_node(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = make_model(STEPS), ToolLog()
+    log.block.add(1)
+    async with _mesh(settings, "r2", "raise") as mesh:
+        switch = KillSwitch(mesh)
+        graph = make_graph(model, switch.guard_tools([make_tool(log)]))
+        run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("r2")))
+        await asyncio.wait_for(log.running.wait(), 30)
+        key, _, record = await put_kill(conn, URI)
+        with pytest.raises(AgentKilled):
+            await asyncio.wait_for(run, 30)
+        ack = await wait_ack(conn, record.command_id)
+        assert log.started_after(ack.time) == []
+        assert (await graph.aget_state(_thread("r2"))).next == ("tools",)  # the failed node is next
+        await delete_kill(conn, key)
+        assert await mesh.wait_resumed(30)
+        out = await switch.ainvoke(graph, {"messages": [HumanMessage("not used")]}, _thread("r2"))
+    assert _answer(out) == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS)) and log.starts() == [0, 1, 1, 2, 3]
+
+
+async def test_plain_langchain_model_calls_are_safe_points(conn: Connection, settings: Settings) -> None:
+    model = make_model(STEPS)
+    async with _mesh(settings, "lc", "pause") as mesh:
+        config = KillSwitch(mesh).config()
+        assert (await model.ainvoke([HumanMessage("hi")], config=config)).tool_calls
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        call = asyncio.create_task(model.ainvoke([HumanMessage("hi")], config=config))
+        ack = await wait_ack(conn, record.command_id)
+        assert ack.data["metadata"]["at"] == "model call" and model.calls == 1 and not call.done()
+        await delete_kill(conn, key)
+        await asyncio.wait_for(call, 30)
+        assert model.calls == 2
+
+
+async def test_a_graph_without_a_thread_gets_a_one_line_error(settings: Settings) -> None:
+    async with _mesh(settings, "bad", "raise") as mesh:
+        with pytest.raises(ConfigError, match="thread_id"):
+            await KillSwitch(mesh).ainvoke(make_graph(make_model(1), []), GO, {})
