@@ -72,5 +72,3 @@ def any_killed(exc: BaseException) -> AgentKilled | None:
             if found is not None:
                 return found
     return None
-
-

@@ -139,7 +139,7 @@ class KillSwitch:
         for tool in tools:
             if not isinstance(tool, StructuredTool) or tool.coroutine is None:
                 raise ConfigError(
-                    f"guard_tools needs async tools (StructuredTool with a coroutine); {tool.name!r} is not one"
+                    f"guard_tools needs async tools (StructuredTool with a coroutine): {tool.name!r} has none"
                 )
             out.append(tool.model_copy(update={"coroutine": self._guarded(tool.coroutine)}))
         return out

@@ -33,9 +33,7 @@ def guard_session(session: S, mesh: AsyncAgent) -> S:
     says which tool was called last and how many calls completed. Other methods are untouched.
     """
     if not isinstance(session, ClientSession | Client):
-        raise ConfigError(
-            f"guard_session takes an mcp ClientSession or Client, not {type(session).__name__}"
-        )
+        raise ConfigError(f"guard_session takes an mcp ClientSession or Client, not {type(session).__name__}")
     if getattr(session, _GUARDED, None) is not None:
         if getattr(session, _GUARDED) is not mesh:
             raise ConfigError("this MCP session is already guarded by another agent")
@@ -44,7 +42,9 @@ def guard_session(session: S, mesh: AsyncAgent) -> S:
     progress = RunProgress()
 
     @functools.wraps(call_tool)
-    async def guarded_call_tool(name: str, arguments: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+    async def guarded_call_tool(
+        name: str, arguments: dict[str, Any] | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
         progress.last_tool = name
         progress.at = f"MCP tool {name}"
         mesh._core.metadata = progress.metadata()

@@ -51,7 +51,9 @@ class _Hooks(RunHooks[Any]):
         if self.user is not None:
             await self.user.on_llm_start(context, agent, system_prompt, input_items)
 
-    async def on_llm_end(self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse) -> None:
+    async def on_llm_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
+    ) -> None:
         if self.user is not None:
             await self.user.on_llm_end(context, agent, response)
 
@@ -63,7 +65,9 @@ class _Hooks(RunHooks[Any]):
         if self.user is not None:
             await self.user.on_agent_end(context, agent, output)
 
-    async def on_handoff(self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]) -> None:
+    async def on_handoff(
+        self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
+    ) -> None:
         if self.user is not None:
             await self.user.on_handoff(context, from_agent, to_agent)
 
@@ -75,7 +79,9 @@ class _Hooks(RunHooks[Any]):
         if self.user is not None:
             await self.user.on_tool_start(context, agent, tool)
 
-    async def on_tool_end(self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object) -> None:
+    async def on_tool_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
+    ) -> None:
         self.switch.progress.tool_calls += 1
         if self.user is not None:
             await self.user.on_tool_end(context, agent, tool, result)
@@ -221,7 +227,9 @@ def _input_list(exc: BaseException) -> list[Any] | None:
     items: list[Any] = ItemHelpers.input_to_new_input_list(data.input) + [
         i.to_input_item() for i in data.new_items
     ]
-    answered = {i.get("call_id") for i in items if isinstance(i, dict) and i.get("type") == "function_call_output"}
+    answered = {
+        i.get("call_id") for i in items if isinstance(i, dict) and i.get("type") == "function_call_output"
+    }
     return [
         i
         for i in items

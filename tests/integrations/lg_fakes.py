@@ -41,7 +41,9 @@ class StepsChatModel(FakeMessagesListChatModel):
             await self.release.wait()
         done = sum(1 for m in messages if isinstance(m, ToolMessage))
         if done < self.steps:
-            reply = AIMessage(content="", tool_calls=[{"name": "work", "args": {"n": done}, "id": f"call-{done}"}])
+            reply = AIMessage(
+                content="", tool_calls=[{"name": "work", "args": {"n": done}, "id": f"call-{done}"}]
+            )
         else:
             reply = AIMessage(content=f"did {done} steps")
         return ChatResult(generations=[ChatGeneration(message=reply)])

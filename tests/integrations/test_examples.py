@@ -1,4 +1,4 @@
-"""The integration examples run for real (a restarted process continues a killed run); the README quotes them."""
+"""The integration examples run for real (a restarted process continues a killed run); README quotes them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LangGraph and LangChain under the kill switch: kills as persisted interrupts, Command(resume), tools cancelled."""
+"""LangGraph and LangChain under the kill switch: kills as persisted interrupts, Command(resume), cancels."""
 
 from __future__ import annotations
 

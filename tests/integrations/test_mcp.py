@@ -73,16 +73,22 @@ async def test_raise_refuses_every_call_after_the_ack_and_a_new_call_works_after
         tools = guard_session(client if surface == "client" else client.session, mesh)
         assert _text(await tools.call_tool("send_email", {"to": "a@x"})) == "sent to a@x"
         key, _, record = await put_kill(conn, URI)
-        with pytest.raises(AgentKilled):
-            while True:  # the agent keeps calling: the first call after the kill landed is refused
+
+        async def keep_calling() -> None:  # the first call after the kill has landed is refused
+            while True:
                 await tools.call_tool("send_email", {"to": "b@x"})
+
+        with pytest.raises(AgentKilled):
+            await keep_calling()
         ack = await wait_ack(conn, record.command_id)
         assert ack.data["metadata"]["last_tool"] == "send_email"
         assert ack.data["metadata"]["tool_calls"] == len(box.sent)
         assert box.after(ack.time) == []
         await delete_kill(conn, key)
         assert await mesh.wait_resumed(30)
-        assert _text(await tools.call_tool("send_email", {"to": "c@x"})) == "sent to c@x"  # the session still works
+        assert (
+            _text(await tools.call_tool("send_email", {"to": "c@x"})) == "sent to c@x"
+        )  # the session still works
 
 
 async def test_a_call_in_flight_is_cancelled_and_in_pause_mode_made_again_after_resume(
@@ -99,7 +105,12 @@ async def test_a_call_in_flight_is_cancelled_and_in_pause_mode_made_again_after_
         key, _, record = await put_kill(conn, URI)
         ack = await wait_ack(conn, record.command_id)
         assert ack.data["status"] == "paused"
-        assert ack.data["metadata"] == {"turn": 0, "last_tool": "slow_report", "tool_calls": 0, "at": "MCP tool slow_report"}
+        assert ack.data["metadata"] == {
+            "turn": 0,
+            "last_tool": "slow_report",
+            "tool_calls": 0,
+            "at": "MCP tool slow_report",
+        }
         assert not call.done() and box.names() == []
         await delete_kill(conn, key)
         assert _text(await asyncio.wait_for(call, 30)) == "report done"

@@ -120,7 +120,7 @@ async def test_raise_mid_tool_cancels_it_and_the_next_run_asks_for_it_again(
 
 
 class _KillAfterTool(RunHooks[Any]):
-    """The user's own hooks, chained by the switch: the kill lands after step 1, before the next model call."""
+    """The user's own hooks, chained by the switch: the kill lands after step 1, before the model call."""
 
     def __init__(self, conn: Connection, mesh: AsyncAgent) -> None:
         self.conn, self.mesh, self.record = conn, mesh, None
@@ -160,7 +160,9 @@ def _target() -> Any:
     return parse_target(URI, None)
 
 
-async def test_a_run_that_is_not_killed_returns_the_frameworks_result(settings: Settings, conn: Connection) -> None:
+async def test_a_run_that_is_not_killed_returns_the_frameworks_result(
+    settings: Settings, conn: Connection
+) -> None:
     model, log = CountingModel(STEPS), ToolLog()
     async with _mesh(settings, "ok", "raise") as mesh:
         result = await KillSwitch(mesh).run(make_agent(model, log), "go")
