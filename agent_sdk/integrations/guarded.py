@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations.progress import RunProgress
@@ -27,21 +27,20 @@ async def pass_safe_point(mesh: AsyncAgent, progress: RunProgress) -> None:
         await core.safe_point()
 
 
-async def call_guarded(mesh: AsyncAgent, call: Callable[[], Awaitable[T]]) -> T:
-    """Run one tool call as ``AsyncAgent.guard`` does, and in pause mode run it again after resume.
+async def call_guarded(
+    mesh: AsyncAgent, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+) -> T:
+    """Run ``fn(*args, **kwargs)`` as ``AsyncAgent.guard`` does, and in pause mode again after resume.
 
     A kill refuses the call (raise) or holds it (pause) before it starts, and cancels it when it
     lands mid-call. The cancelled call did not complete, so in pause mode it waits for the resume
     at a safe point and then runs again from its start; in raise mode AgentKilled goes up.
     """
     core = mesh._core
-
-    async def run() -> T:
-        return await call()
-
+    run = cast(Callable[..., Coroutine[Any, Any, T]], fn)  # run_guarded only awaits what fn returns
     while True:
         try:
-            result: T = await core.run_guarded(run, (), {})
+            result: T = await core.run_guarded(run, args, kwargs)
             return result
         except AgentKilled:
             if core.mode() == "raise":

@@ -148,7 +148,7 @@ class KillSwitch:
         mesh = self.mesh
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
-            return await call_guarded(mesh, lambda: coroutine(*args, **kwargs))
+            return await call_guarded(mesh, coroutine, *args, **kwargs)
 
         return guarded
 

@@ -39,18 +39,19 @@ def guard_session(session: S, mesh: AsyncAgent) -> S:
             raise ConfigError("this MCP session is already guarded by another agent")
         return session
     call_tool = session.call_tool
+    core = mesh._core
     progress = RunProgress()
+    metadata = progress.metadata()  # updated in place: no dict per call
 
     @functools.wraps(call_tool)
     async def guarded_call_tool(
         name: str, arguments: dict[str, Any] | None = None, *args: Any, **kwargs: Any
     ) -> Any:
-        progress.last_tool = name
-        progress.at = f"MCP tool {name}"
-        mesh._core.metadata = progress.metadata()
-        result = await call_guarded(mesh, lambda: call_tool(name, arguments, *args, **kwargs))
-        progress.tool_calls += 1
-        mesh._core.metadata = progress.metadata()
+        metadata["last_tool"] = name
+        metadata["at"] = f"MCP tool {name}"
+        core.metadata = metadata
+        result = await call_guarded(mesh, call_tool, name, arguments, *args, **kwargs)
+        metadata["tool_calls"] += 1
         return result
 
     object.__setattr__(session, "call_tool", guarded_call_tool)

@@ -130,7 +130,7 @@ class KillSwitch:
         mesh = self.mesh
 
         async def on_invoke_tool(context: Any, arguments: str) -> Any:
-            return await call_guarded(mesh, lambda: invoke(context, arguments))
+            return await call_guarded(mesh, invoke, context, arguments)
 
         return dataclasses.replace(
             tool, on_invoke_tool=on_invoke_tool, needs_approval=self._needs_approval(tool.needs_approval)

@@ -6,11 +6,13 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from agents import Agent, function_tool
+from agents import Agent, function_tool, set_tracing_disabled
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.testing import assistant_message, function_call
 from agents.usage import Usage
+
+set_tracing_disabled(True)  # offline: no trace export to try
 
 
 class CountingModel(Model):
