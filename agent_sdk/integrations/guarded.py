@@ -22,14 +22,12 @@ def mode(mesh: AsyncAgent) -> str:
 async def pass_safe_point(mesh: AsyncAgent, progress: RunProgress) -> None:
     """Publish where the run is and pass a safe point: returns at once, or pauses, or raises AgentKilled."""
     core = mesh._core
-    core.metadata = progress.metadata()
+    core.metadata = progress.data  # the live dict: the ack copies it
     if core.attention.is_set() or core.stalled():
         await core.safe_point()
 
 
-async def call_guarded(
-    mesh: AsyncAgent, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
-) -> T:
+async def call_guarded(mesh: AsyncAgent, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` as ``AsyncAgent.guard`` does, and in pause mode again after resume.
 
     A kill refuses the call (raise) or holds it (pause) before it starts, and cancels it when it

@@ -211,7 +211,7 @@ class KillSwitch:
         After an interrupt this is the safe point that acknowledges the kill: it pauses until
         resume, or raises AgentKilled. After a failed node the kill was acknowledged already.
         """
-        self.mesh._core.metadata = self.progress.metadata()
+        self.mesh._core.metadata = self.progress.data
         entry = {"thread_id": thread, "kind": kind, "progress": self.progress.metadata()}
         try:
             await self.mesh.checkpoint({CHECKPOINT_KEY: entry})

@@ -41,7 +41,7 @@ def guard_session(session: S, mesh: AsyncAgent) -> S:
     call_tool = session.call_tool
     core = mesh._core
     progress = RunProgress()
-    metadata = progress.metadata()  # updated in place: no dict per call
+    metadata = progress.data  # updated in place: no dict per call
 
     @functools.wraps(call_tool)
     async def guarded_call_tool(

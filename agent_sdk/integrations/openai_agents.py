@@ -105,11 +105,12 @@ class KillSwitch:
     def __init__(self, mesh: AsyncAgent) -> None:
         self.mesh = mesh
         self.progress = RunProgress()
+        self._killed = mesh._core.killed_evt
         self._kill_calls: set[str] = set()
         self._agents: dict[int, tuple[Agent[Any], Agent[Any]]] = {}
 
     async def safe_point(self) -> None:
-        if self.mesh.killed and mode(self.mesh) == "raise":
+        if self._killed.is_set() and mode(self.mesh) == "raise":
             # End the run first and acknowledge after its state is saved: see run().
             raise _Stopped("killed")
         await pass_safe_point(self.mesh, self.progress)
@@ -139,10 +140,11 @@ class KillSwitch:
     def _needs_approval(self, own: Any) -> Any:
         """The tool's own approval rule, or a kill in raise mode: the run returns with it pending."""
         mesh = self.mesh
+        killed = self._killed
         kill_calls = self._kill_calls
 
         async def needs_approval(context: Any, params: dict[str, Any], call_id: str) -> bool:
-            if mesh.killed and mode(mesh) == "raise":
+            if killed.is_set() and mode(mesh) == "raise":
                 kill_calls.add(call_id)
                 return True
             if callable(own):
@@ -187,7 +189,7 @@ class KillSwitch:
     async def _save(self, entry: dict[str, Any]) -> None:
         """Save the run as the checkpoint, then pass the safe point that acknowledges the kill."""
         entry["progress"] = self.progress.metadata()
-        self.mesh._core.metadata = self.progress.metadata()
+        self.mesh._core.metadata = self.progress.data
         try:
             await self.mesh.checkpoint({CHECKPOINT_KEY: entry})  # a safe point: acks, then raises
         except AgentKilled:

@@ -2,32 +2,68 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["RunProgress"]
 
 
-@dataclass(slots=True)
 class RunProgress:
-    """Counted at the safe points; sent as the instance's metadata, so a halted ack says where it stopped."""
+    """Counted at the safe points and sent as the instance's metadata, so a halted ack says where it stopped.
 
-    turn: int = 0
-    last_tool: str | None = None
-    tool_calls: int = 0
-    #: The framework's own name for the place the run is at (a node, a model call...).
-    at: str | None = None
+    The counts live in one dict (``data``) that becomes the instance's metadata and is updated in
+    place: a safe point costs no new dict (the acknowledgement copies it when it is sent).
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        #: turn (model calls, or LangGraph's step), last_tool, tool_calls (completed), at (where).
+        self.data: dict[str, Any] = {"turn": 0, "last_tool": None, "tool_calls": 0, "at": None}
+
+    @property
+    def turn(self) -> int:
+        return int(self.data["turn"])
+
+    @turn.setter
+    def turn(self, value: int) -> None:
+        self.data["turn"] = value
+
+    @property
+    def last_tool(self) -> str | None:
+        value = self.data["last_tool"]
+        return None if value is None else str(value)
+
+    @last_tool.setter
+    def last_tool(self, value: str | None) -> None:
+        self.data["last_tool"] = value
+
+    @property
+    def tool_calls(self) -> int:
+        return int(self.data["tool_calls"])
+
+    @tool_calls.setter
+    def tool_calls(self, value: int) -> None:
+        self.data["tool_calls"] = value
+
+    @property
+    def at(self) -> str | None:
+        value = self.data["at"]
+        return None if value is None else str(value)
+
+    @at.setter
+    def at(self, value: str | None) -> None:
+        self.data["at"] = value
 
     def metadata(self) -> dict[str, Any]:
-        return {"turn": self.turn, "last_tool": self.last_tool, "tool_calls": self.tool_calls, "at": self.at}
+        """A copy of the counts (for a checkpoint: the live dict keeps changing)."""
+        return dict(self.data)
 
     def restore(self, saved: Any) -> None:
         """Continue the counts of a checkpointed run (unknown or missing fields are left as they are)."""
         if not isinstance(saved, dict):
             return
-        if isinstance(saved.get("turn"), int):
-            self.turn = saved["turn"]
-        if isinstance(saved.get("tool_calls"), int):
-            self.tool_calls = saved["tool_calls"]
+        for key in ("turn", "tool_calls"):
+            if isinstance(saved.get(key), int):
+                self.data[key] = saved[key]
         if isinstance(saved.get("last_tool"), str):
-            self.last_tool = saved["last_tool"]
+            self.data["last_tool"] = saved["last_tool"]
