@@ -21,4 +21,4 @@ class MissingExtra(MeshError, ImportError):
 
 def require(integration: str, extra: str, exc: ImportError) -> MissingExtra:
     """The error to raise when importing the framework behind ``integration`` failed with ``exc``."""
-    return MissingExtra(integration, extra, exc.name or str(exc))
+    return MissingExtra(integration, extra, (exc.name or str(exc)).split(".")[0])
