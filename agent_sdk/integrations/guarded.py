@@ -9,7 +9,7 @@ from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations.progress import RunProgress
 from mesh.errors import AgentKilled
 
-__all__ = ["any_killed", "call_guarded", "killed_in", "mode", "pass_safe_point"]
+__all__ = ["any_killed", "call_guarded", "killed_in", "mode", "pass_safe_point", "with_entry"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,19 @@ async def call_guarded(mesh: AsyncAgent, fn: Callable[..., Awaitable[T]], *args:
             if core.mode() == "raise":
                 raise
             await core.safe_point()  # pauses until resume (or raises if the kill turned to raise)
+
+
+def with_entry(mesh: AsyncAgent, key: str, entry: Any) -> dict[str, Any]:
+    """The instance checkpoint with this integration's ``entry`` under ``key``, the rest kept.
+
+    The checkpoint is one state per instance: an integration owns one key of it, so that the
+    program's own checkpoint (a dict) survives alongside. A checkpoint that is not a dict is
+    replaced.
+    """
+    state = mesh._core.ckpt.state
+    merged: dict[str, Any] = dict(state) if isinstance(state, dict) else {}
+    merged[key] = entry
+    return merged
 
 
 def killed_in(exc: BaseException) -> AgentKilled | None:

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations import require
-from agent_sdk.integrations.guarded import any_killed, call_guarded, pass_safe_point
+from agent_sdk.integrations.guarded import any_killed, call_guarded, pass_safe_point, with_entry
 from agent_sdk.integrations.progress import RunProgress
 from mesh.errors import AgentKilled, ConfigError
 
@@ -45,6 +45,7 @@ class KillSwitchCallback(AsyncCallbackHandler):
     def __init__(self, mesh: AsyncAgent, progress: RunProgress) -> None:
         self.mesh = mesh
         self.progress = progress
+        self._node: str | None = None  # the graph node that started last
 
     async def on_chain_start(
         self,
@@ -65,6 +66,7 @@ class KillSwitchCallback(AsyncCallbackHandler):
         if isinstance(step, int):
             progress.turn = step
         progress.at = f"node {node}"
+        self._node = str(node)
         if self.mesh.killed:
             raise GraphInterrupt([Interrupt(value={KILL_INTERRUPT: True, "node": node})])
 
@@ -79,8 +81,7 @@ class KillSwitchCallback(AsyncCallbackHandler):
         await self._model_call()
 
     async def _model_call(self) -> None:
-        node = self.progress.at
-        self.progress.at = f"model call in {node}" if node and not node.startswith("model") else "model call"
+        self.progress.at = f"model call in node {self._node}" if self._node else "model call"
         await pass_safe_point(self.mesh, self.progress)
 
     async def on_tool_start(
@@ -214,7 +215,7 @@ class KillSwitch:
         self.mesh._core.metadata = self.progress.data
         entry = {"thread_id": thread, "kind": kind, "progress": self.progress.metadata()}
         try:
-            await self.mesh.checkpoint({CHECKPOINT_KEY: entry})
+            await self.mesh.checkpoint(with_entry(self.mesh, CHECKPOINT_KEY, entry))
         except AgentKilled:
             if kind == "interrupted":
                 raise

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations import require
-from agent_sdk.integrations.guarded import any_killed, call_guarded, mode, pass_safe_point
+from agent_sdk.integrations.guarded import any_killed, call_guarded, mode, pass_safe_point, with_entry
 from agent_sdk.integrations.progress import RunProgress
 from mesh.errors import AgentKilled
 
@@ -183,7 +183,8 @@ class KillSwitch:
             state = result.to_state()
             await self._save({"kind": "run_state", "state": state.to_string(), "kill_calls": pending})
             raise self._killed_error()
-        await self.mesh.checkpoint({CHECKPOINT_KEY: {"kind": "done", "progress": self.progress.metadata()}})
+        done = {"kind": "done", "progress": self.progress.metadata()}
+        await self.mesh.checkpoint(with_entry(self.mesh, CHECKPOINT_KEY, done))
         return result
 
     async def _save(self, entry: dict[str, Any]) -> None:
@@ -191,7 +192,7 @@ class KillSwitch:
         entry["progress"] = self.progress.metadata()
         self.mesh._core.metadata = self.progress.data
         try:
-            await self.mesh.checkpoint({CHECKPOINT_KEY: entry})  # a safe point: acks, then raises
+            await self.mesh.checkpoint(with_entry(self.mesh, CHECKPOINT_KEY, entry))  # acks, then raises
         except AgentKilled:
             return
 

@@ -21,7 +21,11 @@ def test_bench_integrations_writes_its_table_and_json(tmp_path: Path) -> None:
     assert data["bench"] == "integrations"
     assert {"cores", "python", "nats_py", "nats_server"} <= data["machine"].keys()
     frameworks = data["results"]["frameworks"]
-    assert [f["added"]["integration"] for f in frameworks] == ["OpenAI Agents SDK", "LangGraph / LangChain", "MCP"]
+    assert [f["added"]["integration"] for f in frameworks] == [
+        "OpenAI Agents SDK",
+        "LangGraph / LangChain",
+        "MCP",
+    ]
     for f in frameworks:
         assert all(v for v in f["versions"].values())
         assert f["end_to_end"]["switched_us"]["n"] == 2

@@ -165,7 +165,10 @@ async def test_a_run_that_is_not_killed_returns_the_frameworks_result(
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
     async with _mesh(settings, "ok", "raise") as mesh:
+        await mesh.checkpoint({"mine": {"campaign": 7}})  # the program's own checkpoint
         result = await KillSwitch(mesh).run(make_agent(model, log), "go")
         assert result.final_output == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
     async with _mesh(settings, "ok", "raise") as mesh:
-        assert mesh.restore()[CHECKPOINT_KEY]["kind"] == "done"  # a restart does not replay a finished run
+        saved = mesh.restore()
+        assert saved[CHECKPOINT_KEY]["kind"] == "done"  # a restart does not replay a finished run
+        assert saved["mine"] == {"campaign": 7}  # and the program's own entry is kept
