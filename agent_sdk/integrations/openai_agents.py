@@ -172,8 +172,8 @@ class KillSwitch:
             result = await Runner.run(guarded, start, hooks=hooks, **kwargs)
         except Exception as exc:
             killed = any_killed(exc)
-            if killed is None and not isinstance(exc, _Stopped):
-                raise
+            if killed is None and not any(isinstance(e, _Stopped) for e in _chain(exc)):
+                raise  # not a kill (_Stopped is ours, if the SDK wrapped it or not)
             conversation = _input_list(exc)
             if conversation is not None:
                 await self._save({"kind": "input", "input": conversation})

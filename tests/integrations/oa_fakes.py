@@ -85,8 +85,8 @@ class ToolLog:
         return [n for kind, n, t in self.events if kind == "start" and t > when]
 
 
-def make_agent(model: CountingModel, log: ToolLog) -> Agent[Any]:
-    @function_tool
+def make_agent(model: CountingModel, log: ToolLog, guardrails: list[Any] | None = None) -> Agent[Any]:
+    @function_tool(tool_input_guardrails=guardrails)
     async def work(n: int) -> str:
         """Do step n."""
         log.add("start", n)

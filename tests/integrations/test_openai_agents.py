@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from agents import RunHooks
+from agents import RunHooks, ToolGuardrailFunctionOutput, tool_input_guardrail
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.integrations.openai_agents import CHECKPOINT_KEY, KillSwitch
@@ -152,6 +152,38 @@ async def test_raise_before_a_model_call_saves_the_conversation_and_a_new_run_co
         result = await KillSwitch(mesh).run(make_agent(again, log), "unused")
     assert result.final_output == f"did {STEPS} steps"
     assert log.ends() == list(range(STEPS)) and again.calls == 3
+
+
+async def test_raise_at_a_tool_start_after_its_approval_ends_the_run_and_the_model_asks_again(
+    conn: Connection, settings: Settings
+) -> None:
+    model, log = CountingModel(STEPS), ToolLog()
+    async with _mesh(settings, "r4", "raise") as mesh:
+        kills: list[Any] = []
+
+        @tool_input_guardrail
+        async def kill_at_two(data: Any) -> ToolGuardrailFunctionOutput:
+            # Runs after the approval check, before on_tool_start: the kill lands in between.
+            if '"n":2' in data.context.tool_arguments and not kills:
+                kills.append(await put_kill(conn, URI))
+                await await_until(lambda: mesh.killed)
+            return ToolGuardrailFunctionOutput.allow()
+
+        with pytest.raises(AgentKilled):
+            await KillSwitch(mesh).run(make_agent(model, log, [kill_at_two]), "go")
+        ack = await wait_ack(conn, kills[0][2].command_id)
+        assert ack.data["metadata"]["at"] == "tool work" and log.starts() == [0, 1]
+        saved = ack.data["checkpoint"][CHECKPOINT_KEY]
+        assert saved["kind"] == "input"
+        assert not any(
+            i.get("call_id") == "call-2" for i in saved["input"]
+        )  # the unanswered call is left out
+        await delete_kill(conn, kills[0][0])
+        assert await mesh.wait_resumed(30)
+        again = CountingModel(STEPS)
+        result = await KillSwitch(mesh).run(make_agent(again, log), "unused")
+    assert result.final_output == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
+    assert again.calls == STEPS - 1  # asked for work(2) again, then 3, then answered
 
 
 def _target() -> Any:
