@@ -209,13 +209,14 @@ class KillSwitch:
     async def _save(self, thread: str, kind: str) -> None:
         """Record where the thread stopped as the instance checkpoint, at a safe point.
 
-        After an interrupt this is the safe point that acknowledges the kill: it pauses until
-        resume, or raises AgentKilled. After a failed node the kill was acknowledged already.
+        It is a safe point: after an interrupt, the one that acknowledges the kill (it pauses until
+        resume, or raises AgentKilled); after a finished run, a kill that came at the very end
+        acts here too. After a failed node the kill was acknowledged already.
         """
         self.mesh._core.metadata = self.progress.data
         entry = {"thread_id": thread, "kind": kind, "progress": self.progress.metadata()}
         try:
             await self.mesh.checkpoint(with_entry(self.mesh, CHECKPOINT_KEY, entry))
         except AgentKilled:
-            if kind == "interrupted":
+            if kind != "failed":  # after a failed node the caller raises the kill it caught
                 raise
