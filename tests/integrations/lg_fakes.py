@@ -79,7 +79,7 @@ def make_tool(log: ToolLog) -> BaseTool:
     return work
 
 
-def make_graph(model: StepsChatModel, tools: list[BaseTool]) -> Any:
+def make_graph(model: StepsChatModel, tools: list[BaseTool], checkpointer: Any = None) -> Any:
     async def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [await model.ainvoke(state["messages"])]}
 
@@ -89,4 +89,4 @@ def make_graph(model: StepsChatModel, tools: list[BaseTool]) -> Any:
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
-    return builder.compile(checkpointer=InMemorySaver())
+    return builder.compile(checkpointer=checkpointer or InMemorySaver())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.integrations.langgraph import CHECKPOINT_KEY, KILL_INTERRUPT, KillSwitch
@@ -85,6 +87,33 @@ async def test_raise_leaves_the_interrupt_on_the_thread_and_the_next_run_resumes
         assert await mesh.wait_resumed(30)
         out = await switch.ainvoke(graph, {"messages": [HumanMessage("not used")]}, _thread("r1"))
     assert _answer(out) == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
+
+
+async def test_a_new_agent_and_graph_over_the_same_checkpoint_database_continue_a_killed_thread(
+    conn: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "threads.db")
+    model, log = make_model(STEPS, hold_at={3}), ToolLog()
+    async with AsyncSqliteSaver.from_conn_string(db) as saver, _mesh(settings, "r3", "raise") as mesh:
+        graph = make_graph(model, [make_tool(log)], saver)
+        run = asyncio.create_task(KillSwitch(mesh).ainvoke(graph, GO, _thread("r3")))
+        await asyncio.wait_for(model.entered.wait(), 30)
+        key, _, record = await put_kill(conn, URI)
+        await await_until(lambda: mesh.killed)
+        model.release.set()
+        with pytest.raises(AgentKilled):
+            await asyncio.wait_for(run, 30)
+        ack = await wait_ack(conn, record.command_id)
+        assert log.started_after(ack.time) == []
+    await delete_kill(conn, key)
+    # As a restarted process would: another agent, another graph and saver, only the file shared.
+    fresh = make_model(STEPS)
+    async with AsyncSqliteSaver.from_conn_string(db) as saver, _mesh(settings, "r3", "raise") as mesh:
+        graph = make_graph(fresh, [make_tool(log)], saver)
+        out = await KillSwitch(mesh).ainvoke(graph, {"messages": [HumanMessage("not used")]}, _thread("r3"))
+    assert _answer(out) == f"did {STEPS} steps"
+    assert log.ends() == list(range(STEPS)) and log.starts() == list(range(STEPS))
+    assert fresh.calls == 2  # the interrupted "tools" node ran work(2); the model asked for 3, then answered
 
 
 async def test_pause_cancels_a_guarded_tool_mid_call_and_runs_it_again_after_resume(
