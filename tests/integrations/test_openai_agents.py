@@ -147,6 +147,7 @@ async def test_raise_before_a_model_call_saves_the_conversation_and_a_new_run_co
         assert saved["kind"] == "input"
         assert sum(1 for i in saved["input"] if i.get("type") == "function_call_output") == 2
         await delete_kill(conn, conn.ns.control_key(_target()))
+        assert await mesh.wait_resumed(30)
         # Killed, then resumed in the same process: the next run continues the saved conversation.
         again = CountingModel(STEPS)
         result = await KillSwitch(mesh).run(make_agent(again, log), "unused")
