@@ -108,7 +108,9 @@ def test_mcp_example_stops_calling_tools_when_killed(settings: Settings, ops: Op
             proc.kill()
     ack = _ack(ops, record.command_id)
     sent = _emails(_lines(out))
-    assert sent == list(range(len(sent))) and ack.data["metadata"]["tool_calls"] == len(sent)
+    assert sent == list(range(len(sent)))
+    # Completed calls; a call the kill cut mid-flight may have reached the server first.
+    assert len(sent) - ack.data["metadata"]["tool_calls"] in (0, 1)
     assert ack.data["metadata"]["last_tool"] == "send_email"
 
 
