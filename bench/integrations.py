@@ -149,8 +149,8 @@ async def _openai_agents(mesh: Any, runs: int, steps: int, n: int) -> dict[str, 
     from agents.testing import assistant_message, function_call
     from agents.usage import Usage
 
-    from agent_sdk.integrations.guarded import call_guarded
     from agent_sdk.integrations.openai_agents import KillSwitch, _Hooks
+    from agent_sdk.integrations.safepoints import call_guarded
 
     class StepsModel(Model):
         async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations import require
-from agent_sdk.integrations.guarded import call_guarded
 from agent_sdk.integrations.progress import RunProgress
+from agent_sdk.integrations.safepoints import call_guarded
 from mesh.errors import ConfigError
 
 try:

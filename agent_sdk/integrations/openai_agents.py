@@ -8,8 +8,8 @@ from typing import Any
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations import require
-from agent_sdk.integrations.guarded import any_killed, call_guarded, mode, pass_safe_point, with_entry
 from agent_sdk.integrations.progress import RunProgress
+from agent_sdk.integrations.safepoints import any_killed, call_guarded, mode, pass_safe_point, with_entry
 from mesh.errors import AgentKilled
 
 try:
