@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Ack",
+    "AxmeHeartbeatOut",
     "AgentStatusOut",
     "CheckpointIn",
     "CheckpointOut",
@@ -89,6 +90,14 @@ class ControlOut(_Out):
     fail_closed: bool = False
     #: The instance acknowledged every record in force (``POST /api/v1/halted``).
     acknowledged: bool = False
+
+
+class AxmeHeartbeatOut(ControlOut):
+    """``POST /v1/mesh/heartbeat``: the same answer, with AXME's ``ok``, address id and health."""
+
+    ok: Literal[True]
+    address_id: str
+    health_status: Literal["healthy", "killed"]
 
 
 class CheckpointIn(_In):

@@ -68,7 +68,7 @@ def _axme(extra: dict[str, Any]) -> dict[str, Any]:
 MODELS: list[type[BaseModel]] = [
     m.HeartbeatIn, m.ControlOut, m.RecordOut, m.CheckpointIn, m.CheckpointOut, m.HaltedIn, m.Ack,
     m.KillIn, m.ResumeIn, m.KillReportOut, m.ResumeReportOut, m.InstanceOut, m.AgentStatusOut,
-    m.EventOut, m.PolicyOut, m.UsageOut, m.ErrorOut, AxmeHeartbeatIn,
+    m.EventOut, m.PolicyOut, m.UsageOut, m.ErrorOut, AxmeHeartbeatIn, m.AxmeHeartbeatOut,
 ]  # fmt: skip
 
 
@@ -115,9 +115,8 @@ def openapi_document() -> dict[str, Any]:
                                         security="apiKey")},
         "/api/v1/usage": {"get": _op("Usage and budgets (`mesh usage --json`)", _ref(m.UsageOut), _OPERATOR_ERRORS,
                                      security="apiKey", params=[pattern, since])},
-        "/v1/mesh/heartbeat": {"post": _op("AXME heartbeat", {"allOf": [control, _axme(
-            {"address_id": {"type": "string"}, "health_status": {"type": "string"}})]}, _AGENT_ERRORS,
-            body=AxmeHeartbeatIn)},
+        "/v1/mesh/heartbeat": {"post": _op("AXME heartbeat", _ref(m.AxmeHeartbeatOut), _AGENT_ERRORS,
+                                           body=AxmeHeartbeatIn)},
         "/v1/mesh/agents": {"get": _op("AXME list_agents", _axme({"agents": {"type": "array", "items": axme_agent},
                                                                   "total": {"type": "integer"}}),
                                        _OPERATOR_ERRORS, security="apiKey")},
