@@ -26,7 +26,9 @@ def _record_json(record: object) -> dict[str, object]:
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Who the key is for; recorded as the actor (api:NAME).")],
-    role: Annotated[str, typer.Option(help="operator (kill, resume, read) or auditor (audit log only).")] = "operator",
+    role: Annotated[
+        str, typer.Option(help="operator (kill, resume, read) or auditor (audit log only).")
+    ] = "operator",
     json_out: JsonOpt = False,
 ) -> None:
     """Mint an API key; it is printed once and stored only as a hash.
@@ -66,7 +68,9 @@ def list_(json_out: JsonOpt = False) -> None:
 
 
 @app.command("revoke")
-def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `mesh gateway api-key list`).")]) -> None:
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `mesh gateway api-key list`).")],
+) -> None:
     """Revoke an API key: every gateway refuses it from its next request."""
     from cli.gateway_cmd import _actor, _with_conn
     from gateway.api.apikeys import revoke_api_key

@@ -1,4 +1,4 @@
-"""The JSON shapes of instances, events and policies: one serializer for ``mesh … --json`` and the HTTP API."""
+"""JSON shapes of instances, events and policies: one serializer for ``--json`` and the HTTP API."""
 
 from __future__ import annotations
 

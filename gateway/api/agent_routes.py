@@ -14,7 +14,9 @@ from mesh.models import Checkpoint
 __all__ = ["agent_routes"]
 
 
-def _checkpoint_json(agent_uri: str, instance: str, ckpt: Checkpoint | None, revision: int | None) -> dict[str, object]:
+def _checkpoint_json(
+    agent_uri: str, instance: str, ckpt: Checkpoint | None, revision: int | None
+) -> dict[str, object]:
     return {
         "agent_uri": agent_uri,
         "instance": instance,

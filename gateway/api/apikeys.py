@@ -146,7 +146,9 @@ class ApiKeyCache:
             try:
                 record = ApiKeyRecord.model_validate_json(entry.value)
             except ValueError:
-                log.warning("unreadable API key record: refused", key_id=kv_key[len(KV_PREFIX) : len(KV_PREFIX) + 12])
+                log.warning(
+                    "unreadable API key record: refused", key_id=kv_key[len(KV_PREFIX) : len(KV_PREFIX) + 12]
+                )
         if generation == self._generation:
             self._cache[kv_key] = record
             if len(self._cache) > CACHE_SIZE:

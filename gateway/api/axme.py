@@ -38,7 +38,9 @@ def parse_address(address_id: str) -> Target:
     parts = address_id.split(".")
     if len(parts) not in (3, 4) or any(p == "*" for p in parts):
         raise InvalidTarget(
-            address_id, "address_id", "use ORG.ENV.NAME or ORG.ENV.NAME.INSTANCE (agent://ORG/ENV/NAME#INSTANCE)"
+            address_id,
+            "address_id",
+            "use ORG.ENV.NAME or ORG.ENV.NAME.INSTANCE (agent://ORG/ENV/NAME#INSTANCE)",
         )
     return parse_target(f"agent://{parts[0]}/{parts[1]}/{parts[2]}", parts[3] if len(parts) == 4 else None)
 
@@ -77,23 +79,24 @@ def agent_rows(instances: list[InstanceStatus], records: list[HeldBy]) -> list[d
     rows = []
     for uri, group in sorted(by_agent.items()):
         agent = parse_agent_uri(uri)
-        inst_rows = []
+        inst_rows: list[dict[str, Any]] = []
+        healths: list[str] = []
         for s in group:
             killed = any(t.matches(agent, s.instance) for t in held)
+            healths.append(health_of(s.status, killed))
             inst_rows.append(
                 {
                     "address_id": address_of(s.agent_uri, s.instance),
                     "instance": s.instance,
                     "status": s.status.value,
-                    "health_status": health_of(s.status, killed),
+                    "health_status": healths[-1],
                     "last_heartbeat_at": s.last_seen.isoformat(),
                     "metadata": s.metadata,
                     "metrics": s.usage,
                 }
             )
-        killed_all = bool(inst_rows) and all(r["health_status"] == "killed" for r in inst_rows)
-        best = min((r["health_status"] for r in inst_rows if r["health_status"] != "killed"),
-                   key=lambda h: rank[h], default="killed")  # fmt: skip
+        alive = [h for h in healths if h != "killed"]
+        best = min(alive, key=lambda h: rank[h]) if alive else "killed"
         totals: dict[str, float] = {}
         for s in group:
             for name, value in s.usage.items():
@@ -102,7 +105,7 @@ def agent_rows(instances: list[InstanceStatus], records: list[HeldBy]) -> list[d
             {
                 "address_id": address_of(uri),
                 "agent_uri": uri,
-                "health_status": "killed" if killed_all else best,
+                "health_status": best,
                 "last_heartbeat_at": max(s.last_seen for s in group).isoformat(),
                 "metrics": totals,
                 "instances": inst_rows,

@@ -6,6 +6,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,7 +25,7 @@ __all__ = ["axme_routes"]
 class AxmeHeartbeatIn(_In):
     """What ``client.mesh.heartbeat(metrics=...)`` sends (an empty body without metrics)."""
 
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 def axme_routes(api: Api) -> list[BaseRoute]:

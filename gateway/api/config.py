@@ -32,13 +32,16 @@ class NatsLogin(BaseModel):
         if self.password_env:
             password = env.get(self.password_env) or None
             if password is None:
-                raise ConfigError(f"[api.nats] user {self.user}: {self.password_env} (password_env) is not set")
+                raise ConfigError(
+                    f"[api.nats] user {self.user}: {self.password_env} (password_env) is not set"
+                )
         elif self.password_file:
             try:
                 password = self.password_file.read_text().strip()
             except OSError as exc:
                 raise ConfigError(
-                    f"[api.nats] user {self.user}: cannot read password_file {self.password_file}: {exc.strerror}"
+                    f"[api.nats] user {self.user}: cannot read password_file {self.password_file}: "
+                    f"{exc.strerror}"
                 ) from None
         return base.model_copy(update={"user": self.user, "password": password, "token": None, "creds": None})
 

@@ -39,7 +39,9 @@ class Caller:
 
 
 class Api:
-    def __init__(self, gw: Gateway, config: ApiConfig, conn: Connection, roles: dict[Role, Connection]) -> None:
+    def __init__(
+        self, gw: Gateway, config: ApiConfig, conn: Connection, roles: dict[Role, Connection]
+    ) -> None:
         self.gw = gw
         self.config = config
         self.conn = conn
@@ -73,7 +75,9 @@ class Api:
             try:
                 record = await self.keys.lookup(key)
             except MeshError as exc:
-                raise UnknownKey(f"cannot verify the API key right now (NATS: {type(exc).__name__})") from None
+                raise UnknownKey(
+                    f"cannot verify the API key right now (NATS: {type(exc).__name__})"
+                ) from None
             if record is None:
                 raise UnknownKey("unknown API key")
             if record.revoked_at is not None:
@@ -93,7 +97,8 @@ class Api:
         if not self.limiter.allow(ident.key_id):
             wait = self.limiter.retry_after(ident.key_id)
             raise RateLimited(
-                f"key {ident.key_id} is over its rate limit ({self.config.rate:g} requests/s): retry in {wait:.2f}s",
+                f"key {ident.key_id} is over its rate limit ({self.config.rate:g} requests/s): "
+                f"retry in {wait:.2f}s",
                 retry_after=round(wait, 3),
             )
         return ident

@@ -170,15 +170,23 @@ class HttpAgents:
         try:
             await self.conn.nc.publish(inst.subject, encode(hb))
         except Exception as exc:
-            raise Unavailable(f"cannot publish the heartbeat to NATS right now ({type(exc).__name__})") from None
+            raise Unavailable(
+                f"cannot publish the heartbeat to NATS right now ({type(exc).__name__})"
+            ) from None
         if status in (Status.STOPPED, Status.CRASHED):
-            await self._lifecycle(inst, EventType.STOPPED if status is Status.STOPPED else EventType.CRASHED, held)
+            await self._lifecycle(
+                inst, EventType.STOPPED if status is Status.STOPPED else EventType.CRASHED, held
+            )
             self.forget(inst)
         return answer
 
     def _status(self, inst: HttpInstance, held: list[InForce] | None) -> Status:
         if held and all(h.record.command_id in inst.acked for h in held):
-            return Status.KILLED if "killed" in {inst.acked[h.record.command_id] for h in held} else Status.PAUSED
+            return (
+                Status.KILLED
+                if "killed" in {inst.acked[h.record.command_id] for h in held}
+                else Status.PAUSED
+            )
         return Status.ACTIVE
 
     async def _lifecycle(self, inst: HttpInstance, etype: EventType, held: list[InForce] | None) -> None:
@@ -296,7 +304,9 @@ class HttpAgents:
         )
         del raw  # validated above; the model carries the state
         try:
-            revision = await put_key(self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt))
+            revision = await put_key(
+                self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt)
+            )
         except MeshError as exc:
             raise Unavailable(f"cannot store the checkpoint right now: {exc}") from None
         inst.ckpt_seq = seq

@@ -117,7 +117,9 @@ def handler(on_error: Callable[[GatewayError], None]) -> Callable[[Handler], Han
                 err = to_api_error(exc)
                 if err is None:
                     log.exception("API request failed", route=request.url.path)
-                    return reply({"error": {"code": "internal_error", "message": "internal error (logged)"}}, 500)
+                    return reply(
+                        {"error": {"code": "internal_error", "message": "internal error (logged)"}}, 500
+                    )
                 on_error(err)
                 headers = None
                 if isinstance(err, RateLimited):

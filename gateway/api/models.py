@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Ack",
-    "AxmeHeartbeatOut",
     "AgentStatusOut",
+    "AxmeHeartbeatOut",
     "CheckpointIn",
     "CheckpointOut",
     "ControlOut",

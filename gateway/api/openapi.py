@@ -45,7 +45,10 @@ def _op(
         "responses": {
             "200": {"description": "OK", "content": content},
             **{
-                str(code): {"description": "error", "content": {"application/json": {"schema": _ref(m.ErrorOut)}}}
+                str(code): {
+                    "description": "error",
+                    "content": {"application/json": {"schema": _ref(m.ErrorOut)}},
+                }
                 for code in errors
             },
         },
@@ -72,75 +75,82 @@ MODELS: list[type[BaseModel]] = [
 ]  # fmt: skip
 
 
-def openapi_document() -> dict[str, Any]:
-    modes = [(model, "validation" if model.__name__.endswith("In") else "serialization") for model in MODELS]
-    _, defs = models_json_schema(modes, ref_template=REF)  # type: ignore[arg-type]
-    schemas = defs.get("$defs", {})
+def _paths() -> dict[str, Any]:
     pattern = _q("pattern", "string", "agent://ORG/ENV/NAME, any segment may be *")
     since = _q("since", "string", "30s, 15m, 1h, 2d or an ISO time")
     inst = _q("instance", "string", "the instance id, when the key does not fix one")
+    address = _q("address_id", "string", "ORG.ENV.NAME[.INSTANCE]", required=True, in_="path")
     control = _ref(m.ControlOut)
     axme_agent = {"type": "object", "required": ["address_id", "agent_uri", "health_status", "instances"]}
-    paths: dict[str, Any] = {
-        "/api/v1/heartbeat": {"post": _op("Heartbeat; answers whether the instance may act", control,
-                                          _AGENT_ERRORS, body=m.HeartbeatIn)},
-        "/api/v1/control": {"get": _op("Long-poll: returns when the kill state differs from `killed`", control,
-                                       _AGENT_ERRORS, params=[
-            _q("killed", "boolean", "the state the caller knows; omitted: answer at once"),
-            _q("wait", "number", "seconds to wait at most (default 30 with `killed`)"), inst])},
-        "/api/v1/checkpoint": {
-            "post": _op("Save the instance's checkpoint", _ref(m.CheckpointOut), _AGENT_ERRORS, body=m.CheckpointIn),
-            "get": _op("The instance's last checkpoint (state null if none)", _ref(m.CheckpointOut),
-                       _AGENT_ERRORS, params=[inst]),
-        },
-        "/api/v1/halted": {"post": _op("Acknowledge the kill records in force (with metadata, checkpoint)",
-                                       _ref(m.Ack), (*_AGENT_ERRORS, 409), body=m.HaltedIn)},
-        "/api/v1/kill": {"post": _op("Kill a target and report who halted (like `mesh kill --wait`)",
-                                     _ref(m.KillReportOut), _OPERATOR_ERRORS, body=m.KillIn, security="apiKey")},
-        "/api/v1/resume": {"post": _op("Resume a target", _ref(m.ResumeReportOut), _OPERATOR_ERRORS,
-                                       body=m.ResumeIn, security="apiKey")},
-        "/api/v1/agents": {"get": _op("Instances and their status (`mesh list --json`)", _arr(m.InstanceOut),
-                                      _OPERATOR_ERRORS, security="apiKey",
-                                      params=[pattern, _q("status", "string", "only this status")])},
-        "/api/v1/status": {"get": _op("One agent (`mesh status --json`)", _ref(m.AgentStatusOut), _OPERATOR_ERRORS,
-                                      security="apiKey",
-                                      params=[_q("target", "string", "agent://ORG/ENV/NAME", required=True)])},
-        "/api/v1/events": {"get": _op("Audit events, oldest first (`mesh events --json`)", _arr(m.EventOut),
-                                      _OPERATOR_ERRORS, security="apiKey",
-                                      extra_ok={"text/event-stream": {"schema": {"type": "string"}}},
-                                      params=[pattern, since, _q("type", "string", "comma-separated event types"),
-                                              _q("limit", "integer", "the newest N (default 1000)"),
-                                              _q("follow", "boolean", "keep streaming as server-sent events")])},
-        "/api/v1/policies": {"get": _op("Policies (`mesh policy list --json`)", _arr(m.PolicyOut), _OPERATOR_ERRORS,
-                                        security="apiKey")},
-        "/api/v1/usage": {"get": _op("Usage and budgets (`mesh usage --json`)", _ref(m.UsageOut), _OPERATOR_ERRORS,
-                                     security="apiKey", params=[pattern, since])},
-        "/v1/mesh/heartbeat": {"post": _op("AXME heartbeat", _ref(m.AxmeHeartbeatOut), _AGENT_ERRORS,
-                                           body=AxmeHeartbeatIn)},
-        "/v1/mesh/agents": {"get": _op("AXME list_agents", _axme({"agents": {"type": "array", "items": axme_agent},
-                                                                  "total": {"type": "integer"}}),
-                                       _OPERATOR_ERRORS, security="apiKey")},
-        "/v1/mesh/agents/{address_id}": {"get": _op("AXME get_agent", _axme({"agent": axme_agent}),
-                                                    _OPERATOR_ERRORS, security="apiKey",
-                                                    params=[_q("address_id", "string", "ORG.ENV.NAME[.INSTANCE]",
-                                                               required=True, in_="path")])},
-        "/v1/mesh/agents/{address_id}/kill": {"post": _op("AXME kill", _axme({"report": _ref(m.KillReportOut)}),
-                                                          _OPERATOR_ERRORS, security="apiKey")},
-        "/v1/mesh/agents/{address_id}/resume": {"post": _op("AXME resume",
-                                                            _axme({"report": _ref(m.ResumeReportOut)}),
-                                                            _OPERATOR_ERRORS, security="apiKey")},
-        "/v1/mesh/events": {"get": _op("AXME list_events, newest first", _axme({"events": _arr(m.EventOut)}),
-                                       _OPERATOR_ERRORS, security="apiKey")},
-    }  # fmt: skip
+    agent, ops = _AGENT_ERRORS, _OPERATOR_ERRORS
+    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    table: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
+        ("/api/v1/heartbeat", "post", "Heartbeat; answers whether the instance may act", control, agent,
+         {"body": m.HeartbeatIn}),
+        ("/api/v1/control", "get", "Long-poll: returns when the kill state differs from `killed`", control,
+         agent, {"params": [_q("killed", "boolean", "the state the caller knows; omitted: answer at once"),
+                            _q("wait", "number", "seconds to wait at most (30 with `killed`)"), inst]}),
+        ("/api/v1/checkpoint", "post", "Save the instance's checkpoint", _ref(m.CheckpointOut), agent,
+         {"body": m.CheckpointIn}),
+        ("/api/v1/checkpoint", "get", "The instance's last checkpoint (state null if none)",
+         _ref(m.CheckpointOut), agent, {"params": [inst]}),
+        ("/api/v1/halted", "post", "Acknowledge the kills in force (metadata, checkpoint)", _ref(m.Ack),
+         (*agent, 409), {"body": m.HaltedIn}),
+        ("/api/v1/kill", "post", "Kill; report who halted (`mesh kill --wait`)", _ref(m.KillReportOut),
+         ops, {"body": m.KillIn}),
+        ("/api/v1/resume", "post", "Resume a target (`mesh resume`)", _ref(m.ResumeReportOut), ops,
+         {"body": m.ResumeIn}),
+        ("/api/v1/agents", "get", "Instances and status (`mesh list --json`)", _arr(m.InstanceOut), ops,
+         {"params": [pattern, _q("status", "string", "only this status")]}),
+        ("/api/v1/status", "get", "One agent (`mesh status --json`)", _ref(m.AgentStatusOut), ops,
+         {"params": [_q("target", "string", "agent://ORG/ENV/NAME", required=True)]}),
+        ("/api/v1/events", "get", "Audit events, oldest first (`mesh events --json`)", _arr(m.EventOut), ops,
+         {"extra_ok": sse, "params": [pattern, since, _q("type", "string", "comma-separated event types"),
+                                      _q("limit", "integer", "the newest N (default 1000)"),
+                                      _q("follow", "boolean", "keep streaming as server-sent events")]}),
+        ("/api/v1/policies", "get", "Policies (`mesh policy list --json`)", _arr(m.PolicyOut), ops, {}),
+        ("/api/v1/usage", "get", "Usage and budgets (`mesh usage --json`)", _ref(m.UsageOut), ops,
+         {"params": [pattern, since]}),
+        ("/v1/mesh/heartbeat", "post", "AXME heartbeat", _ref(m.AxmeHeartbeatOut), agent,
+         {"body": AxmeHeartbeatIn}),
+        ("/v1/mesh/agents", "get", "AXME list_agents",
+         _axme({"agents": {"type": "array", "items": axme_agent}, "total": {"type": "integer"}}), ops, {}),
+        ("/v1/mesh/agents/{address_id}", "get", "AXME get_agent", _axme({"agent": axme_agent}), ops,
+         {"params": [address]}),
+        ("/v1/mesh/agents/{address_id}/kill", "post", "AXME kill", _axme({"report": _ref(m.KillReportOut)}),
+         ops, {"params": [address]}),
+        ("/v1/mesh/agents/{address_id}/resume", "post", "AXME resume",
+         _axme({"report": _ref(m.ResumeReportOut)}), ops, {"params": [address]}),
+        ("/v1/mesh/events", "get", "AXME list_events, newest first", _axme({"events": _arr(m.EventOut)}), ops,
+         {}),
+    ]  # fmt: skip
+    paths: dict[str, Any] = {}
+    for path, method, summary, ok, errors, kw in table:
+        security = "agentKey" if errors is agent or 409 in errors else "apiKey"
+        paths.setdefault(path, {})[method] = _op(summary, ok, errors, security=security, **kw)
+    return paths
+
+
+def openapi_document() -> dict[str, Any]:
+    modes = [(model, "validation" if model.__name__.endswith("In") else "serialization") for model in MODELS]
+    _, defs = models_json_schema(modes, ref_template=REF)  # type: ignore[arg-type]
     return {
         "openapi": "3.1.0",
         "info": {"title": "agent-mesh gateway API", "version": "1"},
-        "paths": paths,
+        "paths": _paths(),
         "components": {
-            "schemas": schemas,
+            "schemas": defs.get("$defs", {}),
             "securitySchemes": {
-                "agentKey": {"type": "http", "scheme": "bearer", "description": "a gateway virtual key, mk-..."},
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "an operator/auditor key, mo-..."},
+                "agentKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a gateway virtual key, mk-...",
+                },
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an operator/auditor key, mo-...",
+                },
             },
         },
     }

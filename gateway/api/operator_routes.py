@@ -41,7 +41,9 @@ def _since(request: Request) -> str | None:
         try:
             parse_since(raw)
         except ConfigError:
-            raise Invalid("since: use a duration like 30s, 15m, 1h, 2d, or an ISO time", field="since") from None
+            raise Invalid(
+                "since: use a duration like 30s, 15m, 1h, 2d, or an ISO time", field="since"
+            ) from None
     return raw
 
 
@@ -53,7 +55,9 @@ def _types(request: Request) -> set[str] | None:
     known = {t.value for t in EventType}
     bad = sorted(wanted - known)
     if bad:
-        raise Invalid(f"type: unknown event type {bad[0]!r}: use one of {', '.join(sorted(known))}", field="type")
+        raise Invalid(
+            f"type: unknown event type {bad[0]!r}: use one of {', '.join(sorted(known))}", field="type"
+        )
     return wanted
 
 
@@ -69,7 +73,9 @@ def operator_routes(api: Api) -> list[BaseRoute]:
             raise Invalid(f"wait: at most {api.config.max_wait:g} seconds", field="wait")
         target = parse_target(body.target, body.instance)  # 400 naming the bad part, before any write
         mesh = await api.mesh(caller)
-        report = await mesh.kill(target, reason=body.reason, grace=body.grace, wait=body.wait, action=body.action)
+        report = await mesh.kill(
+            target, reason=body.reason, grace=body.grace, wait=body.wait, action=body.action
+        )
         return reply(report.to_json())
 
     @wrap

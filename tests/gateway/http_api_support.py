@@ -30,7 +30,9 @@ class OpenApiValidator:
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
-        self.registry: Registry[Any] = Registry().with_resource("urn:api", DRAFT202012.create_resource(document))
+        self.registry: Registry[Any] = Registry().with_resource(
+            "urn:api", DRAFT202012.create_resource(document)
+        )
         self.paths = [
             (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in document["paths"]
         ]

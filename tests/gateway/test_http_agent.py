@@ -113,7 +113,9 @@ async def test_checkpoint_round_trip(api: ApiGateway, mesh: AsyncMesh) -> None:
     empty = (await api.get("/api/v1/checkpoint", key)).json()
     assert empty["state"] is None and empty["seq"] is None
     first = (await api.post("/api/v1/checkpoint", key, json={"state": {"batch": 4}})).json()
-    second = (await api.post("/api/v1/checkpoint", key, json={"state": {"batch": 5}, "usage": {"emails": 9}})).json()
+    second = (
+        await api.post("/api/v1/checkpoint", key, json={"state": {"batch": 5}, "usage": {"emails": 9}})
+    ).json()
     assert (first["seq"], second["seq"]) == (1, 2)
     got = (await api.get("/api/v1/checkpoint", key)).json()
     assert got["state"] == {"batch": 5} and got["seq"] == 2 and got["usage"] == {"emails": 9.0}

@@ -61,7 +61,9 @@ async def test_axme_client_lists_kills_and_resumes_sdk_agents(api: ApiGateway, w
     ops = client(api, api.operator_key)
     http_agent = client(api, await api.agent_key(URI, instance="axme1"))
 
-    beat = await call(http_agent.mesh.heartbeat, metrics={"intents_total": 3, "cost_usd": 0.25, "avg_latency_ms": 40})
+    beat = await call(
+        http_agent.mesh.heartbeat, metrics={"intents_total": 3, "cost_usd": 0.25, "avg_latency_ms": 40}
+    )
     assert beat["ok"] is True and beat["killed"] is False and beat["health_status"] == "healthy"
     assert beat["address_id"] == "acme.prod.mailer.axme1"
 
@@ -73,7 +75,10 @@ async def test_axme_client_lists_kills_and_resumes_sdk_agents(api: ApiGateway, w
     row = await eventually(listed, what="the agent listed with its three instances")
     assert row["agent_uri"] == URI and row["health_status"] == "healthy"
     axme1 = next(i for i in row["instances"] if i["instance"] == "axme1")
-    assert axme1["metrics"] == {"intents_total": 3.0, "cost_usd": 0.25}  # counters summed, averages are metadata
+    assert axme1["metrics"] == {
+        "intents_total": 3.0,
+        "cost_usd": 0.25,
+    }  # counters summed, averages are metadata
     assert axme1["metadata"]["avg_latency_ms"] == 40
     detail = (await call(ops.mesh.get_agent, "acme.prod.mailer"))["agent"]
     assert detail["records"] == [] and any(e["type"] == "started" for e in detail["events"])
@@ -90,7 +95,9 @@ async def test_axme_client_lists_kills_and_resumes_sdk_agents(api: ApiGateway, w
     assert after["record"]["command_id"] == report["command_id"]
 
     async def all_killed() -> Any:
-        return [a for a in (await call(ops.mesh.list_agents, health="killed"))["agents"] if a["agent_uri"] == URI]
+        return [
+            a for a in (await call(ops.mesh.list_agents, health="killed"))["agents"] if a["agent_uri"] == URI
+        ]
 
     assert (await eventually(all_killed, what="health killed"))[0]["health_status"] == "killed"
     halted = (await call(ops.mesh.list_events, event_type="halted"))["events"]

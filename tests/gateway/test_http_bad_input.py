@@ -35,7 +35,11 @@ def error(r: object) -> dict[str, str]:
 async def test_unknown_and_revoked_keys_get_401_without_the_key(api: ApiGateway) -> None:
     agent_key = await api.agent_key(instance="w1")
     for key in (None, "garbage", "mk-" + "x" * 43, "mo-" + "y" * 43):
-        for method, path in (("POST", "/api/v1/heartbeat"), ("GET", "/api/v1/agents"), ("GET", "/v1/mesh/agents")):
+        for method, path in (
+            ("POST", "/api/v1/heartbeat"),
+            ("GET", "/api/v1/agents"),
+            ("GET", "/v1/mesh/agents"),
+        ):
             r = await api.request(method, path, key)
             assert r.status_code == 401, (key, path)
             assert error(r)["code"] == "invalid_api_key"
@@ -43,7 +47,10 @@ async def test_unknown_and_revoked_keys_get_401_without_the_key(api: ApiGateway)
     assert (await api.post("/api/v1/heartbeat", agent_key)).status_code == 200
     await revoke_key(api.conn, hash_key(agent_key)[:12], actor="tester")
     r = await eventually(lambda: _status_is(api, "POST", "/api/v1/heartbeat", agent_key, 401))
-    assert f"virtual key {hash_key(agent_key)[:12]} was revoked" in error(r)["message"] and agent_key not in r.text
+    assert (
+        f"virtual key {hash_key(agent_key)[:12]} was revoked" in error(r)["message"]
+        and agent_key not in r.text
+    )
     await revoke_api_key(api.conn, hash_key(api.auditor_key)[:12], actor="tester")
     r = await eventually(lambda: _status_is(api, "GET", "/api/v1/events", api.auditor_key, 401))
     assert "was revoked" in error(r)["message"]

@@ -23,18 +23,21 @@ async def api(settings: Settings, conn: Connection) -> AsyncIterator[ApiGateway]
         yield g
 
 
-async def _status(api: ApiGateway, want: str, instance: str = "w1") -> Any:
+async def _status(api: ApiGateway, want: str, sent: int | None = None) -> Any:
     rows = (await api.get(f"/api/v1/agents?pattern={AGENT}", api.operator_key)).json()
-    row = next((r for r in rows if r["instance"] == instance), None)
-    return row if row is not None and row["status"] == want else None
+    row = next((r for r in rows if r["instance"] == "w1"), None)
+    if row is None or row["status"] != want:
+        return None
+    return row if sent is None or row["metadata"].get("sent") == sent else None
 
 
 async def test_statuses_and_events_follow_the_http_agent(api: ApiGateway) -> None:
     key = await api.agent_key(instance="w1")
     hb = {"interval": 0.2, "metadata": {"sent": 1}}
     assert (await api.post("/api/v1/heartbeat", key, json=hb)).status_code == 200
-    row = await eventually(lambda: _status(api, "active"), what="active")
-    assert row["metadata"]["sent"] == 1 and row["metadata"]["via"] == "http"
+    # `started` may make it active first; the heartbeat's metadata follows.
+    row = await eventually(lambda: _status(api, "active", sent=1), what="active")
+    assert row["metadata"]["via"] == "http"
 
     async def agent() -> dict[str, Any]:
         answer = (await api.get("/api/v1/control?killed=false&wait=20", key)).json()
@@ -47,12 +50,16 @@ async def test_statuses_and_events_follow_the_http_agent(api: ApiGateway) -> Non
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["acked"] == 1 and report["missing"] == []
-    assert report["instances"][0]["metadata"]["sent"] == 5 and report["instances"][0]["checkpoint"] == {"at": 5}
+    assert report["instances"][0]["metadata"]["sent"] == 5 and report["instances"][0]["checkpoint"] == {
+        "at": 5
+    }
     assert (await loop)["record"]["command_id"] == report["command_id"]
     await eventually(lambda: _status(api, "paused"), what="paused")
 
     # Resume: the next answer lets it act, and that is when it is reported resumed.
-    resume = asyncio.create_task(api.post("/api/v1/resume", api.operator_key, json={"target": AGENT, "wait": 10}))
+    resume = asyncio.create_task(
+        api.post("/api/v1/resume", api.operator_key, json={"target": AGENT, "wait": 10})
+    )
     back = (await api.get("/api/v1/control?killed=true&wait=20", key)).json()
     assert back["killed"] is False
     rr = (await resume).json()
@@ -70,7 +77,17 @@ async def test_statuses_and_events_follow_the_http_agent(api: ApiGateway) -> Non
 
     events = (await api.get(f"/api/v1/events?pattern={AGENT}", api.auditor_key)).json()
     types = [e["type"] for e in events if e["instance"] in ("w1", None)]
-    for expected in ("started", "kill", "halted", "resume", "resumed", "stale", "lost", "recovered", "stopped"):
+    for expected in (
+        "started",
+        "kill",
+        "halted",
+        "resume",
+        "resumed",
+        "stale",
+        "lost",
+        "recovered",
+        "stopped",
+    ):
         assert expected in types, (expected, types)
     assert types.index("kill") < types.index("halted") < types.index("resume") < types.index("resumed")
     only = (await api.get(f"/api/v1/events?pattern={AGENT}&type=halted,resumed", api.auditor_key)).json()

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesh.connection import Connection
+from mesh.models import Status
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.cli.test_cli_commands import mesh_cli
@@ -39,7 +40,9 @@ async def workers(conn: Connection, settings: Settings) -> AsyncIterator[list[Wo
 async def test_kill_reports_every_sdk_instance_and_resume_lets_them_go_on(
     api: ApiGateway, workers: list[Worker], mesh: AsyncMesh
 ) -> None:
-    r = await api.post("/api/v1/kill", api.operator_key, json={"target": URI, "reason": "broken template", "wait": 10})
+    r = await api.post(
+        "/api/v1/kill", api.operator_key, json={"target": URI, "reason": "broken template", "wait": 10}
+    )
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["acked"] == 2 and report["missing"] == [] and report["target"] == URI
@@ -50,12 +53,16 @@ async def test_kill_reports_every_sdk_instance_and_resume_lets_them_go_on(
     assert [h.record.actor for h in held] == ["api:alice"]  # the key's name is the actor in the audit log
     assert held[0].record.reason == "broken template"
 
+    for w in workers:  # as the controller records them after their acks
+        await register(api.conn, URI, w.agent.instance, Status.PAUSED)
     rr = await api.post("/api/v1/resume", api.operator_key, json={"target": URI, "wait": 10})
     assert rr.status_code == 200 and rr.json()["acked"] == 2
     await wait_until(lambda: all(w.done > f for w, f in zip(workers, frozen, strict=True)))
 
 
-async def test_read_routes_are_the_cli_json(api: ApiGateway, workers: list[Worker], settings: Settings) -> None:
+async def test_read_routes_are_the_cli_json(
+    api: ApiGateway, workers: list[Worker], settings: Settings
+) -> None:
     await api.post("/api/v1/kill", api.operator_key, json={"target": f"{URI}#w2", "wait": 5})
     for path, args in [
         (f"/api/v1/status?target={URI}", ["status", URI, "--json"]),
