@@ -153,7 +153,12 @@ class HttpAgents:
             await self._resumed(inst)
         status = Status(body.status) if body.status else self._status(inst, held)
         inst.seq += 1
-        hb = Heartbeat(
+        # Every field is already validated (the body by HeartbeatIn): construct, do not re-validate.
+        hb = Heartbeat.model_construct(
+            v=1,
+            time=utcnow(),
+            host="",
+            pid=0,
             agent_uri=ident.agent_uri,
             instance=ident.instance,
             status=status,

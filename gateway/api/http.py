@@ -35,6 +35,10 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 async def parse_body(request: Request, model: type[M], limit: int, *, empty_ok: bool = False) -> M:
     raw = await read_body(request, limit)
+    try:
+        return model.model_validate_json(raw)  # the fast path: one pass, in pydantic's core
+    except ValidationError:
+        pass  # parsed again below, for an error that names the field
     if not raw.strip():
         if empty_ok:
             return model()
