@@ -39,6 +39,9 @@ from mesh.target import AgentURI
 
 __all__ = ["HTTP_SDK", "HttpAgents", "record_json"]
 
+#: Under nats.conf the gateway's own user may not touch checkpoints or publish lifecycle events.
+HINT = "(under nats.conf, give the API the agent role's login: [api.nats.agent], docs/http-api.md)"
+
 log = structlog.get_logger("gateway.api")
 
 HTTP_SDK = "http/1"
@@ -224,7 +227,9 @@ class HttpAgents:
         try:
             await publish_event(self.conn.js, self.ns, event, timeout=2.0, chain=inst.chain)
         except MeshError as exc:
-            raise Unavailable(f"cannot write the {event.type.value} event to the audit log: {exc}") from None
+            raise Unavailable(
+                f"cannot write the {event.type.value} event to the audit log: {exc} {HINT}"
+            ) from None
 
     # -- control long-poll ----------------------------------------------------------------------
     async def control(self, ident: Identity, known_killed: bool | None, wait: float) -> dict[str, Any]:
@@ -283,7 +288,7 @@ class HttpAgents:
         try:
             latest = await read_latest(self.conn, self.ns.checkpoints_bucket, [key], timeout=2.0)
         except MeshError as exc:
-            raise Unavailable(f"cannot read the checkpoint right now: {exc}") from None
+            raise Unavailable(f"cannot read the checkpoint right now: {exc} {HINT}") from None
         entry = (latest or {}).get(key)
         if entry is None or entry.value is None:
             return None, None
@@ -310,10 +315,10 @@ class HttpAgents:
         del raw  # validated above; the model carries the state
         try:
             revision = await put_key(
-                self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt)
+                self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt), timeout=2.0
             )
         except MeshError as exc:
-            raise Unavailable(f"cannot store the checkpoint right now: {exc}") from None
+            raise Unavailable(f"cannot store the checkpoint right now: {exc} {HINT}") from None
         inst.ckpt_seq = seq
         return ckpt, revision
 
