@@ -121,7 +121,7 @@ class Api:
             conn = self.role_conn("operator" if caller.role == "operator" else "auditor")
             settings = conn.settings.model_copy(update={"user": None, "actor": caller.actor})
             if len(self._meshes) >= MAX_MESHES:
-                _, old = self._meshes.popitem()
+                old = self._meshes.pop(next(iter(self._meshes)))  # the oldest
                 await old.close()
             mesh = self._meshes[cache_key] = await AsyncMesh(settings, connection=conn).connect()
         return mesh
