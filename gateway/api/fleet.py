@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import structlog
 
 from gateway.api.errors import Conflict, Invalid, Unavailable
+from gateway.api.events import halted_event, lifecycle_event, record_json
 from gateway.api.models import CheckpointIn, HaltedIn, HeartbeatIn
 from gateway.keys import Identity
 from gateway.kills import InForce
@@ -33,11 +33,11 @@ from mesh.codec import decode, encode, encode_state
 from mesh.connection import Connection
 from mesh.errors import InvalidCheckpoint, InvalidTarget, MalformedMessage, MeshError
 from mesh.kvscan import put_key, read_latest
-from mesh.models import AuditEvent, Checkpoint, EventType, HaltAck, Heartbeat, Status, utcnow
+from mesh.models import AuditEvent, Checkpoint, EventType, Heartbeat, Status, utcnow
 from mesh.subjects import key_to_target
 from mesh.target import AgentURI
 
-__all__ = ["HTTP_SDK", "HttpAgents", "record_json"]
+__all__ = ["HTTP_SDK", "HttpAgents"]
 
 #: Under nats.conf the gateway's own user may not touch checkpoints or publish lifecycle events.
 HINT = "(under nats.conf, give the API the agent role's login: [api.nats.agent], docs/http-api.md)"
@@ -47,21 +47,6 @@ log = structlog.get_logger("gateway.api")
 HTTP_SDK = "http/1"
 #: Instances remembered; the least recently seen is forgotten first (it re-announces ``started``).
 MAX_INSTANCES = 100_000
-
-
-def record_json(held: InForce) -> dict[str, Any]:
-    r = held.record
-    return {
-        "key": held.key,
-        "target": r.target if r.instance is None else f"{r.target}#{r.instance}",
-        "revision": held.revision,
-        "command_id": r.command_id,
-        "actor": r.actor,
-        "reason": r.reason,
-        "issued_at": r.issued_at.isoformat(),
-        "grace": r.grace,
-        "action": r.action,
-    }
 
 
 @dataclass(slots=True)
@@ -198,30 +183,16 @@ class HttpAgents:
         return Status.ACTIVE
 
     async def _lifecycle(self, inst: HttpInstance, etype: EventType, held: list[InForce] | None) -> None:
-        data: dict[str, Any] = {"via": "http", "key_id": inst.ident.key_id}
+        data: dict[str, Any] = {}
         if etype is EventType.STARTED:
-            data.update(kill_keys=[h.key for h in held or []], hard_kill=False, on_kill=inst.on_kill)
-        event = AuditEvent(
-            type=etype,
-            target=inst.ident.agent_uri,
-            agent_uri=inst.ident.agent_uri,
-            instance=inst.ident.instance,
-            actor=f"http:{inst.ident.key_id}",
-            data=data,
-        )
-        await self._publish(inst, event)
+            data = {"kill_keys": [h.key for h in held or []], "hard_kill": False, "on_kill": inst.on_kill}
+        await self._publish(inst, lifecycle_event(inst.ident, etype, data))
 
     async def _resumed(self, inst: HttpInstance) -> None:
         inst.acked.clear()
-        event = AuditEvent(
-            type=EventType.RESUMED,
-            target=inst.ident.agent_uri,
-            agent_uri=inst.ident.agent_uri,
-            instance=inst.ident.instance,
-            actor=f"http:{inst.ident.key_id}",
-            data={"via": "http", "checkpoint_seq": inst.ckpt_seq},
+        await self._publish(
+            inst, lifecycle_event(inst.ident, EventType.RESUMED, {"checkpoint_seq": inst.ckpt_seq})
         )
-        await self._publish(inst, event)
 
     async def _publish(self, inst: HttpInstance, event: AuditEvent) -> None:
         try:
@@ -303,7 +274,7 @@ class HttpAgents:
     async def write_checkpoint(self, ident: Identity, body: CheckpointIn) -> tuple[Checkpoint, int]:
         inst = self.instance(ident)
         try:
-            raw = encode_state(body.state)
+            encode_state(body.state)  # JSON within the checkpoint size limit, or nothing is written
         except InvalidCheckpoint as exc:
             raise Invalid(str(exc), field="state") from None
         if inst.ckpt_seq is None:
@@ -312,7 +283,6 @@ class HttpAgents:
         ckpt = Checkpoint(
             agent_uri=ident.agent_uri, instance=ident.instance, seq=seq, state=body.state, usage=body.usage
         )
-        del raw  # validated above; the model carries the state
         try:
             revision = await put_key(
                 self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt), timeout=2.0
@@ -343,30 +313,9 @@ class HttpAgents:
             inst.started = True
         done: list[str] = []
         for h in held:
-            rec = h.record
-            seed = f"halted:{rec.command_id}:{h.revision}:{ident.agent_uri}:{ident.instance}"
-            ack = HaltAck(
-                status="paused" if status == "paused" else "killed",
-                metadata={**body.metadata, "via": "http"},
-                checkpoint=body.checkpoint,
-                checkpoint_seq=seq,
-                kill_key=h.key,
-            )
-            event = AuditEvent(
-                id=hashlib.sha1(seed.encode()).hexdigest(),
-                type=EventType.HALTED,
-                target=rec.target,
-                agent_uri=ident.agent_uri,
-                instance=ident.instance,
-                actor=rec.actor,
-                reason=rec.reason,
-                command_id=rec.command_id,
-                revision=h.revision,
-                data=ack.model_dump(mode="json"),
-            )
-            await self._publish(inst, event)
-            inst.acked[rec.command_id] = status
-            done.append(rec.command_id)
+            await self._publish(inst, halted_event(ident, h, status, body.metadata, body.checkpoint, seq))
+            inst.acked[h.record.command_id] = status
+            done.append(h.record.command_id)
         return {
             "agent_uri": ident.agent_uri,
             "instance": ident.instance,
