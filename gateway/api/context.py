@@ -57,8 +57,10 @@ class Api:
 
     async def start(self) -> None:
         await self.keys.start()
+        await self.agents.start()
 
     async def stop(self) -> None:
+        await self.agents.stop()
         await self.keys.stop()
         for mesh in self._meshes.values():
             with contextlib.suppress(Exception):

@@ -47,6 +47,10 @@ log = structlog.get_logger("gateway.api")
 HTTP_SDK = "http/1"
 #: Instances remembered; the least recently seen is forgotten first (it re-announces ``started``).
 MAX_INSTANCES = 100_000
+#: Seconds within which a heartbeat whose status and kill records did not change is published:
+#: an agent may ask before every action, and NATS then carries at most a few heartbeats a second
+#: per instance, the latest metadata and usage in each (as the SDK publishes on its own timer).
+FLUSH_EVERY = 0.25
 
 
 @dataclass(slots=True)
@@ -64,6 +68,11 @@ class HttpInstance:
     ckpt_seq: int | None = None
     last_seen: float = 0.0
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    #: The newest heartbeat not yet published (the flusher sends it within FLUSH_EVERY).
+    pending: Heartbeat | None = None
+    #: What the last published heartbeat said: a change of either is published at once.
+    sent_status: Status | None = None
+    sent_keys: list[str] = field(default_factory=list)
 
 
 class HttpAgents:
@@ -76,6 +85,43 @@ class HttpAgents:
         tracker.on_kill.append(self.on_kill)
         tracker.on_clear.append(self.on_clear)
         tracker.on_fail_closed.append(self._wake_all)
+        self._dirty: set[str] = set()
+        self._flush = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flusher(), name="api heartbeats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._flush_pending()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            await asyncio.sleep(FLUSH_EVERY)  # coalesce: one publish per instance per period
+            try:
+                await self._flush_pending()
+            except Exception as exc:
+                log.warning("publishing HTTP agents' heartbeats failed; will retry", error=str(exc))
+
+    async def _flush_pending(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            inst = self._instances.get(key)
+            if inst is not None and inst.pending is not None:
+                await self._send(inst, inst.pending)
+
+    async def _send(self, inst: HttpInstance, hb: Heartbeat) -> None:
+        inst.pending = None
+        await self.conn.nc.publish(inst.subject, encode(hb))
+        inst.sent_status = hb.status
+        inst.sent_keys = hb.kill_keys
 
     # -- instances ------------------------------------------------------------------------------
     def instance(self, ident: Identity) -> HttpInstance:
@@ -160,13 +206,19 @@ class HttpAgents:
             kill_keys=[h.key for h in held or []],
             usage=body.usage,
         )
-        try:
-            await self.conn.nc.publish(inst.subject, encode(hb))
-        except Exception as exc:
-            raise Unavailable(
-                f"cannot publish the heartbeat to NATS right now ({type(exc).__name__})"
-            ) from None
-        if status in (Status.STOPPED, Status.CRASHED):
+        final = status in (Status.STOPPED, Status.CRASHED)
+        if final or status is not inst.sent_status or hb.kill_keys != inst.sent_keys:
+            try:
+                await self._send(inst, hb)  # a change: the controller hears of it now
+            except Exception as exc:
+                raise Unavailable(
+                    f"cannot publish the heartbeat to NATS right now ({type(exc).__name__})"
+                ) from None
+        else:
+            inst.pending = hb
+            self._dirty.add(f"{ident.agent_uri}#{ident.instance}")
+            self._flush.set()
+        if final:
             await self._lifecycle(
                 inst, EventType.STOPPED if status is Status.STOPPED else EventType.CRASHED, held
             )

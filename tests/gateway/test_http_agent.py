@@ -158,3 +158,23 @@ async def test_halted_without_a_kill_is_a_conflict_and_writes_nothing(api: ApiGa
     assert "no kill record is in force" in r.json()["error"]["message"]
     assert (await api.get("/api/v1/checkpoint", key)).json()["state"] is None
     assert watch.of(EventType.HALTED) == []
+
+
+async def test_a_burst_of_heartbeats_is_coalesced_and_the_latest_is_published(
+    api: ApiGateway, watch: Watch
+) -> None:
+    key = await api.agent_key(instance="w1")
+    for i in range(50):
+        assert (await api.post("/api/v1/heartbeat", key, json={"metadata": {"n": i}})).json()[
+            "killed"
+        ] is False
+
+    def latest() -> Heartbeat | None:
+        mine = [h for h in watch.heartbeats if h.instance == "w1"]
+        return mine[-1] if mine and mine[-1].metadata.get("n") == 49 else None
+
+    await eventually(latest)
+    mine = [h for h in watch.heartbeats if h.instance == "w1"]
+    # Asked before every action, it does not become one NATS message per call (the SDK's way too).
+    assert len(mine) < 50
+    assert [h.seq for h in mine] == sorted(h.seq for h in mine)
