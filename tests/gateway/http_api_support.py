@@ -60,6 +60,18 @@ class OpenApiValidator:
         self.checked += 1
 
 
+async def validating_client(base_url: str) -> httpx.AsyncClient:
+    """An httpx client whose every response under ``base_url`` is checked against the served document."""
+    async with httpx.AsyncClient() as probe:
+        validator = OpenApiValidator((await probe.get(base_url + "/api/v1/openapi.json")).json())
+
+    async def check(response: httpx.Response) -> None:
+        await response.aread()
+        validator.validate(response)
+
+    return httpx.AsyncClient(timeout=30.0, event_hooks={"response": [check]})
+
+
 @dataclass
 class ApiGateway:
     url: str

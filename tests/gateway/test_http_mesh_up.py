@@ -8,12 +8,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mesh.settings import Settings
 from tests.cli.test_cli_commands import env_for
 from tests.gateway.conftest import AGENT, eventually
+from tests.gateway.http_api_support import validating_client
 from tests.gateway.test_mesh_up_policy import _free_port, _line, _run
 from tests.operator_support import MESH
 
@@ -39,7 +39,7 @@ async def test_mesh_up_serves_the_api(tmp_path: Path) -> None:
         op = {"Authorization": f"Bearer {created['key']}"}
         listed = json.loads(await _run(env, "gateway", "api-key", "list", "--json"))
         assert [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
-        async with httpx.AsyncClient(timeout=30) as c:
+        async with await validating_client(url) as c:
             assert (await c.get(f"{url}/api/v1/openapi.json")).json()["openapi"] == "3.1.0"
             agent = {"Authorization": f"Bearer {agent_key}"}
             assert (await c.post(f"{url}/api/v1/heartbeat", headers=agent, json={"interval": 1})).json()[

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from gateway.api.apikeys import create_api_key
@@ -16,6 +15,7 @@ from gateway.keystore import create_key
 from gateway.service import bound_port, running_gateway
 from mesh.connection import Connection
 from mesh.operator import AsyncMesh
+from tests.gateway.http_api_support import validating_client
 from tests.security.conftest import SecureServer, secure_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(90)
@@ -49,7 +49,7 @@ async def test_each_role_acts_as_its_nats_user(
     async with running_gateway(secure_server.settings("gateway"), config) as (_gw, server):
         url = f"http://127.0.0.1:{bound_port(server)}/api/v1"
         agent = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(timeout=30) as c:
+        async with await validating_client(url.removesuffix("/api/v1")) as c:
             assert (await c.post(f"{url}/heartbeat", headers=agent, json={})).status_code == 200
             r = await c.post(f"{url}/checkpoint", headers=agent, json={"state": {"n": 1}})
             assert r.status_code == 200, r.text
@@ -84,7 +84,7 @@ async def test_without_logins_the_gateway_user_is_refused_and_says_what_to_set(
     op_key, _ = await create_api_key(operator, "operator", "bob", actor="operator")
     async with running_gateway(secure_server.settings("gateway"), GatewayConfig(port=0)) as (_gw, server):
         url = f"http://127.0.0.1:{bound_port(server)}/api/v1"
-        async with httpx.AsyncClient(timeout=30) as c:
+        async with await validating_client(url.removesuffix("/api/v1")) as c:
             r = await c.post(
                 f"{url}/kill", headers={"Authorization": f"Bearer {op_key}"}, json={"target": uri}
             )
