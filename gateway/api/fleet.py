@@ -21,7 +21,9 @@ from typing import Any
 
 import structlog
 
-from gateway.api.errors import Conflict, Invalid, Unavailable
+from gateway.api import checkpoints
+from gateway.api.checkpoints import HINT
+from gateway.api.errors import Conflict, Unavailable
 from gateway.api.events import halted_event, lifecycle_event, record_json
 from gateway.api.models import CheckpointIn, HaltedIn, HeartbeatIn
 from gateway.keys import Identity
@@ -29,18 +31,15 @@ from gateway.kills import InForce
 from gateway.tracker import SYNC_WAIT, KillTracker
 from mesh.aio import wait_for
 from mesh.audit import AuditChain, publish_event
-from mesh.codec import decode, encode, encode_state
+from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.errors import InvalidCheckpoint, InvalidTarget, MalformedMessage, MeshError
-from mesh.kvscan import put_key, read_latest
+from mesh.errors import InvalidTarget, MeshError
 from mesh.models import AuditEvent, Checkpoint, EventType, Heartbeat, Status, utcnow
 from mesh.subjects import key_to_target
 from mesh.target import AgentURI
 
 __all__ = ["HTTP_SDK", "HttpAgents"]
 
-#: Under nats.conf the gateway's own user may not touch checkpoints or publish lifecycle events.
-HINT = "(under nats.conf, give the API the agent role's login: [api.nats.agent], docs/http-api.md)"
 
 log = structlog.get_logger("gateway.api")
 
@@ -179,9 +178,7 @@ class HttpAgents:
         inst = self.instance(ident)
         inst.on_kill = body.on_kill
         held = self.held(inst)
-        if not inst.started:
-            await self._lifecycle(inst, EventType.STARTED, held)
-            inst.started = True
+        await self._announce(inst, held)
         answer = self.answer(inst)
         if not answer["killed"] and inst.acked:
             await self._resumed(inst)
@@ -233,6 +230,17 @@ class HttpAgents:
                 else Status.PAUSED
             )
         return Status.ACTIVE
+
+    async def _announce(self, inst: HttpInstance, held: list[InForce] | None) -> None:
+        """``started``, once: marked first, so concurrent first requests do not both announce it."""
+        if inst.started:
+            return
+        inst.started = True
+        try:
+            await self._lifecycle(inst, EventType.STARTED, held)
+        except BaseException:
+            inst.started = False  # not stored: the next request announces it again
+            raise
 
     async def _lifecycle(self, inst: HttpInstance, etype: EventType, held: list[InForce] | None) -> None:
         data: dict[str, Any] = {}
@@ -307,42 +315,22 @@ class HttpAgents:
 
     async def read_checkpoint(self, ident: Identity) -> tuple[Checkpoint | None, int | None]:
         inst = self.instance(ident)
-        key = self._ckpt_key(inst)
-        try:
-            latest = await read_latest(self.conn, self.ns.checkpoints_bucket, [key], timeout=2.0)
-        except MeshError as exc:
-            raise Unavailable(f"cannot read the checkpoint right now: {exc} {HINT}") from None
-        entry = (latest or {}).get(key)
-        if entry is None or entry.value is None:
-            return None, None
-        try:
-            saved = decode(Checkpoint, entry.value)
-        except MalformedMessage:
-            return None, entry.revision
+        saved, revision = await checkpoints.read_checkpoint(self.conn, self._ckpt_key(inst))
         if inst.ckpt_seq is None:
-            inst.ckpt_seq = saved.seq
-        return saved, entry.revision
+            inst.ckpt_seq = saved.seq if saved is not None else 0
+        return saved, revision
 
     async def write_checkpoint(self, ident: Identity, body: CheckpointIn) -> tuple[Checkpoint, int]:
         inst = self.instance(ident)
-        try:
-            encode_state(body.state)  # JSON within the checkpoint size limit, or nothing is written
-        except InvalidCheckpoint as exc:
-            raise Invalid(str(exc), field="state") from None
-        if inst.ckpt_seq is None:
+        if inst.ckpt_seq is None:  # go on from the stored seq (a gateway restart starts at None)
             await self.read_checkpoint(ident)
         seq = (inst.ckpt_seq or 0) + 1
-        ckpt = Checkpoint(
-            agent_uri=ident.agent_uri, instance=ident.instance, seq=seq, state=body.state, usage=body.usage
+        key = self._ckpt_key(inst)
+        saved = await checkpoints.write_checkpoint(
+            self.conn, key, ident.agent_uri, ident.instance, seq, body.state, body.usage
         )
-        try:
-            revision = await put_key(
-                self.conn, self.ns.checkpoints_bucket, self._ckpt_key(inst), encode(ckpt), timeout=2.0
-            )
-        except MeshError as exc:
-            raise Unavailable(f"cannot store the checkpoint right now: {exc} {HINT}") from None
-        inst.ckpt_seq = seq
-        return ckpt, revision
+        inst.ckpt_seq = max(seq, inst.ckpt_seq or 0)
+        return saved
 
     async def halted(self, ident: Identity, body: HaltedIn) -> dict[str, Any]:
         """Acknowledge every record in force over the instance: checkpoint first, then one event each."""
@@ -360,9 +348,7 @@ class HttpAgents:
         if body.checkpoint is not None:
             ckpt, _rev = await self.write_checkpoint(ident, CheckpointIn(state=body.checkpoint))
             seq = ckpt.seq
-        if not inst.started:
-            await self._lifecycle(inst, EventType.STARTED, held)
-            inst.started = True
+        await self._announce(inst, held)
         done: list[str] = []
         for h in held:
             await self._publish(inst, halted_event(ident, h, status, body.metadata, body.checkpoint, seq))
