@@ -14,6 +14,7 @@ import pytest
 from mesh.connection import Connection
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
+from tests.conftest import missing_tool
 from tests.gateway.conftest import eventually
 from tests.gateway.http_api_support import AGENT, ApiGateway, api_gateway
 from tests.operator_support import register
@@ -55,7 +56,7 @@ class Example:
 
 async def start(kind: str, api: ApiGateway, instance: str, steps: int) -> Example:
     if shutil.which(RUNNERS[kind][0]) is None or (kind == "sh" and shutil.which("curl") is None):
-        pytest.skip(f"{RUNNERS[kind][0]} is not on this machine")
+        missing_tool(f"{RUNNERS[kind][0]} (and curl for the shell example) to run examples/http_agent.*")
     key = await api.agent_key(instance=instance)
     await register(api.conn, AGENT, instance)  # as the controller would, so the kill expects it
     env = {**os.environ, "MESH_URL": api.url, "MESH_KEY": key, "STEPS": str(steps), "STEP_SECONDS": "0.05"}
