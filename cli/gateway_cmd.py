@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from cli.apikey_cmd import app as api_keys_app
+
 if TYPE_CHECKING:
     from gateway.keys import KeyRecord
     from mesh.connection import Connection
@@ -29,6 +31,7 @@ keys = typer.Typer(
     name="key", help="Virtual keys: one per agent (optionally per instance).", no_args_is_help=True
 )
 app.add_typer(keys, name="key")
+app.add_typer(api_keys_app, name="api-key")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

@@ -97,17 +97,9 @@ def _action(p: Policy) -> str:
 
 
 def _policy_json(p: Policy) -> dict[str, object]:
-    return {
-        "name": p.name,
-        "target": p.target,
-        "limits": [str(lim) for lim in p.limits],
-        "action": p.action,
-        "dry_run": p.dry_run,
-        "on_unreachable": p.on_unreachable,
-        "grace": p.grace,
-        "created_by": p.created_by,
-        "created_at": p.created_at.isoformat(),
-    }
+    from mesh.shapes import policy_json
+
+    return policy_json(p)
 
 
 @app.command("list")

@@ -18,13 +18,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def instance_json(s: InstanceStatus) -> dict[str, object]:
-    return {
-        "agent_uri": s.agent_uri,
-        "instance": s.instance,
-        "status": s.status.value,
-        "last_seen": s.last_seen.isoformat(),
-        "metadata": s.metadata,
-    }
+    from mesh.shapes import instance_json as shape
+
+    return shape(s)
 
 
 def render_list(instances: list[InstanceStatus]) -> list[str]:
@@ -101,18 +97,9 @@ def list_(
 
 
 def event_json(e: AuditEvent) -> dict[str, object]:
-    return {
-        "id": e.id,
-        "time": e.time.isoformat(),
-        "type": e.type.value,
-        "target": e.target,
-        "agent_uri": e.agent_uri,
-        "instance": e.instance,
-        "actor": e.actor,
-        "reason": e.reason,
-        "command_id": e.command_id,
-        "data": e.data,
-    }
+    from mesh.shapes import event_json as shape
+
+    return shape(e)
 
 
 def render_event(e: AuditEvent) -> str:

@@ -31,10 +31,12 @@ def build_app(gw: Gateway, extra: list[BaseRoute] | None = None) -> Starlette:
         # 503 while refusing everything, so a load balancer or `mesh up` sees it too.
         return JSONResponse(state, status_code=200 if state["ok"] else 503)
 
+    # ``extra`` (the HTTP API) first: its paths overlap none of the others, and its heartbeat
+    # is the hottest route, so it should not be matched against every LLM route first.
     routes: list[BaseRoute] = [
+        *(extra or []),
         Route("/healthz", healthz, methods=["GET"]),
         *llm_routes(gw),
         *mcp_routes(gw),
-        *(extra or []),
     ]
     return Starlette(routes=routes)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from gateway.api.config import ApiConfig
 from mesh.errors import ConfigError
 
 __all__ = ["GatewayConfig", "Kind", "Upstream", "load_config"]
@@ -64,6 +65,8 @@ class GatewayConfig(BaseModel):
     #: The price table (TOML); None uses gateway/prices.toml from the repo.
     prices: Path | None = None
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    #: The HTTP API (/api/v1, /v1/mesh): see docs/http-api.md.
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     def default_upstream(self, kind: Kind) -> Upstream | None:
         """The upstream named like its kind, else the first of that kind."""
@@ -110,6 +113,8 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"gateway config {path} is not valid TOML: {exc}") from None
         raw.update(data.get("gateway", {}))
+        if "api" in data:
+            raw["api"] = data["api"]
         ups = data.get("upstreams", {})
         if not isinstance(ups, dict):
             raise ConfigError(f"gateway config {path}: [upstreams] must be tables, [upstreams.NAME]")

@@ -71,6 +71,13 @@ class KillBook:
         found = [r for k in self.ns.matching_control_keys(agent, instance) if (r := self._records.get(k))]
         return min(found, key=lambda r: r.revision) if found else None
 
+    def all_matching(self, agent: AgentURI, instance: str) -> list[InForce]:
+        """Every record in force that covers this instance, oldest first (the HTTP API's answer)."""
+        if not self._records:
+            return []
+        found = [r for k in self.ns.matching_control_keys(agent, instance) if (r := self._records.get(k))]
+        return sorted(found, key=lambda r: r.revision)
+
     def in_force(self) -> list[InForce]:
         return sorted(self._records.values(), key=lambda r: r.revision)
 

@@ -10,6 +10,8 @@ import structlog
 import uvicorn
 
 from gateway.acks import GatewayAcks
+from gateway.api.context import Api, open_api
+from gateway.api.routes import api_routes
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.context import Gateway
@@ -48,6 +50,7 @@ async def running_gateway(
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
     egress: EgressProxy | None = None
+    api: Api | None = None
     try:
         await keys.start()
         await tracker.start()
@@ -57,8 +60,10 @@ async def running_gateway(
             gw.egress_port = await egress.start(config.host, config.egress_port)
             gw.open_tunnels = lambda: egress.open_tunnels if egress else 0
             log.info("egress proxy listening", host=config.host, port=gw.egress_port)
+        if config.api.enabled:
+            api = await open_api(gw, settings, config.api, conn)
         uv = uvicorn.Config(
-            build_app(gw),
+            build_app(gw, api_routes(api) if api is not None else None),
             host=config.host,
             port=config.port,
             log_level="warning",
@@ -83,6 +88,8 @@ async def running_gateway(
                 await asyncio.wait_for(task, 5.0)
         if egress is not None:
             await egress.stop()
+        if api is not None:
+            await api.stop()
         await acks.stop()
         await meter.stop()
         await tracker.stop()

@@ -1,0 +1,290 @@
+"""The gateway's HTTP API: heartbeat latency and throughput, and kill → long-poll return.
+
+``python -m bench.http_api [--n 2000] [--kills 50] [--seconds 5] [--concurrency 16]``
+
+Two processes besides this one: nats-server and the gateway, started as ``mesh gateway`` with
+the API's rate limit raised out of the way. The client is a raw keep-alive HTTP/1.1 client, so
+that what is measured is the gateway. Reports, each against its budget (issue 16):
+
+* heartbeat answered "may act", and answered with a kill record in force: p50/p99
+* the floor: ``GET /healthz`` on the same server and connection (the HTTP stack alone)
+* throughput: heartbeats/s over ``--concurrency`` connections, one agent key each
+* kill → long-poll return: from just before the kill record's write to the moment a waiting
+  ``GET /api/v1/control?killed=false`` has its answer (the write's own round trip included)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ROOT,
+    bench_server,
+    bench_settings,
+    child_env,
+    envelope,
+    fmt_ms,
+    fmt_rate,
+    percentiles,
+    print_table,
+    ratio,
+    standard_args,
+    write_json,
+)
+from gateway.keystore import create_key
+from mesh.codec import encode
+from mesh.connection import Connection
+from mesh.kvscan import delete_key, put_key
+from mesh.models import KillRecord
+from mesh.provision import provision
+
+AGENT = "agent://bench/prod/http"
+BUDGETS = {"heartbeat_p50_ms": 2.0, "heartbeat_rps": 3000, "kill_to_poll_p50_ms": 5.0}
+HEARTBEAT = json.dumps({"metadata": {"step": 1}, "usage": {"emails": 1}}).encode()
+CONFIG = "[gateway]\nport = 0\n\n[api]\nrate = 1000000.0\nburst = 1000000\n"
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection with just enough protocol for these requests."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+
+    async def open(self) -> Client:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def send(self, method: str, path: str, body: bytes = b"") -> None:
+        self.writer.write(
+            f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {self.key}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    async def answer(self) -> tuple[int, bytes]:
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.split(b"\r\n")
+        length = next(
+            int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length"
+        )
+        return int(lines[0].split(b" ")[1]), await self.reader.readexactly(length)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.send(method, path, body)
+        return await self.answer()
+
+
+async def latencies(
+    c: Client, method: str, path: str, body: bytes, n: int, *, killed: bool | None = None
+) -> list[float]:
+    out = []
+    for i in range(n + n // 10):
+        t0 = time.perf_counter()
+        status, data = await c.request(method, path, body)
+        elapsed = (time.perf_counter() - t0) * 1000
+        assert status == 200, data[:300]
+        if killed is not None:
+            assert (b'"killed":true' in data) is killed, data[:300]
+        if i >= n // 10:  # the first tenth warms up
+            out.append(elapsed)
+    return out
+
+
+async def throughput(
+    port: int, keys: list[str], seconds: float, method: str = "POST", path: str = "/api/v1/heartbeat"
+) -> float:
+    count = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(key: str) -> None:
+        nonlocal count
+        c = await Client(port, key).open()
+        try:
+            while time.perf_counter() < stop_at:
+                status, _ = await c.request(method, path, HEARTBEAT if method == "POST" else b"")
+                assert status == 200
+                count += 1
+        finally:
+            c.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in keys))
+    return count / (time.perf_counter() - started)
+
+
+async def kill_to_poll(conn: Connection, port: int, key: str, n: int) -> list[float]:
+    bucket, ctl_key = conn.ns.control_bucket, "bench.prod.http.p1"
+    poll = await Client(port, key).open()
+    check = await Client(port, key).open()
+    out: list[float] = []
+    try:
+        for _ in range(n):
+            poll.send("GET", "/api/v1/control?killed=false&wait=30")
+            # The poll must be waiting before the kill is written: give the server a moment (a bench,
+            # not a test) and check it has not answered.
+            await asyncio.sleep(0.02)
+            assert not poll.reader.at_eof()
+            record = KillRecord(target=AGENT, instance="p1", actor="bench", reason="bench")
+            t0 = time.perf_counter()
+            await put_key(conn, bucket, ctl_key, encode(record))
+            status, data = await poll.answer()
+            out.append((time.perf_counter() - t0) * 1000)
+            assert status == 200 and b'"killed":true' in data, data[:300]
+            await delete_key(conn, bucket, ctl_key)
+            deadline = time.monotonic() + 10
+            while b'"killed":false' not in (await check.request("GET", "/api/v1/control"))[1]:
+                assert time.monotonic() < deadline, "resume never took effect"
+                await asyncio.sleep(0.001)
+    finally:
+        poll.close()
+        check.close()
+    return out
+
+
+def start_gateway(url: str, prefix: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    cfg = tmp / "gateway.toml"
+    cfg.write_text(CONFIG)
+    env = child_env(NATS_URL=url, MESH_PREFIX=prefix, MESH_LOG_LEVEL="ERROR")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cli.entry import main; main()", "gateway", "--config", str(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()  # "gateway: http://127.0.0.1:PORT  (...)"
+    if not line.startswith("gateway: "):
+        proc.kill()
+        raise SystemExit(f"the gateway did not start: {line!r}")
+    return proc, int(line.split()[1].rsplit(":", 1)[1])
+
+
+async def run(args: Any, url: str) -> dict[str, Any]:
+    settings = bench_settings(url)
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-http-") as tmp:
+        async with Connection(settings, name="bench") as conn:
+            await provision(conn.js, conn.ns)
+            proc, port = await asyncio.to_thread(start_gateway, url, settings.prefix, Path(tmp))
+            try:
+                keys = [
+                    (await create_key(conn, AGENT, instance=f"w{i}", upstream=None, actor="bench"))[0]
+                    for i in range(args.concurrency)
+                ]
+                poll_key, _ = await create_key(conn, AGENT, instance="p1", upstream=None, actor="bench")
+                c = await Client(port, keys[0]).open()
+                floor = await latencies(c, "GET", "/healthz", b"", args.n)
+                alive = await latencies(c, "POST", "/api/v1/heartbeat", HEARTBEAT, args.n, killed=False)
+                rec = KillRecord(target=AGENT, instance="w0", actor="bench", reason="bench")
+                await put_key(conn, conn.ns.control_bucket, "bench.prod.http.w0", encode(rec))
+                await asyncio.sleep(0.2)  # the record reaches the gateway (checked per answer below)
+                killed = await latencies(c, "POST", "/api/v1/heartbeat", HEARTBEAT, args.n, killed=True)
+                await delete_key(conn, conn.ns.control_bucket, "bench.prod.http.w0")
+                c.close()
+                polls = await kill_to_poll(conn, port, poll_key, args.kills)
+                await asyncio.sleep(0.5)
+                rps_floor = await throughput(port, keys, args.seconds, "GET", "/healthz")
+                rps = await throughput(port, keys, args.seconds)
+            finally:
+                proc.terminate()
+                await asyncio.to_thread(proc.wait, 15)
+    return {
+        "floor_healthz": percentiles(floor),
+        "heartbeat": percentiles(alive),
+        "heartbeat_killed": percentiles(killed),
+        "kill_to_poll_return": percentiles(polls),
+        "heartbeat_rps": round(rps, 1),
+        "floor_healthz_rps": round(rps_floor, 1),
+    }
+
+
+def verdict(value: float | None, budget: float, *, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if (value >= budget if higher_is_better else value <= budget) else "MISSED"
+
+
+def main() -> None:
+    parser = standard_args(__doc__ or "")
+    parser.add_argument("--n", type=int, default=2000, help="requests per latency series")
+    parser.add_argument("--kills", type=int, default=50, help="kill → long-poll rounds")
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput duration")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections (agent keys) for throughput")
+    args = parser.parse_args()
+    with bench_server(args.nats_url) as url:
+        r = asyncio.run(run(args, url))
+    floor = r["floor_healthz"]["p50"]
+
+    def row(label: str, stats: dict[str, Any], budget: float | None = None) -> list[Any]:
+        note = f"p50 ≤ {budget:g} ms" if budget else ""
+        result = verdict(stats["p50"], budget) if budget else ""
+        return [
+            label,
+            stats["n"],
+            fmt_ms(stats["p50"]),
+            fmt_ms(stats["p99"]),
+            f"{ratio(stats['p50'], floor)}x",
+            note,
+            result,
+        ]
+
+    rows = [
+        row("GET /healthz (floor)", r["floor_healthz"]),
+        row("heartbeat, may act", r["heartbeat"], BUDGETS["heartbeat_p50_ms"]),
+        row("heartbeat, kill answer", r["heartbeat_killed"], BUDGETS["heartbeat_p50_ms"]),
+        row("kill → long-poll returns", r["kill_to_poll_return"], BUDGETS["kill_to_poll_p50_ms"]),
+    ]
+    print_table("HTTP API (loopback)", ["what", "n", "p50 ms", "p99 ms", "p50 / floor", "budget", ""], rows)
+    rps_verdict = verdict(r["heartbeat_rps"], BUDGETS["heartbeat_rps"], higher_is_better=True)
+    print_table(
+        "HTTP heartbeat throughput",
+        ["what", "connections", "requests/s", "ratio to floor", "budget", ""],
+        [
+            ["GET /healthz (floor)", args.concurrency, fmt_rate(r["floor_healthz_rps"]), "1.00", "", ""],
+            [
+                "POST /api/v1/heartbeat",
+                args.concurrency,
+                fmt_rate(r["heartbeat_rps"]),
+                f"{ratio(r['heartbeat_rps'], r['floor_healthz_rps'])}",
+                "≥ 3,000/s",
+                rps_verdict,
+            ],
+        ],
+    )
+    results = {
+        **r,
+        "ratio_heartbeat_p50_to_floor": ratio(r["heartbeat"]["p50"], floor),
+        "ratio_heartbeat_rps_to_floor": ratio(r["heartbeat_rps"], r["floor_healthz_rps"]),
+        "budgets": BUDGETS,
+        "verdicts": {
+            "heartbeat_p50": verdict(r["heartbeat"]["p50"], BUDGETS["heartbeat_p50_ms"]),
+            "heartbeat_killed_p50": verdict(r["heartbeat_killed"]["p50"], BUDGETS["heartbeat_p50_ms"]),
+            "heartbeat_rps": rps_verdict,
+            "kill_to_poll_p50": verdict(r["kill_to_poll_return"]["p50"], BUDGETS["kill_to_poll_p50_ms"]),
+        },
+    }
+    versions = {d: _v(d) for d in ("starlette", "uvicorn", "httptools", "uvloop", "pydantic")}
+    params = {"n": args.n, "kills": args.kills, "seconds": args.seconds, "concurrency": args.concurrency,
+              "versions": versions}  # fmt: skip
+    write_json("http_api", envelope("http_api", params, results), args.out)
+
+
+def _v(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()
