@@ -27,7 +27,7 @@ from controller.writer import Writer
 from mesh.aio import stop_tasks, wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import PermissionDenied
-from mesh.provision import provision
+from mesh.provision import ProvisionOptions, provision
 from mesh.settings import Settings
 
 __all__ = ["Controller"]
@@ -241,8 +241,9 @@ async def _ensure_provisioned(conn: Connection) -> None:
 
     A controller without the right to create them (the ``controller`` role) relies on
     ``mesh init`` having run: the refusal is logged, and opening the buckets then says what's missing.
+    What ``mesh init`` chose (``--replicas 3``, ``--audit-days``) is adopted, not a conflict.
     """
     try:
-        await provision(conn.js, conn.ns)
+        await provision(conn.js, conn.ns, ProvisionOptions(adopt_existing=True))
     except PermissionDenied as exc:
         log.info("not provisioning (no permission); expecting `mesh init` to have run", error=str(exc))
