@@ -28,7 +28,7 @@ RECOVER = {
     "proxy_cut": 6.0,
     "proxy_stall": 3.0,
     # A half-open link never closes: the client must find out by itself (pings) and reconnect.
-    "proxy_blackhole": 20.0,
+    "proxy_blackhole": 12.0,
     "controller_kill9": 0.0,
 }
 #: At the end, an instance no record holds must have acted within this many seconds.

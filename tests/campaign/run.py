@@ -86,6 +86,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         await asyncio.gather(*tasks)
         await nemesis.heal_all()
         await operator.remove_policies()
+        await operator.clear_all()
         history.add("quiesce")
         last_heal = max((e["t"] for e in history.of("heal")), default=time.time())
         recover = max((checker.RECOVER.get(f["name"], 5.0) for f in history.of("fault")[-1:]), default=0.0)

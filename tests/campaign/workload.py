@@ -8,6 +8,7 @@ from typing import Any
 
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
+from mesh.subjects import key_to_target
 
 from .history import History
 from .topology import FLEET
@@ -135,6 +136,16 @@ class Operator:
 
         if await self._bounded(entry, call()) is not None:
             self.policies.discard(name)
+
+    async def clear_all(self) -> None:
+        """The end state: no record in force, so every instance must be acting again."""
+        entry = self.history.add("op", op="records", target="agent://*/*/*")
+        held = await self._bounded(entry, self._records())
+        for key in held or []:
+            await self.resume(str(key_to_target(key)))
+
+    async def _records(self) -> list[str]:
+        return [h.key for h in await (await self._mesh()).records()]
 
     async def remove_policies(self) -> None:
         for name in sorted(self.policies):
