@@ -141,4 +141,15 @@ class FaultProxy:
 
     def close(self) -> None:
         self.cut()
-        self.loop.call_soon_threadsafe(self.loop.stop)
+
+        async def shut() -> None:
+            self._server.close()
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), self.loop)
+        self._thread.join(5)
