@@ -26,7 +26,7 @@ from .topology import FLEET, System
 from .workload import Operator
 
 #: Quiet time after the last heal, so that every instance can converge before the final read.
-SETTLE = 8.0
+SETTLE = 6.0
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         history.add("quiesce")
         last_heal = max((e["t"] for e in history.of("heal")), default=time.time())
         recover = max((checker.RECOVER.get(f["name"], 5.0) for f in history.of("fault")[-1:]), default=0.0)
-        await asyncio.sleep(max(SETTLE, last_heal + recover + SETTLE - time.time()))
+        await asyncio.sleep(max(SETTLE, last_heal + recover + 3.0 - time.time()))
         end = time.time()
         history.add("end")
         keys = await collect.final_keys(system.settings("operator"))
