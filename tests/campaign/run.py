@@ -68,6 +68,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
     history = History()
     system = System(topology, workdir)
     started = time.time()
+    phases: dict[str, float] = {}
     await asyncio.to_thread(system.start_servers)
     await asyncio.to_thread(system.init_mesh)
     system.start_controller()
@@ -75,6 +76,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
     operator: Operator | None = None
     try:
         await wait_working(system)
+        phases["setup"] = time.time() - started
         history.add("begin", seed=seed, topology=topology, seconds=seconds)
         operator = Operator(system.settings("operator"), history, random.Random(rng.random()))
         nemesis = Nemesis(system, history, random.Random(rng.random()))
@@ -97,12 +99,15 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         audit = await collect.read_audit(system.settings("operator"))
         control = await collect.read_control(system.settings("admin"))
         verify = await asyncio.to_thread(collect.audit_verify, system, workdir)
+        phases["collect"] = time.time() - end
         stop_supervisor.set()
         await watch
     finally:
         if operator is not None:
             await operator.close()
+        down = time.time()
         await asyncio.to_thread(system.shutdown)
+        phases["shutdown"] = time.time() - down
     actions = collect.read_actions(system)
     members = [m for ms in FLEET.values() for m in ms]
     inp = checker.Input(
@@ -118,6 +123,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
     )
     anomalies = checker.check(inp)
     summary = summarize(history, actions, audit, anomalies, verify, time.time() - started)
+    summary["phases"] = {k: round(v, 1) for k, v in phases.items()}
     doc = {
         "seed": seed,
         "topology": topology,

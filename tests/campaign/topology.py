@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -11,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.connection import Connection
+from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.chaos.cluster import loopback_cluster
@@ -112,6 +115,11 @@ class Proc:
         return [line[:300] for line in lines if line.strip()][-n:]
 
 
+async def _provision(settings: Settings) -> None:
+    async with Connection(settings, name="campaign-init") as conn:
+        await provision(conn.js, conn.ns, ProvisionOptions())
+
+
 @dataclass
 class System:
     kind: str  # "single" or "cluster"
@@ -167,7 +175,10 @@ class System:
     def init_mesh(self) -> None:
         """``mesh init`` as an operator would run it (``--replicas 3`` on the cluster), retried
         while a fresh cluster elects its JetStream meta leader."""
-        replicas = "3" if self.kind == "cluster" else "1"
+        if self.kind == "single":  # in-process: a CLI start-up less in the short run of `make test`
+            asyncio.run(_provision(self.settings("admin")))
+            return
+        replicas = "3"
         deadline = time.monotonic() + 90
         while True:
             done = subprocess.run(
@@ -216,7 +227,13 @@ class System:
         return self.workdir / f"{name}.jsonl"
 
     def shutdown(self) -> None:
-        for proc in self.agents.values():
+        procs = list(self.agents.values())
+        for proc in procs:  # all at once: each may take a moment to report ``stopped``
+            proc.expected_exit = True
+            proc.thaw()
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in procs:
             proc.stop()
         if self.controller is not None:
             self.controller.stop()
