@@ -132,10 +132,14 @@ def impaired(inp: Input, member: str) -> list[tuple[float, float]]:
 def alive(inp: Input, member: str) -> list[tuple[float, float]]:
     """From each start of the instance (its log) until its process is killed or the run ends."""
     uri, inst = member.split("#", 1)
-    starts = sorted(a["t"] for a in inp.actions if a["ev"] == "start" and a["inst"] == inst and a["uri"] == uri)
+    starts = sorted(
+        a["t"] for a in inp.actions if a["ev"] == "start" and a["inst"] == inst and a["uri"] == uri
+    )
     proc = inp.process_of[member]
     deaths = sorted(
-        float(f["t"]) for f in inp.history if f["kind"] == "fault" and f["name"] == "agent_restart" and proc in f["affects"]
+        float(f["t"])
+        for f in inp.history
+        if f["kind"] == "fault" and f["name"] == "agent_restart" and proc in f["affects"]
     )
     out = []
     for s in starts:
@@ -180,8 +184,12 @@ def no_action_after_halt(inp: Input, writes: list[Write]) -> list[Anomaly]:
             for e in inp.audit
             if _member(e) == member and e["type"] in ("halted", "resumed", "started")
         )
-        acts = sorted(a["t"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst)
-        acts_n = {a["t"]: a["n"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst}
+        acts = sorted(
+            a["t"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst
+        )
+        acts_n = {
+            a["t"]: a["n"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst
+        }
         windows: list[tuple[float, float, str]] = []
         opened: float | None = None
         for t, etype, e in marks:
@@ -235,7 +243,12 @@ def started_under_kill(inp: Input, writes: list[Write]) -> list[Anomaly]:
         for w, until in spans:
             if w.t + SLACK < t < until - SLACK and w.key not in keys and _key_matches(w.key, member):
                 out.append(
-                    Anomaly("started-under-kill", f"started at {t:.3f} not seeing record {w.key} (rev {w.revision})", t, member)
+                    Anomaly(
+                        "started-under-kill",
+                        f"started at {t:.3f} not seeing record {w.key} (rev {w.revision})",
+                        t,
+                        member,
+                    )
                 )
     return out
 
@@ -270,10 +283,18 @@ def converged(inp: Input) -> list[Anomaly]:
         if any(_key_matches(k, member) for k in inp.final_keys):
             continue
         uri, inst = member.split("#", 1)
-        last = max((a["t"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst), default=0.0)
+        last = max(
+            (a["t"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst),
+            default=0.0,
+        )
         if last < inp.end - CONVERGE:
             out.append(
-                Anomaly("converged", f"no record holds it, but its last action was {inp.end - last:.1f}s before the end", inp.end, member)
+                Anomaly(
+                    "converged",
+                    f"no record holds it, but its last action was {inp.end - last:.1f}s before the end",
+                    inp.end,
+                    member,
+                )
             )
     return out
 
@@ -293,14 +314,27 @@ def checkpoints_forward(inp: Input) -> list[Anomaly]:
         for t, n in acks:
             if n is None:
                 continue
-            start = next((a for a in sorted(mine, key=lambda a: a["t"]) if a["ev"] == "start" and a["t"] > t), None)
+            start = next(
+                (a for a in sorted(mine, key=lambda a: a["t"]) if a["ev"] == "start" and a["t"] > t), None
+            )
             if start is not None and start["restored"] < n:
                 out.append(
-                    Anomaly("checkpoint-forward", f"restart restored n={start['restored']} after an ack at n={n}", start["t"], member)
+                    Anomaly(
+                        "checkpoint-forward",
+                        f"restart restored n={start['restored']} after an ack at n={n}",
+                        start["t"],
+                        member,
+                    )
                 )
-            act = next((a for a in sorted(mine, key=lambda a: a["t"]) if a["ev"] == "act" and a["t"] > t), None)
+            act = next(
+                (a for a in sorted(mine, key=lambda a: a["t"]) if a["ev"] == "act" and a["t"] > t), None
+            )
             if act is not None and act["n"] < n:
-                out.append(Anomaly("checkpoint-forward", f"acted at n={act['n']} after an ack at n={n}", act["t"], member))
+                out.append(
+                    Anomaly(
+                        "checkpoint-forward", f"acted at n={act['n']} after an ack at n={n}", act["t"], member
+                    )
+                )
     return out
 
 
@@ -308,20 +342,36 @@ def audit_complete(inp: Input) -> list[Anomaly]:
     """The chain verifies; no event is doubled; every command and every control write is audited."""
     out = []
     if inp.verify.get("rc") != 0 or inp.verify.get("broken"):
-        out.append(Anomaly("audit-verify", f"mesh audit verify: rc={inp.verify.get('rc')} {inp.verify.get('broken')}"))
+        out.append(
+            Anomaly(
+                "audit-verify", f"mesh audit verify: rc={inp.verify.get('rc')} {inp.verify.get('broken')}"
+            )
+        )
     ids = Counter(e["id"] for e in inp.audit)
     for eid, n in ids.items():
         if n > 1:
             out.append(Anomaly("audit-doubled", f"event {eid} stored {n} times"))
     by_command = {(e["type"], e.get("command_id")) for e in inp.audit}
     for op in inp.history:
-        if op["kind"] == "op" and op.get("ok") and op["op"] in ("kill", "resume"):
-            if (op["op"], op.get("command_id")) not in by_command:
-                out.append(Anomaly("audit-command", f"{op['op']} {op['target']} (rev {op.get('revision')}) not in the audit log", op["t"]))
+        done = op["kind"] == "op" and op.get("ok") and op["op"] in ("kill", "resume")
+        if done and (op["op"], op.get("command_id")) not in by_command:
+            out.append(
+                Anomaly(
+                    "audit-command",
+                    f"{op['op']} {op['target']} (rev {op.get('revision')}) not in the audit log",
+                    op["t"],
+                )
+            )
     audited = {e.get("revision") for e in inp.audit if e["type"] in ("kill", "resume")}
     for m in inp.control:
         if m["seq"] not in audited:
-            out.append(Anomaly("audit-command", f"control write {m['op']} {m['key']} (rev {m['seq']}) has no audit event", m["t"]))
+            out.append(
+                Anomaly(
+                    "audit-command",
+                    f"control write {m['op']} {m['key']} (rev {m['seq']}) has no audit event",
+                    m["t"],
+                )
+            )
     return out
 
 
@@ -331,7 +381,11 @@ def bounded(inp: Input) -> list[Anomaly]:
         if e["kind"] == "op" and e.get("error") == "hung":
             out.append(Anomaly("bounded", f"operator {e['op']} {e.get('target')} did not return", e["t"]))
         if e["kind"] == "proc_died":
-            out.append(Anomaly("process-died", f"{e['name']} exited by itself (rc {e['rc']}): {e.get('tail')}", e["t"]))
+            out.append(
+                Anomaly(
+                    "process-died", f"{e['name']} exited by itself (rc {e['rc']}): {e.get('tail')}", e["t"]
+                )
+            )
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
@@ -53,7 +54,9 @@ class Nemesis:
 
     async def server_kill9(self) -> None:
         server = self.system.servers[0]
-        entry = self._fault("server_kill9", sorted(self.system.agents), down=round(self.rng.uniform(0.5, 4), 2))
+        entry = self._fault(
+            "server_kill9", sorted(self.system.agents), down=round(self.rng.uniform(0.5, 4), 2)
+        )
         await asyncio.to_thread(server.kill)
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         await asyncio.to_thread(server.restart_after_exit)
@@ -140,7 +143,5 @@ class Nemesis:
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -21,11 +21,25 @@ def ev(etype: str, t: float, **fields: Any) -> dict[str, Any]:
 
 
 def kill(t: float, rev: int, key: str = "acme.prod.mailer") -> dict[str, Any]:
-    return {"id": f"k{rev}", "type": "kill", "time": iso(t), "revision": rev, "command_id": f"c{rev}", "data": {"key": key}}
+    return {
+        "id": f"k{rev}",
+        "type": "kill",
+        "time": iso(t),
+        "revision": rev,
+        "command_id": f"c{rev}",
+        "data": {"key": key},
+    }
 
 
 def resume(t: float, rev: int, key: str = "acme.prod.mailer") -> dict[str, Any]:
-    return {"id": f"r{rev}", "type": "resume", "time": iso(t), "revision": rev, "command_id": f"c{rev}", "data": {"key": key}}
+    return {
+        "id": f"r{rev}",
+        "type": "resume",
+        "time": iso(t),
+        "revision": rev,
+        "command_id": f"c{rev}",
+        "data": {"key": key},
+    }
 
 
 def act(t: float, n: int) -> dict[str, Any]:
@@ -44,7 +58,11 @@ def base(t0: float = 1000.0) -> dict[str, Any]:
     """Start, act, killed at +2 (acked at +2.01), resumed at +4, acting again, end at +20."""
     return {
         "history": [],
-        "actions": [start(t0), *(act(t0 + 0.1 * k, k) for k in range(1, 20)), *(act(t0 + 4.1 + 0.1 * k, 20 + k) for k in range(150))],
+        "actions": [
+            start(t0),
+            *(act(t0 + 0.1 * k, k) for k in range(1, 20)),
+            *(act(t0 + 4.1 + 0.1 * k, 20 + k) for k in range(150)),
+        ],
         "audit": [
             ev("started", t0 - 0.01, data={"kill_keys": []}),
             kill(t0 + 2.0, 1),

@@ -34,7 +34,10 @@ async def test_a_kill_reaches_an_agent_whose_link_went_half_open(own_server: Emb
         await eventually(lambda: workers[0].agent.killed, timeout=30, what="the agent to see the kill")
 
         async def acked() -> bool:
-            return count(await all_events(direct), EventType.HALTED, revision=report.revision)[(TARGET, "i1")] == 1
+            return (
+                count(await all_events(direct), EventType.HALTED, revision=report.revision)[(TARGET, "i1")]
+                == 1
+            )
 
         await eventually(acked, timeout=30, what="the halt acknowledgement")
     finally:

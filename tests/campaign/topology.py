@@ -1,4 +1,4 @@
-"""The campaign's system under test: nats-server (one node or a 3-node cluster), controller, agent processes."""
+"""The system under test: nats-server (one node or a 3-node cluster), the controller, agent processes."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -85,10 +86,8 @@ class Operator:
     async def _reset(self) -> None:
         mesh, self.mesh = self.mesh, None
         if mesh is not None:
-            try:
+            with contextlib.suppress(Exception):  # a wedged connection is dropped, not waited on
                 await asyncio.wait_for(mesh.close(), 5)
-            except Exception:  # a wedged connection is dropped, not waited on
-                pass
 
     async def kill(self, scope: str, target: str) -> None:
         entry = self.history.add("op", op="kill", scope=scope, target=target)
@@ -120,7 +119,9 @@ class Operator:
         entry = self.history.add("op", op="policy", target=uri, policy=name)
 
         async def call() -> Any:
-            return await (await self._mesh()).set_policy(name, uri, ["actions<=1"], action="pause", grace=30.0)
+            return await (await self._mesh()).set_policy(
+                name, uri, ["actions<=1"], action="pause", grace=30.0
+            )
 
         if await self._bounded(entry, call()) is not None:
             self.policies.add(name)

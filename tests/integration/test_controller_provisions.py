@@ -6,8 +6,8 @@ import pytest
 
 from mesh.connection import Connection
 from mesh.errors import ProvisioningConflict
-from mesh.provision import ProvisionOptions, provision
 from mesh.models import Status
+from mesh.provision import ProvisionOptions, provision
 from mesh.settings import Settings
 from tests.integration.controller_helpers import (
     fast_options,
