@@ -139,7 +139,8 @@ def alive(inp: Input, member: str) -> list[tuple[float, float]]:
     deaths = sorted(
         float(f["t"])
         for f in inp.history
-        if f["kind"] == "fault" and f["name"] == "agent_restart" and proc in f["affects"]
+        if (f["kind"] == "fault" and f["name"] == "agent_restart" and proc in f["affects"])
+        or (f["kind"] == "proc_died" and f["name"] == proc)
     )
     out = []
     for s in starts:

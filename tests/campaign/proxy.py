@@ -30,6 +30,7 @@ class FaultProxy:
         self.loop = asyncio.new_event_loop()
         self._accepting = True
         self._links: set[_Link] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references: a blackholed link lives on
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -61,10 +62,15 @@ class FaultProxy:
             return
         link = _Link((writer, up_w))
         self._links.add(link)
+        me = asyncio.current_task()
+        if me is not None:
+            self._tasks.add(me)  # type: ignore[arg-type]
         try:
             await asyncio.gather(self._pipe(link, reader, up_w), self._pipe(link, up_r, writer))
         finally:
             self._links.discard(link)
+            if me is not None:
+                self._tasks.discard(me)  # type: ignore[arg-type]
 
     async def _pipe(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
