@@ -254,26 +254,41 @@ def started_under_kill(inp: Input, writes: list[Write]) -> list[Anomaly]:
     return out
 
 
-def every_kill_acked(inp: Input, writes: list[Write]) -> list[Anomaly]:
-    """A record in force is acknowledged by each matching instance that was healthy for a while."""
+def every_kill_acked(inp: Input, writes: list[Write], tally: Counter[str] | None = None) -> list[Anomaly]:
+    """A record in force is acknowledged by each matching instance that was healthy for a while.
+
+    ``tally`` counts each (record, matching instance) pair: acknowledged; not, but cleared or
+    replaced before it could be (in force under ACK_DEADLINE); not, but impaired by a fault the
+    whole time; or not acknowledged (the anomaly).
+    """
     acked = {(_member(e), e.get("revision")) for e in inp.audit if e["type"] == "halted"}
+    tally = Counter() if tally is None else tally
     out = []
     for w, until in in_force(writes, inp.end):
         for member in inp.instances:
-            if not _key_matches(w.key, member) or (member, w.revision) in acked:
+            if not _key_matches(w.key, member):
                 continue
-            stretch = [(a, b) for a, b in healthy_stretches(inp, member, w.t, until) if b - a >= ACK_DEADLINE]
-            if stretch:
-                a, b = stretch[0]
-                out.append(
-                    Anomaly(
-                        "kill-acked",
-                        f"record {w.key} (rev {w.revision}) never acknowledged, though healthy "
-                        f"{a:.3f}-{b:.3f} ({b - a:.1f}s) while it was in force",
-                        w.t,
-                        member,
-                    )
+            if (member, w.revision) in acked:
+                tally["acked"] += 1
+                continue
+            stretches = healthy_stretches(inp, member, w.t, until)
+            stretch = [(a, b) for a, b in stretches if b - a >= ACK_DEADLINE]
+            if not stretch:
+                tally[
+                    "cleared before it could ack" if until - w.t < ACK_DEADLINE else "impaired by a fault"
+                ] += 1
+                continue
+            tally["not acked"] += 1
+            a, b = stretch[0]
+            out.append(
+                Anomaly(
+                    "kill-acked",
+                    f"record {w.key} (rev {w.revision}) never acknowledged, though healthy "
+                    f"{a:.3f}-{b:.3f} ({b - a:.1f}s) while it was in force",
+                    w.t,
+                    member,
                 )
+            )
     return out
 
 
@@ -390,12 +405,13 @@ def bounded(inp: Input) -> list[Anomaly]:
     return out
 
 
-def check(inp: Input) -> list[Anomaly]:
+def check(inp: Input, tally: Counter[str] | None = None) -> list[Anomaly]:
+    """Every anomaly; ``tally`` (if given) counts what the kill-acked rule saw."""
     writes = control_writes(inp)
     return [
         *no_action_after_halt(inp, writes),
         *started_under_kill(inp, writes),
-        *every_kill_acked(inp, writes),
+        *every_kill_acked(inp, writes, tally),
         *converged(inp),
         *checkpoints_forward(inp),
         *audit_complete(inp),

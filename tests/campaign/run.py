@@ -121,8 +121,10 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         end=end,
         verify=verify,
     )
-    anomalies = checker.check(inp)
+    tally: Counter[str] = Counter()
+    anomalies = checker.check(inp, tally)
     summary = summarize(history, actions, audit, anomalies, verify, time.time() - started)
+    summary["kill_obligations"] = dict(tally)
     summary["phases"] = {k: round(v, 1) for k, v in phases.items()}
     doc = {
         "seed": seed,
@@ -183,6 +185,8 @@ def table(result: Result) -> str:
         ("guarded actions", s["guarded_actions"]),
         ("instance starts (start retries)", f"{s['instance_starts']} ({s['start_retries']})"),
         ("halt acknowledgements", s["halt_acks"]),
+        ("(record, instance) pairs", sum(s.get("kill_obligations", {}).values())),
+        *((f"  {k}", v) for k, v in sorted(s.get("kill_obligations", {}).items())),
         ("audit events / verify", f"{s['audit_events']} / {s['audit_verify']}"),
         ("anomalies", s["anomalies"]),
         *((f"  {k}", v) for k, v in sorted(s["anomalies_by_rule"].items())),
@@ -195,6 +199,29 @@ def table(result: Result) -> str:
     return "\n".join(lines)
 
 
+def recheck(path: Path) -> Result:
+    """The checker again over a saved run (after a change to the checker, or to read it closer)."""
+    doc = json.loads(path.read_text())
+    history = History(doc["history"])
+    end = next(e["t"] for e in doc["history"] if e["kind"] == "end")
+    inp = checker.Input(
+        history=doc["history"],
+        actions=doc["actions"],
+        audit=doc["audit"],
+        control=doc["control"],
+        final_keys=doc["final_keys"],
+        instances=[m for ms in FLEET.values() for m in ms],
+        process_of={m: p for p, ms in FLEET.items() for m in ms},
+        end=end,
+        verify=doc["verify"],
+    )
+    tally: Counter[str] = Counter()
+    anomalies = checker.check(inp, tally)
+    summary = summarize(history, doc["actions"], doc["audit"], anomalies, doc["verify"], 0.0)
+    summary["kill_obligations"] = dict(tally)
+    return Result(doc["seed"], doc["topology"], doc["seconds"], summary, anomalies, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.campaign.run", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -202,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topology", choices=("single", "cluster"), default="single")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default .mesh/campaign/...)")
     parser.add_argument("--workdir", type=Path, default=None, help="servers' stores and process logs")
+    parser.add_argument("--recheck", type=Path, default=None, help="only run the checker over this JSON")
     args = parser.parse_args(argv)
+    if args.recheck is not None:
+        result = recheck(args.recheck)
+        print(table(result))
+        return 1 if result.anomalies else 0
     if args.seconds <= 0 or args.seconds > 3600:
         parser.error(f"--seconds {args.seconds:g}: give 1 to 3600 (a bounded campaign)")
     out = args.out or Path(".mesh/campaign") / f"campaign-{args.topology}-seed{args.seed}.json"
