@@ -263,6 +263,13 @@ def every_kill_acked(inp: Input, writes: list[Write], tally: Counter[str] | None
     """
     acked = {(_member(e), e.get("revision")) for e in inp.audit if e["type"] == "halted"}
     tally = Counter() if tally is None else tally
+    silent: dict[str, list[tuple[float, float]]] = {}  # stale/lost until the next sign of life
+    for member in inp.instances:
+        marks = sorted((ts(e["time"]), e["type"]) for e in inp.audit if _member(e) == member)
+        for k, (t, etype) in enumerate(marks):
+            if etype in ("stale", "lost"):
+                back = next((x for x, ty in marks[k + 1 :] if ty not in ("stale", "lost")), inp.end)
+                silent.setdefault(member, []).append((t, back))
     out = []
     for w, until in in_force(writes, inp.end):
         for member in inp.instances:
@@ -274,9 +281,12 @@ def every_kill_acked(inp: Input, writes: list[Write], tally: Counter[str] | None
             stretches = healthy_stretches(inp, member, w.t, until)
             stretch = [(a, b) for a, b in stretches if b - a >= ACK_DEADLINE]
             if not stretch:
-                tally[
-                    "cleared before it could ack" if until - w.t < ACK_DEADLINE else "impaired by a fault"
-                ] += 1
+                if until - w.t < ACK_DEADLINE:
+                    tally["cleared before it could ack"] += 1
+                elif any(a <= until and b >= w.t for a, b in silent.get(member, [])):
+                    tally["impaired by a fault, marked stale/lost"] += 1
+                else:
+                    tally["impaired by a fault, back before stale"] += 1
                 continue
             tally["not acked"] += 1
             a, b = stretch[0]
