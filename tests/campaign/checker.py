@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mesh.subjects import key_to_target
-from mesh.target import parse_agent_uri
+from mesh.subjects import key_to_target, target_to_key
+from mesh.target import parse_agent_uri, parse_target
 
 #: A healthy instance acknowledges a kill within this long (it is pushed; typically milliseconds).
 ACK_DEADLINE = 5.0
@@ -401,6 +401,27 @@ def audit_complete(inp: Input) -> list[Anomaly]:
     return out
 
 
+def no_record_lost(inp: Input) -> list[Anomaly]:
+    """A kill the server acknowledged (a revision) stays stored, across restarts and leader changes,
+    for as long as the bucket keeps its key's history: none is missing between stored neighbours."""
+    stored: dict[str, set[int]] = {}
+    for m in inp.control:
+        stored.setdefault(m["key"], set()).add(m["seq"])
+    out = []
+    for op in inp.history:
+        if op["kind"] != "op" or not op.get("ok") or op["op"] not in ("kill", "resume"):
+            continue
+        key, rev = target_to_key(parse_target(op["target"])), op.get("revision")
+        revs = stored.get(key, set())
+        if rev and revs and min(revs) < rev and rev not in revs:
+            out.append(
+                Anomaly(
+                    "record-lost", f"{op['op']} {op['target']} rev {rev} acknowledged, not stored", op["t"]
+                )
+            )
+    return out
+
+
 def bounded(inp: Input) -> list[Anomaly]:
     out = []
     for e in inp.history:
@@ -425,5 +446,6 @@ def check(inp: Input, tally: Counter[str] | None = None) -> list[Anomaly]:
         *converged(inp),
         *checkpoints_forward(inp),
         *audit_complete(inp),
+        *no_record_lost(inp),
         *bounded(inp),
     ]

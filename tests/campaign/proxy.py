@@ -67,6 +67,8 @@ class FaultProxy:
             self._tasks.add(me)  # type: ignore[arg-type]
         try:
             await asyncio.gather(self._pipe(link, reader, up_w), self._pipe(link, up_r, writer))
+        except asyncio.CancelledError:
+            pass  # close(): the proxy is going away, and asyncio's stream callback would log it
         finally:
             self._links.discard(link)
             if me is not None:

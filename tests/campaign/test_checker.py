@@ -144,3 +144,16 @@ def test_a_hung_request_and_a_process_that_died_are_named() -> None:
         {"kind": "proc_died", "name": "p0", "rc": 1, "t": 1002.0, "tail": ["Traceback"]},
     ]
     assert rules(history=hist) == ["bounded", "process-died"]
+
+
+def test_a_kill_acknowledged_by_the_server_but_no_longer_stored_is_named() -> None:
+    ops = [
+        {"kind": "op", "op": "kill", "target": "agent://acme/prod/mailer", "t": 1002.0, "ok": True,
+         "revision": 1, "command_id": "c1"},
+        {"kind": "op", "op": "kill", "target": "agent://acme/prod/mailer", "t": 1006.0, "ok": True,
+         "revision": 5, "command_id": "c5"},
+    ]  # fmt: skip
+    kill5 = [kill(1006.0, 5), halted(1006.01, 5, 40)]
+    later = {"seq": 9, "key": "acme.prod.mailer", "op": "DEL", "t": 1008.0}
+    found = rules(history=ops, audit=lambda a: [*a, *kill5], control=lambda c: [*c, later])
+    assert found.count("record-lost") == 1
