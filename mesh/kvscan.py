@@ -20,6 +20,8 @@ __all__ = ["KVEntry", "KVLatest", "delete_key", "put_key", "read_latest", "scan_
 
 #: Largest batch asked of one direct multi-get; bigger buckets fall back to a consumer scan.
 DIRECT_BATCH = 1024
+#: How long a write waits out a stream with no leader (503): a cluster's election takes 4-9 s.
+ELECTION = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,10 @@ async def _publish(
     timeout: float,
     headers: dict[str, str] | None = None,
 ) -> PubAck:
-    """``js.publish``, retried on a 503 within ``timeout`` unless the bucket is absent: the stream
-    has no leader for a few seconds after a cluster node dies, and a 503 stored nothing."""
+    """``js.publish``, retried on a 503 for ``max(timeout, ELECTION)`` unless the bucket is absent:
+    the stream has no leader for a few seconds after a cluster node dies, and a 503 stored nothing."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + max(timeout, ELECTION)
     pause = 0.05
     while True:
         try:
