@@ -21,7 +21,7 @@ async def test_short_seeded_campaign_finds_no_anomaly(tmp_path: Path) -> None:
     result = await campaign(10.0, seed, "single", tmp_path, tmp_path / "campaign.json")
     s = result.summary
     # the run did what a campaign is for: operations, faults, actions, acknowledgements
-    assert s["operations_ok"] >= 5 and s["faults"] >= 2, table(result)
+    assert s["operations_ok"] >= 5 and s["faults"] >= 1, table(result)
     assert s["guarded_actions"] > 100 and s["halt_acks"] >= 1, table(result)
     assert result.anomalies == [], table(result)
     assert (tmp_path / "campaign.json").stat().st_size > 0
