@@ -1,170 +1,35 @@
 """The checker: pure functions over the recorded history that name every anomaly.
 
-Inputs, all plain JSON-able data: the campaign's own ``history`` (operations, faults, heals, process
-events), the agents' action logs, the audit events, the control bucket's stored writes, the kill
-records in force at the end and the result of ``mesh audit verify``. Times are seconds since the
-epoch on the one clock of this machine (agents, servers and campaign share it).
+Inputs, all plain JSON-able data (``timeline.Input``): the campaign's own ``history`` (operations,
+faults, heals, process events), the agents' action logs, the audit events, the control bucket's
+stored writes, the kill records in force at the end and the result of ``mesh audit verify``.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
-from mesh.subjects import key_to_target, target_to_key
-from mesh.target import parse_agent_uri, parse_target
+from mesh.subjects import target_to_key
+from mesh.target import parse_target
 
-#: A healthy instance acknowledges a kill within this long (it is pushed; typically milliseconds).
-ACK_DEADLINE = 5.0
-#: After a fault heals, how long an affected instance may still be deaf (reconnect, re-read).
-RECOVER = {
-    "server_kill9": 10.0,
-    "node_kill9": 10.0,
-    "agent_freeze": 3.0,
-    "agent_restart": 5.0,
-    "proxy_cut": 6.0,
-    "proxy_stall": 3.0,
-    # A half-open link never closes: the client must find out by itself (pings) and reconnect.
-    "proxy_blackhole": 12.0,
-    "controller_kill9": 0.0,
-}
-#: At the end, an instance no record holds must have acted within this many seconds.
-CONVERGE = 5.0
-#: Slack between a KV write and the audit event written just after it (same clock).
-SLACK = 1.0
+from .timeline import (
+    ACK_DEADLINE,
+    CONVERGE,
+    RECOVER,
+    SLACK,
+    Anomaly,
+    Input,
+    Write,
+    control_writes,
+    healthy_stretches,
+    in_force,
+    key_matches,
+    member_of,
+    ts,
+)
 
-
-@dataclass(frozen=True)
-class Anomaly:
-    rule: str
-    what: str
-    t: float | None = None
-    instance: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "what": self.what, "t": self.t, "instance": self.instance}
-
-
-@dataclass
-class Input:
-    history: list[dict[str, Any]]
-    actions: list[dict[str, Any]]  # the agents' log lines: ev = process | start | start_failed | act
-    audit: list[dict[str, Any]]  # AuditEvent.model_dump(mode="json")
-    control: list[dict[str, Any]]  # {"seq", "key", "op": PUT|DEL|PURGE, "t"}
-    final_keys: list[str]  # kill records in force at the end
-    instances: list[str]  # uri#instance of the whole fleet
-    process_of: dict[str, str]  # uri#instance -> agent process name
-    end: float  # when the final state was read
-    verify: dict[str, Any] = field(default_factory=dict)  # {"rc": int, "broken": ..., "events": n}
-
-
-def ts(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-
-
-def _member(event: dict[str, Any]) -> str | None:
-    if event.get("agent_uri") and event.get("instance"):
-        return f"{event['agent_uri']}#{event['instance']}"
-    return None
-
-
-def _key_matches(key: str, member: str) -> bool:
-    uri, inst = member.split("#", 1)
-    return key_to_target(key).matches(parse_agent_uri(uri), inst)
-
-
-# -- timelines ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Write:
-    revision: int
-    key: str
-    op: str  # "kill" or "clear"
-    t: float
-    target: str | None = None
-
-
-def control_writes(inp: Input) -> list[Write]:
-    """Every write to the control bucket, by revision: the stored ones, and those only audited."""
-    by_rev: dict[int, Write] = {}
-    for e in inp.audit:
-        if e["type"] in ("kill", "resume") and e.get("revision"):
-            key = (e.get("data") or {}).get("key") or ""
-            op = "kill" if e["type"] == "kill" else "clear"
-            # the audit event is written just after the KV write: a little earlier is the write
-            by_rev[e["revision"]] = Write(e["revision"], key, op, ts(e["time"]) - SLACK, e.get("target"))
-    for m in inp.control:
-        old = by_rev.get(m["seq"])
-        op = "kill" if m["op"] == "PUT" else "clear"
-        by_rev[m["seq"]] = Write(m["seq"], m["key"], op, float(m["t"]), old.target if old else None)
-    return [by_rev[r] for r in sorted(by_rev)]
-
-
-def in_force(writes: list[Write], end: float) -> list[tuple[Write, float]]:
-    """Each kill write with the time its record stopped being in force (the next write on its key)."""
-    out = []
-    for i, w in enumerate(writes):
-        if w.op != "kill":
-            continue
-        later = [x.t for x in writes[i + 1 :] if x.key == w.key]
-        out.append((w, later[0] if later else end))
-    return out
-
-
-def impaired(inp: Input, member: str) -> list[tuple[float, float]]:
-    """Intervals in which ``member`` may be deaf: faults on its process (or on every process)."""
-    proc = inp.process_of[member]
-    out = []
-    for f in inp.history:
-        if f["kind"] != "fault" or proc not in f.get("affects", []):
-            continue
-        healed = float(f.get("healed", inp.end))
-        out.append((float(f["t"]) - 0.5, healed + RECOVER.get(f["name"], 5.0)))
-    return out
-
-
-def alive(inp: Input, member: str) -> list[tuple[float, float]]:
-    """From each start of the instance (its log) until its process is killed or the run ends."""
-    uri, inst = member.split("#", 1)
-    starts = sorted(
-        a["t"] for a in inp.actions if a["ev"] == "start" and a["inst"] == inst and a["uri"] == uri
-    )
-    proc = inp.process_of[member]
-    deaths = sorted(
-        float(f["t"])
-        for f in inp.history
-        if (f["kind"] == "fault" and f["name"] == "agent_restart" and proc in f["affects"])
-        or (f["kind"] == "proc_died" and f["name"] == proc)
-    )
-    out = []
-    for s in starts:
-        after = [d for d in deaths if d > s]
-        out.append((s, after[0] if after else inp.end))
-    return out
-
-
-def healthy_stretches(inp: Input, member: str, lo: float, hi: float) -> list[tuple[float, float]]:
-    bad = sorted(impaired(inp, member))
-    out = []
-    for a, b in alive(inp, member):
-        a, b = max(a, lo), min(b, hi)
-        cur = a
-        for x, y in bad:
-            if y <= cur or x >= b:
-                continue
-            if x > cur:
-                out.append((cur, x))
-            cur = max(cur, y)
-        if cur < b:
-            out.append((cur, b))
-    return out
-
+__all__ = ["ACK_DEADLINE", "RECOVER", "Anomaly", "Input", "check"]
 
 # -- the rules -----------------------------------------------------------------------------------------
 
@@ -183,7 +48,7 @@ def no_action_after_halt(inp: Input, writes: list[Write]) -> list[Anomaly]:
         marks = sorted(
             (ts(e["time"]), e["type"], e)
             for e in inp.audit
-            if _member(e) == member and e["type"] in ("halted", "resumed", "started")
+            if member_of(e) == member and e["type"] in ("halted", "resumed", "started")
         )
         acts = sorted(
             a["t"] for a in inp.actions if a["ev"] == "act" and a["uri"] == uri and a["inst"] == inst
@@ -236,13 +101,13 @@ def started_under_kill(inp: Input, writes: list[Write]) -> list[Anomaly]:
     out = []
     spans = in_force(writes, inp.end + 1)
     for e in inp.audit:
-        member = _member(e)
+        member = member_of(e)
         if e["type"] != "started" or member is None or member not in inp.process_of:
             continue
         t = ts(e["time"])
         keys = set((e.get("data") or {}).get("kill_keys") or [])
         for w, until in spans:
-            if w.t + SLACK < t < until - SLACK and w.key not in keys and _key_matches(w.key, member):
+            if w.t + SLACK < t < until - SLACK and w.key not in keys and key_matches(w.key, member):
                 out.append(
                     Anomaly(
                         "started-under-kill",
@@ -261,11 +126,11 @@ def every_kill_acked(inp: Input, writes: list[Write], tally: Counter[str] | None
     replaced before it could be (in force under ACK_DEADLINE); not, but impaired by a fault the
     whole time; or not acknowledged (the anomaly).
     """
-    acked = {(_member(e), e.get("revision")) for e in inp.audit if e["type"] == "halted"}
+    acked = {(member_of(e), e.get("revision")) for e in inp.audit if e["type"] == "halted"}
     tally = Counter() if tally is None else tally
     silent: dict[str, list[tuple[float, float]]] = {}  # stale/lost until the next sign of life
     for member in inp.instances:
-        marks = sorted((ts(e["time"]), e["type"]) for e in inp.audit if _member(e) == member)
+        marks = sorted((ts(e["time"]), e["type"]) for e in inp.audit if member_of(e) == member)
         for k, (t, etype) in enumerate(marks):
             if etype in ("stale", "lost"):
                 back = next((x for x, ty in marks[k + 1 :] if ty not in ("stale", "lost")), inp.end)
@@ -273,7 +138,7 @@ def every_kill_acked(inp: Input, writes: list[Write], tally: Counter[str] | None
     out = []
     for w, until in in_force(writes, inp.end):
         for member in inp.instances:
-            if not _key_matches(w.key, member):
+            if not key_matches(w.key, member):
                 continue
             if (member, w.revision) in acked:
                 tally["acked"] += 1
@@ -306,7 +171,7 @@ def converged(inp: Input) -> list[Anomaly]:
     """At the end every instance no record holds is acting again (nothing hung, nothing stuck paused)."""
     out = []
     for member in inp.instances:
-        if any(_key_matches(k, member) for k in inp.final_keys):
+        if any(key_matches(k, member) for k in inp.final_keys):
             continue
         uri, inst = member.split("#", 1)
         last = max(
@@ -334,7 +199,7 @@ def checkpoints_forward(inp: Input) -> list[Anomaly]:
         acks = sorted(
             (ts(e["time"]), ((e.get("data") or {}).get("checkpoint") or {}).get("n"))
             for e in inp.audit
-            if e["type"] == "halted" and _member(e) == member
+            if e["type"] == "halted" and member_of(e) == member
         )
         mine = [a for a in inp.actions if a.get("uri") == uri and a.get("inst") == inst]
         for t, n in acks:

@@ -64,7 +64,7 @@ class FaultProxy:
         self._links.add(link)
         me = asyncio.current_task()
         if me is not None:
-            self._tasks.add(me)  # type: ignore[arg-type]
+            self._tasks.add(me)
         try:
             await asyncio.gather(self._pipe(link, reader, up_w), self._pipe(link, up_r, writer))
         except asyncio.CancelledError:
@@ -72,7 +72,7 @@ class FaultProxy:
         finally:
             self._links.discard(link)
             if me is not None:
-                self._tasks.discard(me)  # type: ignore[arg-type]
+                self._tasks.discard(me)
 
     async def _pipe(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
