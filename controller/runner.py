@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
@@ -27,7 +28,7 @@ from controller.writer import Writer
 from mesh.aio import stop_tasks, wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import PermissionDenied
-from mesh.provision import provision
+from mesh.provision import ProvisionOptions, provision
 from mesh.settings import Settings
 
 __all__ = ["Controller"]
@@ -133,6 +134,22 @@ class Controller:
             self.stats.tick(time.time())
             await asyncio.sleep(1.0)
 
+    async def _open_buckets(self, conn: Connection, stop: asyncio.Event) -> tuple[KeyValue, KeyValue] | None:
+        """The control and quota buckets. A missing one is an error; a timeout (a cluster electing
+        stream leaders after a node died) is logged and None returned, for the lease loop to try
+        again: the controller used to exit on it."""
+        ns = conn.ns
+        try:
+            return await conn.js.key_value(ns.control_bucket), await conn.js.key_value(ns.quota_bucket)
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError) as exc:
+            raise translate_error(
+                exc, "open the control and quota buckets", subject=ns.control_bucket
+            ) from exc
+        except Exception as exc:
+            log.warning("could not open the control or quota bucket, will retry", error=str(exc) or repr(exc))
+            await _wait(stop, self.options.lease_ttl / 3)
+            return None
+
     async def _active(self, conn: Connection, kv: KeyValue, stop: asyncio.Event) -> None:
         """Act as the active controller until the lease is lost or ``stop`` is set."""
         o = self.options
@@ -146,6 +163,10 @@ class Controller:
             log.warning("could not read the instances KV, will retry", error=str(exc) or type(exc).__name__)
             await _wait(stop, o.lease_ttl / 3)
             return
+        buckets = await self._open_buckets(conn, stop)
+        if buckets is None:
+            return
+        control_kv, quota_kv = buckets
         writer = self.writer = Writer(
             conn,
             kv,
@@ -155,10 +176,6 @@ class Controller:
             may_write=lambda: lease.held,
             flush_every=o.flush_every,
         )
-        try:
-            control_kv = await conn.js.key_value(conn.ns.control_bucket)
-        except Exception as exc:
-            raise translate_error(exc, "open the control bucket", subject=conn.ns.control_bucket) from exc
         policies = PolicyEngine(
             conn,
             control_kv,
@@ -168,10 +185,6 @@ class Controller:
             reload_every=o.policy_reload_every,
             tick_every=o.policy_tick_every,
         )
-        try:
-            quota_kv = await conn.js.key_value(conn.ns.quota_bucket)
-        except Exception as exc:
-            raise translate_error(exc, "open the quota bucket", subject=conn.ns.quota_bucket) from exc
         leases = QuotaService(
             conn.ns,
             quota_kv,
@@ -241,8 +254,9 @@ async def _ensure_provisioned(conn: Connection) -> None:
 
     A controller without the right to create them (the ``controller`` role) relies on
     ``mesh init`` having run: the refusal is logged, and opening the buckets then says what's missing.
+    What ``mesh init`` chose (``--replicas 3``, ``--audit-days``) is adopted, not a conflict.
     """
     try:
-        await provision(conn.js, conn.ns)
+        await provision(conn.js, conn.ns, ProvisionOptions(adopt_existing=True))
     except PermissionDenied as exc:
         log.info("not provisioning (no permission); expecting `mesh init` to have run", error=str(exc))

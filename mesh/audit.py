@@ -6,6 +6,7 @@ import asyncio
 import weakref
 
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -67,23 +68,31 @@ async def publish_event(
     timeout: float = 5.0,
     attempts: int = 3,
     chain: AuditChain | None = None,
+    unavailable_for: float | None = None,
 ) -> PubAck:
     """Publish ``event``, linked into ``chain`` (default: the connection's), and wait for the ack.
 
     The event id is the ``Nats-Msg-Id``: a retry after a lost ack is dropped by the stream's
     duplicate window instead of being stored twice. The chain advances only when our bytes are
     known to be stored; when that is unknown it ends, and the next event starts a new chain.
+    While the stream has no leader (503), it retries for ``unavailable_for`` seconds (default
+    ``timeout * attempts``): a kill must not be in force and missing from the audit log because
+    the cluster was electing a leader.
     """
     chain = chain if chain is not None else chain_for(js)
     subject = audit_subject_for(ns, event)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (timeout * attempts if unavailable_for is None else unavailable_for)
     async with chain.lock:
         link = chain.state.next_link()
         payload = encode(event.model_copy(update={"chain": link}))
         headers = {"Nats-Msg-Id": event.id}
         outcome = Outcome.UNKNOWN
         last: BaseException | None = None
+        unknown = 0  # attempts that timed out: our bytes may or may not be stored
+        pause = 0.05
         try:
-            for attempt in range(attempts):
+            while True:
                 try:
                     ack = await js.publish(subject, payload, timeout=timeout, headers=headers)
                 except (
@@ -93,13 +102,26 @@ async def publish_event(
                 ) as exc:
                     raise_if_cancelling()
                     last = exc
-                    await asyncio.sleep(0.05 * (2**attempt))
+                    unknown += 1
+                    if unknown >= attempts:
+                        break
+                    await asyncio.sleep(0.05 * (2 ** (unknown - 1)))
+                    continue
+                except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
+                    # A 503: no stream leader right now (a cluster re-elects for 4-9 s after a node
+                    # dies). Nothing was stored, so a retry is safe: retry until ``unavailable_for``.
+                    raise_if_cancelling()
+                    last = exc
+                    if loop.time() + pause > deadline:
+                        break
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
                     continue
                 except Exception as exc:
                     raise translate_error(
                         exc, "write audit events", subject=subject, timeout=timeout
                     ) from exc
-                outcome = classify_publish(attempt=attempt, duplicate=ack.duplicate, failed=False)
+                outcome = classify_publish(attempt=unknown, duplicate=ack.duplicate, failed=False)
                 return ack
         finally:
             chain.state.settle(link, link_hash(subject, payload), outcome)

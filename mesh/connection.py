@@ -50,6 +50,11 @@ Callback = Callable[[], Awaitable[None]]
 #: Base delay between reconnect attempts; each fleet member waits a random share of it.
 RECONNECT_BASE = 0.25
 RECONNECT_MAX = 2.0
+#: A half-open link (the peer gone without a FIN or RST: a dead NAT entry, a stalled middlebox)
+#: is noticed only by unanswered pings; nats-py's default (120 s, 2 outstanding) leaves a client
+#: deaf to kills for minutes. Pinging every 2 s notices it after about 6 s, then reconnects.
+PING_INTERVAL = 2
+MAX_OUTSTANDING_PINGS = 2
 
 
 def jittered_reconnect(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
@@ -339,6 +344,8 @@ class Connection:
             "max_reconnect_attempts": -1,
             "reconnect_to_server_handler": jittered_reconnect,
             "pending_size": self._pending_size,
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         }
         if self.settings.user:
             options["user"] = self.settings.user

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 
+import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
 from mesh.aio import wait_for
 from mesh.connection import Connection, translate_error
@@ -18,6 +20,8 @@ __all__ = ["KVEntry", "KVLatest", "delete_key", "put_key", "read_latest", "scan_
 
 #: Largest batch asked of one direct multi-get; bigger buckets fall back to a consumer scan.
 DIRECT_BATCH = 1024
+#: How long a write waits out a stream with no leader (503): a cluster's election takes 4-9 s.
+ELECTION = 10.0
 
 
 def _stream(bucket: str) -> str:
@@ -25,17 +29,44 @@ def _stream(bucket: str) -> str:
 
 
 async def _missing_bucket(conn: Connection, bucket: str) -> bool:
+    """Whether the bucket is known to be absent: only "stream not found" says so. A timeout or a
+    503 (a cluster electing the stream's leader) says nothing, and must not read "run mesh init"."""
     try:
         await conn.js.stream_info(_stream(bucket))
-    except Exception:
+    except nats.js.errors.NotFoundError:
         return True
+    except Exception:
+        return False
     return False
+
+
+async def _publish(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    value: bytes,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> PubAck:
+    """``js.publish``, retried on a 503 for ``max(timeout, ELECTION)`` unless the bucket is absent:
+    the stream has no leader for a few seconds after a cluster node dies, and a 503 stored nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, ELECTION)
+    pause = 0.05
+    while True:
+        try:
+            return await conn.js.publish(f"$KV.{bucket}.{key}", value, timeout=timeout, headers=headers)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            if loop.time() + pause > deadline or await _missing_bucket(conn, bucket):
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 async def put_key(conn: Connection, bucket: str, key: str, value: bytes, *, timeout: float = 5.0) -> int:
     """``kv.put`` with no bucket lookup first; returns the new revision."""
     try:
-        ack = await conn.js.publish(f"$KV.{bucket}.{key}", value, timeout=timeout)
+        ack = await _publish(conn, bucket, key, value, timeout)
     except Exception as exc:
         if await _missing_bucket(conn, bucket):
             raise NotProvisioned(f"bucket {bucket}") from exc
@@ -46,9 +77,7 @@ async def put_key(conn: Connection, bucket: str, key: str, value: bytes, *, time
 async def delete_key(conn: Connection, bucket: str, key: str, *, timeout: float = 5.0) -> int:
     """``kv.delete`` that returns the tombstone's revision (nats-py's returns only ``True``)."""
     try:
-        ack = await conn.js.publish(
-            f"$KV.{bucket}.{key}", b"", timeout=timeout, headers={"KV-Operation": "DEL"}
-        )
+        ack = await _publish(conn, bucket, key, b"", timeout, {"KV-Operation": "DEL"})
     except Exception as exc:
         if await _missing_bucket(conn, bucket):
             raise NotProvisioned(f"bucket {bucket}") from exc

@@ -36,6 +36,10 @@ class ProvisionOptions:
     control_history: int = 16
     checkpoint_history: int = 4
     max_checkpoint_bytes: int = 1024 * 1024
+    #: Keep an existing asset whose operator-chosen settings (``mesh init --replicas/--audit-days``)
+    #: differ from these options, instead of raising: the controller runs with the defaults and must
+    #: not refuse a mesh that ``mesh init --replicas 3`` made. Any other difference still conflicts.
+    adopt_existing: bool = False
 
 
 @dataclass(slots=True)
@@ -171,9 +175,25 @@ def _kv_stream_config(kv: KeyValueConfig) -> StreamConfig:
     )
 
 
+#: The fields ``mesh init`` lets an operator choose; ``adopt_existing`` accepts what is there.
+_OPERATOR_CHOSEN = frozenset({"replicas", "max_age"})
+
+
 def _differences(have: StreamConfig, want: StreamConfig) -> dict[str, tuple[Any, Any]]:
     h, w = _essentials(have), _essentials(want)
     return {k: (h[k], w[k]) for k in w if h[k] != w[k]}
+
+
+def _conflicts(name: str, have: StreamConfig, want: StreamConfig, opts: ProvisionOptions) -> None:
+    """Raise ProvisioningConflict on a difference, except adopted operator choices (logged)."""
+    diff = _differences(have, want)
+    if opts.adopt_existing:
+        adopted = {k: v for k, v in diff.items() if k in _OPERATOR_CHOSEN}
+        if adopted:
+            log.info("adopting existing settings", asset=name, differences=adopted)
+        diff = {k: v for k, v in diff.items() if k not in _OPERATOR_CHOSEN}
+    if diff:
+        raise ProvisioningConflict(name, diff)
 
 
 async def _existing(js: JetStreamContext, stream: str) -> StreamConfig | None:
@@ -201,9 +221,7 @@ async def provision(
                 await js.create_key_value(kv)
                 result.created.append(kv.bucket)
                 continue
-            diff = _differences(have, _kv_stream_config(kv))
-            if diff:
-                raise ProvisioningConflict(f"bucket {kv.bucket}", diff)
+            _conflicts(f"bucket {kv.bucket}", have, _kv_stream_config(kv), opts)
             result.existing.append(kv.bucket)
 
         audit = audit_stream_config(ns, opts)
@@ -213,9 +231,7 @@ async def provision(
             await js.add_stream(audit)
             result.created.append(audit.name)
         else:
-            diff = _differences(have, audit)
-            if diff:
-                raise ProvisioningConflict(f"stream {audit.name}", diff)
+            _conflicts(f"stream {audit.name}", have, audit, opts)
             result.existing.append(audit.name)
     except ProvisioningConflict:
         raise
