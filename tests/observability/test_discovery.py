@@ -65,6 +65,8 @@ async def ask(nc: nats.NATS, subject: str, prefix: str, wait: float = 0.5) -> li
             msg = await sub.next_msg(timeout=left)
         except nats.errors.TimeoutError:
             break
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            break  # the server's "no responders": nobody listens on that subject
         body = json.loads(msg.data)
         if body.get("metadata", {}).get("prefix") == prefix or "role" in body:
             out.append(body)
