@@ -14,6 +14,7 @@ from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.gateway.conftest import Running, eventually, gateway_config, start_gateway
 from tests.gateway.upstream import FakeUpstream, start_upstream
+from tests.observability.dashboard import metric_names, queries
 from tests.observability.helpers import Samples, scrape, series, value
 
 pytestmark = pytest.mark.timeout(90)
@@ -63,6 +64,9 @@ async def test_gateway_metrics_follow_its_calls_and_kills(
         assert value(s, "mesh_gateway_state", state="fail_closed") == 0
         assert value(s, "mesh_gateway_nats_connected") == 1
         assert value(s, "mesh_gateway_nats_reconnects_total") == 0
+        # the Grafana dashboard reads only series the gateway exports
+        wanted = {n for n in metric_names([e for _, e in queries()]) if n.startswith("mesh_gateway_")}
+        assert wanted and wanted <= {name for name, _ in s}
         await mesh.resume("agent://acme/prod/mailer", reason="done", wait=0)
 
         async def cleared() -> bool:

@@ -15,6 +15,7 @@ from mesh.connection import Connection
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
+from tests.observability.dashboard import queries
 from tests.observability.prometheus_proc import Prometheus, find_prometheus
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,6 +53,8 @@ async def test_prometheus_scrapes_the_fleet_and_the_kill_latency(
                 await agent.sleep(0.02)
 
         loops = [asyncio.create_task(pass_safe_points(a)) for a in agents]
+        # one refused heartbeat, so that the malformed-messages panel has a series
+        await conn.nc.publish(f"{conn.ns.prefix}.hb.acme.prod.mailer.bad", b"{not json")
         try:
             with prometheus(tmp_path, [f"127.0.0.1:{ctl.metrics_port}"]) as prom:
                 await eventually(prom.ready, what="prometheus to be ready")
@@ -94,6 +97,28 @@ async def test_prometheus_scrapes_the_fleet_and_the_kill_latency(
                 assert p99 is not None and not math.isnan(p99) and 0.0 <= p99 <= 60.0
                 total = await prom.scalar('mesh_kill_ack_latency_seconds_sum{actor_kind="human"}')
                 assert total is not None and total >= 0.0
+
+                # every query of the Grafana dashboard is valid PromQL to this Prometheus, and each
+                # controller panel finds data (the gateway's are not scraped here)
+                empty: list[str] = []
+                invalid: list[str] = []
+
+                async def dashboard_has_data() -> bool:
+                    empty.clear()
+                    for title, expr in queries():
+                        try:
+                            result = await prom.query(expr)  # asserts status "success"
+                        except AssertionError as exc:
+                            invalid.append(f"{title}: {exc}")
+                            return True  # no point polling a query Prometheus refuses
+                        if not result and "mesh_gateway_" not in expr:
+                            empty.append(f"{title}: {expr}")
+                    return not empty
+
+                with contextlib.suppress(AssertionError):
+                    await eventually(dashboard_has_data, timeout=20, what="data behind every panel")
+                assert not invalid, f"queries Prometheus refused: {invalid}"
+                assert not empty, f"controller panels without data: {empty}"
         finally:
             for task in loops:
                 task.cancel()
