@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mesh import tracing
 from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
@@ -228,8 +229,16 @@ class AsyncMesh:
         ns = conn.ns
         key = ns.control_key(tgt)
         actor = self.settings.resolve_actor()
+        # agent-mesh[otel]: the kill is one trace; the record carries its context to every instance.
+        span = tracing.start("mesh.kill", None, {"mesh.target": str(tgt), "mesh.actor": actor})
         record = KillRecord(
-            target=tgt.uri, instance=tgt.instance, actor=actor, reason=reason, grace=grace, action=action
+            target=tgt.uri,
+            instance=tgt.instance,
+            actor=actor,
+            reason=reason,
+            grace=grace,
+            action=action,
+            trace=tracing.carrier(span),
         )
         revision = 0
 
@@ -245,11 +254,13 @@ class AsyncMesh:
         try:
             # The record goes out first: the server handles one connection's requests in order,
             # and anything sent before it (like the scan of expected instances) would delay the kill.
+            write = tracing.start("mesh.kill.kv_write", tracing.carrier(span), {"mesh.key": key})
             revision = await self._guard(
                 "write kill records",
                 put_key(conn, ns.control_bucket, key, encode(record)),
                 publishes_to=f"$KV.{ns.control_bucket}.{key}",
             )
+            tracing.end(write, **{"mesh.revision": revision})
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             event = AuditEvent(
                 type=EventType.KILL,
@@ -287,6 +298,7 @@ class AsyncMesh:
             await self._unsubscribe(subs)
             if audit is not None and not audit.done():
                 audit.cancel()
+            _trace_acks(span, record, collector)
         rows = collector.rows
         missing = [
             SilentInstance(
@@ -570,3 +582,20 @@ class AsyncMesh:
     def subscribe_audit(self, pattern: str | Target = ALL, *, durable: str) -> AsyncIterator[AuditEvent]:
         """Follow the audit log through the durable consumer ``durable``, resuming where it left off."""
         return subscribe_audit(self.connection, _as_target(pattern), durable=durable)
+
+
+def _trace_acks(span: Any, record: KillRecord, collector: AckCollector) -> None:
+    """End the kill's span, with one child per acknowledgement: kill issued → ack (who was slow)."""
+    if span is None:
+        return
+    for row in collector.rows.values():
+        if row.time is None:
+            continue
+        tracing.record_span(
+            "mesh.kill.ack",
+            span,
+            record.issued_at,
+            row.time,
+            **{"mesh.agent_uri": row.agent_uri, "mesh.instance": row.instance, "mesh.status": row.status},
+        )
+    tracing.end(span, **{"mesh.command_id": record.command_id, "mesh.acked": len(collector.rows)})
