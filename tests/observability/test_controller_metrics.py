@@ -65,14 +65,18 @@ async def test_fleet_refusals_and_transitions(conn: Connection, settings: Settin
 
         # silence: every instance goes stale, then lost, and the gauges follow
         def all_lost(s: Samples) -> bool:
-            return value(s, "mesh_fleet_instances", status="lost") == 4
+            # the audit events are written after the transitions: wait for both
+            return (
+                value(s, "mesh_fleet_instances", status="lost") == 4
+                and value(s, "mesh_controller_audit_events_written_total") == 8
+            )
 
         s = await scraped_until(ctl, all_lost, "every instance lost")
         assert value(s, "mesh_controller_transitions_total", to="stale") == 4
         assert value(s, "mesh_controller_transitions_total", to="lost") == 4
         assert value(s, "mesh_fleet_instances", status="active") == 0
         assert value(s, "mesh_instances", status="active", org="acme", env="prod", agent="mailer") is None
-        assert value(s, "mesh_controller_audit_events_written_total") == 8  # 4 stale + 4 lost
+        assert value(s, "mesh_instances", status="lost", org="acme", env="prod", agent="mailer") == 3
 
 
 class Runner:
