@@ -43,6 +43,8 @@ async def test_fleet_refusals_and_transitions(conn: Connection, settings: Settin
         await send(conn.nc, ns, heartbeat(BILLING, "b0"))
         await conn.nc.publish(f"{ns.prefix}.hb.acme.prod.mailer.m9", b"{not json")
         await conn.nc.publish(f"{ns.prefix}.hb.acme.prod.mailer.m9", b"x" * (70 * 1024))
+        # garbage where kill events go: counted, and the kill counters are untouched
+        await conn.nc.publish(ns.audit_filter("kill").replace("*", "_"), b"not an event")
 
         def four_active(s: Samples) -> bool:
             return value(s, "mesh_fleet_instances", status="active") == 4
@@ -57,11 +59,15 @@ async def test_fleet_refusals_and_transitions(conn: Connection, settings: Settin
         assert value(s, "mesh_controller_nats_connected") == 1
 
         def refused(s: Samples) -> bool:
-            return value(s, "mesh_controller_malformed_messages_total", reason="oversized") == 1
+            return (
+                value(s, "mesh_controller_malformed_messages_total", reason="oversized") == 1
+                and value(s, "mesh_controller_malformed_messages_total", reason="audit_malformed") == 1
+            )
 
-        s = await scraped_until(ctl, refused, "the oversized heartbeat counted")
+        s = await scraped_until(ctl, refused, "the oversized heartbeat and the bad event counted")
         assert value(s, "mesh_controller_malformed_messages_total", reason="malformed_json") == 1
         assert value(s, "mesh_controller_messages_received_total") == 6
+        assert value(s, "mesh_kills_total", actor_kind="human") == 0
 
         # silence: every instance goes stale, then lost, and the gauges follow
         def all_lost(s: Samples) -> bool:
