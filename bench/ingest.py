@@ -353,6 +353,7 @@ async def measure(
     interval: float = 2.0,
     metrics: str = "both",
     scrape_every: float = 1.0,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
     prefix = bench_prefix()
     floor = {
@@ -360,7 +361,8 @@ async def measure(
         "decode": await _floor(url, prefix, instances, publishers, floor_seconds, decode=True),
     }
     phases: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-ingest-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-ingest-")))
         for mode in ("off", "on"):
             if metrics not in (mode, "both"):
                 continue
@@ -372,7 +374,7 @@ async def measure(
                 rates,
                 step_seconds,
                 interval,
-                Path(tmp),
+                tmp,
                 metrics_port=_free_port() if mode == "on" else None,
                 scrape_every=scrape_every,
             )
@@ -481,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="run the controller phases with its Prometheus metrics off, on (scraped), or both",
     )
     parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
+    parser.add_argument("--log-dir", type=Path, help="keep the controllers' logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     with bench_server(args.nats_url) as url:
         res = asyncio.run(
@@ -494,6 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.interval,
                 args.metrics,
                 args.scrape_every,
+                args.log_dir,
             )
         )
     print_ingest(res)
