@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,8 +14,16 @@ from controller.runner import Controller
 from mesh.connection import Connection
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
-from tests.integration.controller_helpers import eventually, fast_options, heartbeat, running_controller, send
+from tests.integration.controller_helpers import (
+    ControllerProcess,
+    eventually,
+    fast_options,
+    heartbeat,
+    running_controller,
+    send,
+)
 from tests.observability.helpers import Samples, scrape, series, value
+from tests.observability.prometheus_proc import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -203,3 +212,30 @@ async def test_a_taken_port_leaves_the_controller_running_without_metrics(
 
 async def _true(v: bool) -> bool:
     return v
+
+
+async def test_mesh_controller_serves_metrics_and_no_metrics_turns_them_off(
+    conn: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    port, other = free_port(), free_port()
+    on = ControllerProcess(settings, tmp_path / "on.log", "--metrics-port", str(port), "--lease-ttl", "1.5")
+    off = ControllerProcess(settings, tmp_path / "off.log", "--no-metrics", "--metrics-port", str(other))
+    try:
+
+        async def serving() -> Samples | None:
+            with contextlib.suppress(aiohttp.ClientError):
+                return await scrape(port)
+            return None
+
+        s = await eventually(serving, what="mesh controller's /metrics")
+        assert value(s, "mesh_controller_nats_connected") == 1
+        assert {dict(labels)["role"] for (name, labels) in s if name == "mesh_controller_role"} <= {
+            "starting",
+            "active",
+            "standby",
+        }
+        with pytest.raises(aiohttp.ClientError):
+            await scrape(other)
+    finally:
+        assert on.terminate() == 0
+        assert off.terminate() == 0
