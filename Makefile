@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit chaos soak lint bench bench-smoke up clean
+.PHONY: help install demo test test-unit chaos soak lint bench bench-smoke up clean model-check
 
 help:
 	@echo "make demo   - the email-campaign kill/resume demo (embedded NATS + controller)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make chaos  - only the chaos tests"
 	@echo "make soak   - the long soak tests"
+	@echo "make model-check - the kill contract's model check, 5000 runs (MESH_MODEL_EXAMPLES)"
 	@echo "make bench  - the quick benchmark profile (writes bench/results/)"
 	@echo "make bench-smoke - the bench scripts that need the bench extra, at tiny N"
 	@echo "make up     - run nats-server + controller in the foreground (mesh up)"
@@ -40,6 +41,10 @@ test-unit: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+
+# The kill contract's model check with many more runs than `make test` gives it.
+model-check: $(STAMP)
+	MESH_MODEL_EXAMPLES=$${MESH_MODEL_EXAMPLES:-5000} $(BIN)/python -m pytest tests/unit/test_killmachine_model.py $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import nats.js.errors
 import structlog
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agent_sdk.usage import UsageCounters
@@ -16,6 +17,7 @@ from mesh.aio import raise_if_cancelling
 from mesh.codec import decode, encode, encode_state
 from mesh.connection import translate_error
 from mesh.errors import MalformedMessage
+from mesh.kvwire import is_delete
 from mesh.models import Checkpoint
 
 __all__ = ["CheckpointStore"]
@@ -59,19 +61,26 @@ class CheckpointStore:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    async def load(self, kv: KeyValue) -> Any:
-        """Read this instance id's last checkpoint (None if there is none)."""
+    async def load(self, kv: KeyValue, js: JetStreamContext, bucket: str, *, scoped: bool = False) -> Any:
+        """Read this instance id's last checkpoint (None if there is none).
+
+        From the stream's leader, not with a direct get: on a replicated bucket any replica
+        answers a direct get, and a follower that lags would hand a restarted instance an older
+        checkpoint than the one it wrote last, so that it redid work it had already done.
+        """
         self.kv = kv
+        # A scoped identity may read its own key only by a direct get (the leader's API names the
+        # key in the request body): on a replicated bucket its restore may then be one write late.
         try:
-            entry = await kv.get(self.key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            msg = await js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{self.key}", direct=scoped)
+        except nats.js.errors.NotFoundError:
             return None
         except Exception as exc:
             raise translate_error(exc, "read checkpoint", subject=self.key) from exc
-        if entry.value is None:
+        if is_delete(msg.headers) or not msg.data:
             return None
         try:
-            saved = decode(Checkpoint, entry.value)
+            saved = decode(Checkpoint, msg.data)
         except MalformedMessage as exc:
             log.warning("ignoring unreadable checkpoint", key=self.key, error=str(exc))
             return None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import random
 import threading
 import time
@@ -20,18 +18,26 @@ from nats.js.kv import KeyValue
 
 from agent_sdk import events
 from agent_sdk.checkpoints import CheckpointStore
-from agent_sdk.config import TERMINATED_EXIT_CODE, AgentConfig, OnKill
-from agent_sdk.killstate import InForce, KillState
+from agent_sdk.config import AgentConfig, OnKill
+from agent_sdk.escalation import Escalation
+from agent_sdk.guarded import GuardedCalls
+from agent_sdk.killmachine import HaltPlan, KillMachine, Verdict
+from agent_sdk.killstate import InForce
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.quota import AgentQuota
 from agent_sdk.usage import UsageCounters
-from agent_sdk.watchdog import schedule
 from mesh import tracing
 from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import AuditChain, publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.control import ControlUpdate, parse_control_message, read_records, read_records_batched
+from mesh.control import (
+    ControlUpdate,
+    parse_control_message,
+    read_records,
+    read_records_batched,
+    read_records_from_leader,
+)
 from mesh.errors import (
     AgentKilled,
     ConfigError,
@@ -42,7 +48,7 @@ from mesh.errors import (
     PermissionDenied,
 )
 from mesh.logs import ensure_configured
-from mesh.models import AuditEvent, EventType, Status, utcnow
+from mesh.models import AuditEvent, EventType, Heartbeat, Status, utcnow
 from mesh.provision import provision
 
 __all__ = ["AgentCore"]
@@ -54,8 +60,6 @@ log = structlog.get_logger("agent_sdk.core")
 
 #: How long a safe point waits for the post-reconnect re-read before acting on what it knows.
 SYNC_WAIT = 5.0
-#: Bound on the `terminated` publish during escalation, before the process ends regardless.
-TERMINATE_PUBLISH_TIMEOUT = 2.0
 MALFORMED_LOG_EVERY = 10.0
 
 
@@ -76,7 +80,12 @@ class AgentCore:
         self._link_token: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
-        self.state = KillState(self.ns.matching_control_keys(cfg.uri, cfg.instance))
+        self.machine = KillMachine(
+            self.ns.matching_control_keys(cfg.uri, cfg.instance),
+            on_kill=cfg.on_kill,
+            hard_kill=cfg.hard_kill,
+            fail_closed_after=cfg.fail_closed_after,
+        )
         self.usage = UsageCounters()
         self.quota = AgentQuota(self, cfg.quota_timeout)
         self.ckpt = CheckpointStore(str(cfg.uri), cfg.instance, self.key, self.usage)
@@ -96,26 +105,19 @@ class AgentCore:
         self.sleep_wake = threading.Event()
         self._defer_wake = False
         self.metadata: dict[str, Any] = dict(cfg.metadata)
-        self.status = Status.ACTIVE
         self.started_at = utcnow()
         self.conn: Connection | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control_kv: KeyValue | None = None
-        self.fail_closed = False
-        self.syncing = False
         #: Proof that our event loop runs (agent_sdk.liveness); a placeholder until start().
         self.liveness = LoopLiveness()
-        self.halted = False
         self.closed = False
         self.parked = 0
         self.sync_parked = 0
         self._sync_lock = threading.Lock()
         self.paused_waiters = 0
-        self.guarded: dict[asyncio.Task[Any], int] = {}
-        self.kill_cancelled: set[asyncio.Task[Any]] = set()
-        self.acked: set[str] = set()
-        self.reached: set[str] = set()
-        self.escalating: set[str] = set()
+        self.guarded = GuardedCalls()
+        self.escalation = Escalation(self)
         self.malformed = 0
         self._malformed_logged = 0.0
         self._malformed_resync = 0.0
@@ -127,30 +129,28 @@ class AgentCore:
         self._tasks: list[asyncio.Task[Any]] = []
         self._bg: set[asyncio.Task[Any]] = set()
         self._last_contact = time.monotonic()
-        #: Last time the loop ran our heartbeat timer; a stale tick means user code blocks it.
-        self._tick = time.monotonic()
-        self._stall_escalating: set[str] = set()
 
     # -- state queries (any thread) -------------------------------------------------------------
     @property
     def killed(self) -> bool:
         return self.killed_evt.is_set()
 
+    @property
+    def status(self) -> Status:
+        return self.machine.status
+
+    @status.setter
+    def status(self, value: Status) -> None:
+        self.machine.status = value
+
     def in_force(self) -> list[InForce]:
-        return self.state.in_force()
+        return self.machine.in_force()
 
     def mode(self) -> OnKill:
-        """What a halt does: a record's own ``action`` overrides on_kill; ``raise`` wins a tie."""
-        actions = [r.record.action or self.cfg.on_kill for r in self.in_force()] or [self.cfg.on_kill]
-        return "raise" if "raise" in actions else "pause"
+        return self.machine.mode()
 
     def killed_error(self) -> AgentKilled:
-        held = self.in_force()
-        if held:
-            return AgentKilled(held[0].record)
-        return AgentKilled(
-            None, reason=f"no contact with NATS for {self.cfg.fail_closed_after:g}s (fail_closed_after)"
-        )
+        return self.machine.killed_error()
 
     # -- start ------------------------------------------------------------------------------------
     async def start(self, *, own_loop: bool = False) -> Any:
@@ -182,7 +182,7 @@ class AgentCore:
                 self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
             await conn.nc.flush()
             await self._read_records()
-            restored = await self.ckpt.load(ckpt_kv)
+            restored = await self.ckpt.load(ckpt_kv, conn.js, self.ns.checkpoints_bucket, scoped=conn.scoped)
             self._last_contact = time.monotonic()
             await self._emit(
                 events.lifecycle_event(
@@ -210,7 +210,7 @@ class AgentCore:
         if self.cfg.fail_closed_after is not None:
             self._tasks.append(asyncio.create_task(self._fail_closed_loop(), name="agent-sdk fail-closed"))
         if self.cfg.hard_kill and not own_loop:
-            schedule(self._stall_after, self._check_stall)
+            self.escalation.watch()
         self.log.debug("agent started", killed=self.killed, restored=restored is not None)
         return restored
 
@@ -248,7 +248,7 @@ class AgentCore:
         if update.record is None:
             # A resume lifts a kill, so it is confirmed against the KV before it counts: a forged
             # or replayed "cleared" push must never let an instance act.
-            if update.key in self.state.keys:
+            if update.key in self.machine.keys:
                 self.spawn(self._confirm_clear(update.key))
             return
         self._apply([update])
@@ -263,6 +263,8 @@ class AgentCore:
             )
             return
         self._apply(updates, from_kv=True)
+        with contextlib.suppress(MeshError):  # the periodic re-read asks again
+            await self._ask_the_leader()
 
     def _note_malformed(self, subject: str, error: str) -> None:
         self.malformed += 1
@@ -283,8 +285,16 @@ class AgentCore:
         kv = self.control_kv
         assert self.conn is not None
         # One direct multi-get for every matching key: one round trip, not one per key.
-        updates = await read_records_batched(self.conn, kv, sorted(self.state.keys))
+        updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
         self._apply(updates, from_kv=True)
+        await self._ask_the_leader()
+
+    async def _ask_the_leader(self) -> None:
+        """A read contradicted a pushed kill with a clear: only the stream's leader may confirm it."""
+        disputed = self.machine.take_disputed()
+        if disputed:
+            assert self.conn is not None
+            self._apply(await read_records_from_leader(self.conn, disputed), from_kv=True, leader=True)
 
     async def resync(self) -> bool:
         """Re-read every matching key; True if the read succeeded (the watch-health check)."""
@@ -299,57 +309,45 @@ class AgentCore:
         self._last_contact = time.monotonic()
         return True
 
-    def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> None:
-        before = {r.record.command_id for r in self.in_force()}
-        if self.state.apply(updates, from_kv=from_kv):
-            new = [r for r in self.in_force() if r.record.command_id not in before]
-            for held in new:
-                self.log.info(
-                    "kill observed", key=held.key, revision=held.revision, command_id=held.record.command_id
-                )
-            self._refresh()
+    def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False, leader: bool = False) -> None:
+        new = self.machine.apply(updates, from_kv=from_kv, leader=leader)
+        if new is None:
+            return
+        for held in new:
+            self.log.info(
+                "kill observed", key=held.key, revision=held.revision, command_id=held.record.command_id
+            )
+        self._refresh()
 
     def _refresh(self) -> None:
-        """Recompute the flags after a change and start whatever the change calls for."""
-        held = self.in_force()
-        killed = bool(held) or self.fail_closed
-        if killed:
+        """Ask the machine what a change calls for, and carry it out."""
+        machine = self.machine
+        if machine.killed:
             self.killed_evt.set()
             self.clear_evt.clear()
         else:
             self.clear_evt.set()
             self.killed_evt.clear()
-        parked = self.parked or self.sync_parked or self.paused_waiters or self.guarded or self.halted
-        immediate = killed and bool(parked) and not self.closed
-        self._defer_wake = immediate and bool(self.sync_parked)
+        effects = machine.refresh(
+            parked=bool(self.parked or self.guarded),
+            sync_parked=bool(self.sync_parked),
+            pausing=bool(self.paused_waiters),
+            closed=self.closed,
+        )
+        self._defer_wake = effects.defer_wake
         self._update_attention()
-        live = {r.record.command_id for r in held}
-        self.acked &= live
-        self.reached &= live
-        self.escalating &= live
-        if self.cfg.hard_kill:
-            for r in held:
-                if r.record.command_id not in self.escalating:
-                    self.escalating.add(r.record.command_id)
-                    schedule(r.record.grace, functools.partial(self._escalate, r.record.command_id))
+        for held in effects.escalate:
+            self.escalation.schedule(held)
         self._changed.set()
         self._changed = asyncio.Event()
-        if self.closed:  # a push delivered while draining: nothing left to report to
-            return
-        if killed:
-            for task in self.guarded:
-                if task not in self.kill_cancelled:
-                    self.kill_cancelled.add(task)
-                    task.cancel()
-            if immediate:
-                self.spawn(self._halt_then_wake())  # parked at a safe point: acknowledge at once
-                return  # the halt sends the heartbeat
-        elif self.halted:
-            # publish_resumed (here, or in the paused safe point that wakes) sends the heartbeat.
-            if not self.paused_waiters:
-                self.spawn(self.publish_resumed())
-            return
-        self.spawn(self.send_heartbeat())
+        if effects.cancel_guarded:
+            self.guarded.cancel_all()
+        if effects.halt:
+            self.spawn(self._halt_then_wake())  # parked at a safe point: acknowledge at once
+        elif effects.resume:
+            self.spawn(self.publish_resumed())  # it sends the heartbeat
+        elif effects.heartbeat:
+            self.spawn(self.send_heartbeat())
 
     async def _halt_then_wake(self) -> None:
         try:
@@ -359,7 +357,7 @@ class AgentCore:
             self._update_attention()
 
     def _update_attention(self) -> None:
-        if self.killed_evt.is_set() or self.syncing:
+        if self.machine.needs_attention:
             self.attention.set()
             if not self._defer_wake:
                 self.sleep_wake.set()
@@ -379,9 +377,9 @@ class AgentCore:
         raise_if_cancelling()
         if self.stalled() and not self.closed and self.conn is not None:
             await self._gate_and_resync("a safe point after a freeze")
-        if self.syncing:
+        if self.machine.verdict() is Verdict.WAIT:
             deadline = time.monotonic() + SYNC_WAIT
-            while self.syncing and time.monotonic() < deadline:
+            while self.machine.verdict() is Verdict.WAIT and time.monotonic() < deadline:
                 await self.wait_change(deadline - time.monotonic())
         if not self.killed:
             return
@@ -393,63 +391,60 @@ class AgentCore:
     async def halt(self) -> None:
         """Flush the checkpoint, then acknowledge every record in force not yet acknowledged."""
         async with self._halt_lock:
-            held = self.in_force()
-            if not held and not self.fail_closed:
+            plan = self.machine.plan_halt()
+            if plan is None:
                 return
-            for r in held:
-                self.reached.add(r.record.command_id)
-            status = Status.PAUSED if self.mode() == "pause" else Status.KILLED
-            new = [r for r in held if r.record.command_id not in self.acked]
-            if self.halted and not new and self.status == status:
-                return
-            me = asyncio.current_task()
-            cancelled = [t for t in self.kill_cancelled if not t.done() and t is not me]
-            if cancelled:  # let cancelled guarded calls unwind before we say we have stopped
-                await asyncio.wait(cancelled, timeout=min(r.record.grace for r in held) if held else 1.0)
-            self.halted = True
-            self.status = status
-            if not new:
+            unwinding = self.guarded.unwinding()
+            if unwinding:  # let cancelled guarded calls unwind before we say we have stopped
+                grace = min((r.record.grace for r in self.in_force()), default=1.0)
+                await asyncio.wait(unwinding, timeout=grace)
+            self.machine.halting(plan)
+            if not plan.new:
                 await self.ckpt.flush()
             else:
-                metadata = dict(self.metadata)
-                latest = self.ckpt.latest
-                checkpoint = self.ckpt.state
-                seq = latest[0] if latest else None
-                # Traced kills only (agent-mesh[otel]): one span per record, under the kill's.
-                spans = [self._halt_span(r, status) if r.record.trace else None for r in new]
-                acks = [
-                    events.ack_event(
-                        self.cfg,
-                        EventType.HALTED,
-                        r,
-                        status=status.value,
-                        metadata=metadata,
-                        checkpoint=checkpoint,
-                        checkpoint_seq=seq,
-                        trace=tracing.carrier(span),
-                    )
-                    for r, span in zip(new, spans, strict=True)
-                ]
-                # The checkpoint put and the acks leave back to back on one connection: the
-                # server stores the checkpoint first, and we wait for both acks in one round trip.
-                _, sent = await self.ckpt.flush_with(self._send_acks(acks))
-                results = sent if isinstance(sent, list) else [sent] * len(new)
-                for r, result, span in zip(new, results, spans, strict=True):
-                    tracing.end(span, **{"mesh.acked": not isinstance(result, BaseException)})
-                    if isinstance(result, BaseException):
-                        self.log.warning("halt ack failed; will retry", command_id=r.record.command_id)
-                    else:
-                        self.acked.add(r.record.command_id)
-                        self.log.info(
-                            "halt acknowledged",
-                            status=status.value,
-                            command_id=r.record.command_id,
-                            revision=r.revision,
-                            key=r.key,
-                        )
+                await self._acknowledge(plan)
             await self.send_heartbeat()
 
-    def _halt_span(self, held: InForce, status: Status) -> Any:
+    async def _acknowledge(self, plan: HaltPlan) -> None:
+        metadata = dict(self.metadata)
+        latest = self.ckpt.latest
+        checkpoint = self.ckpt.state
+        seq = latest[0] if latest else None
+        status = plan.status.value
+        # Traced kills only (agent-mesh[otel]): one span per record, under the kill's.
+        spans = [self._halt_span(r, status) if r.record.trace else None for r in plan.new]
+        acks = [
+            events.ack_event(
+                self.cfg,
+                EventType.HALTED,
+                r,
+                status=status,
+                metadata=metadata,
+                checkpoint=checkpoint,
+                checkpoint_seq=seq,
+                trace=tracing.carrier(span),
+            )
+            for r, span in zip(plan.new, spans, strict=True)
+        ]
+        # The checkpoint put and the acks leave back to back on one connection: the server
+        # stores the checkpoint first, and we wait for both acks in one round trip.
+        _, sent = await self.ckpt.flush_with(self._send_acks(acks))
+        results = sent if isinstance(sent, list) else [sent] * len(plan.new)
+        for r, result, span in zip(plan.new, results, spans, strict=True):
+            tracing.end(span, **{"mesh.acked": not isinstance(result, BaseException)})
+            if isinstance(result, BaseException):
+                self.log.warning("halt ack failed; will retry", command_id=r.record.command_id)
+            else:
+                self.machine.acknowledged(r.record.command_id)
+                self.log.info(
+                    "halt acknowledged",
+                    status=status,
+                    command_id=r.record.command_id,
+                    revision=r.revision,
+                    key=r.key,
+                )
+
+    def _halt_span(self, held: InForce, status: str) -> Any:
         return tracing.start(
             "mesh.instance.halt",
             held.record.trace,
@@ -457,7 +452,7 @@ class AgentCore:
                 "mesh.agent_uri": str(self.cfg.uri),
                 "mesh.instance": self.cfg.instance,
                 "mesh.command_id": held.record.command_id,
-                "mesh.status": status.value,
+                "mesh.status": status,
             },
         )
 
@@ -488,10 +483,8 @@ class AgentCore:
         await self.publish_resumed()
 
     async def publish_resumed(self) -> None:
-        if not self.halted or self.killed:
+        if not self.machine.resume():
             return
-        self.halted = False
-        self.status = Status.ACTIVE
         self.log.info("resumed")
         try:
             # The acknowledgement first; the status heartbeat must not delay it.
@@ -530,41 +523,26 @@ class AgentCore:
         raise_if_cancelling()
         if self.attention.is_set() or self.stalled():
             await self.safe_point()
-        task = asyncio.current_task()
-        assert task is not None
-        self.guarded[task] = self.guarded.get(task, 0) + 1
-        try:
-            return await fn(*args, **kwargs)
-        except asyncio.CancelledError:
-            if task in self.kill_cancelled and task.cancelling() == 1:
-                self.kill_cancelled.discard(task)
-                task.uncancel()
-                raise self.killed_error() from None
-            raise
-        finally:
-            depth = self.guarded.pop(task, 1) - 1
-            if depth:
-                self.guarded[task] = depth
-            elif task in self.kill_cancelled:  # the call swallowed our cancel: take it back
-                self.kill_cancelled.discard(task)
-                if task.cancelling():
-                    task.uncancel()
+        return await self.guarded.run(fn, args, kwargs, self.killed_error)
 
     # -- heartbeats and background loops ------------------------------------------------------------
-    async def send_heartbeat(self) -> None:
-        conn = self.conn
-        if conn is None or not conn.is_connected:
-            return
+    def heartbeat_message(self, status: Status | None = None) -> Heartbeat:
         self._hb_seq += 1
-        hb = events.heartbeat(
+        return events.heartbeat(
             self.cfg,
-            status=self.status,
+            status=status or self.status,
             seq=self._hb_seq,
             started_at=self.started_at,
             metadata=dict(self.metadata),
             kill_keys=[r.key for r in self.in_force()],
             usage=self.usage.snapshot()[1],
         )
+
+    async def send_heartbeat(self) -> None:
+        conn = self.conn
+        if conn is None or not conn.is_connected:
+            return
+        hb = self.heartbeat_message()
         try:
             await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
         except Exception as exc:  # heartbeats are best effort; the next one follows
@@ -574,7 +552,7 @@ class AgentCore:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_interval)
-            self._tick = time.monotonic()
+            self.escalation.tick = time.monotonic()
             await self.send_heartbeat()
             # Usage totals are stored at most once per interval, so a restart loses at most that.
             if self.ckpt.usage_dirty:
@@ -586,10 +564,10 @@ class AgentCore:
 
     def on_freeze(self) -> None:
         """Called by the loop's liveness ticker after a freeze: gate safe points, re-read records."""
-        if self.closed or self.syncing or self.conn is None:
+        if self.closed or self.machine.syncing or self.conn is None:
             return
         self.log.info("agent was frozen or its loop blocked; re-reading kill records")
-        self.syncing = True
+        self.machine.sync_started()
         self._update_attention()
         self.spawn(self._after_reconnect("a freeze"))
 
@@ -606,11 +584,10 @@ class AgentCore:
         while True:
             await asyncio.sleep(min(0.5, limit / 4))
             conn = self.conn
-            if conn is not None and conn.is_connected and not self.syncing:
+            if conn is not None and conn.is_connected and not self.machine.syncing:
                 self._last_contact = time.monotonic()
-            elif not self.fail_closed and time.monotonic() - self._last_contact > limit:
+            elif time.monotonic() - self._last_contact > limit and self.machine.link_lost_too_long():
                 self.log.warning("no contact with NATS; halting (fail_closed_after)", seconds=limit)
-                self.fail_closed = True
                 self._refresh()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -638,23 +615,23 @@ class AgentCore:
         guarded action (rule 3); the re-read itself starts in ``_on_reconnect``.
         """
         if not self.closed:
-            self.syncing = True
+            self.machine.sync_started()
             self._update_attention()
 
     async def _on_reconnect(self) -> None:
         # Gate safe points until the records are re-read: a kill written while we were away
         # must be honoured before the first guarded action (rule 3). Never block nats-py here.
-        self.syncing = True
+        self.machine.sync_started()
         self._update_attention()
         self.spawn(self._after_reconnect())
 
     async def _gate_and_resync(self, why: str) -> None:
         """Hold every safe point until the kill records are re-read from the KV."""
-        if self.syncing:
-            while self.syncing and not self.closed:
+        if self.machine.syncing:
+            while self.machine.syncing and not self.closed:
                 await self.wait_change(SYNC_WAIT)
             return
-        self.syncing = True
+        self.machine.sync_started()
         self._update_attention()
         await self._after_reconnect(why)
 
@@ -669,124 +646,11 @@ class AgentCore:
                     break
                 await asyncio.sleep(0.2)
         finally:
-            self.syncing = False
-            if self.fail_closed:
-                self.fail_closed = False
-            self.log.info("re-synced kill records", after=why, killed=bool(self.state))
+            self.machine.sync_done()
+            self.log.info("re-synced kill records", after=why, killed=bool(self.in_force()))
             self._refresh()
         if self.ckpt.dirty:
             self.ckpt.wake()
-
-    # -- escalation (watchdog thread) ----------------------------------------------------------------
-    def _escalate(self, command_id: str) -> None:
-        if self.closed or not self.cfg.hard_kill or command_id in self.reached:
-            return
-        held = next((r for r in self.in_force() if r.record.command_id == command_id), None)
-        if held is not None:
-            self._terminate(held)
-
-    @property
-    def _stall_after(self) -> float:
-        return 2 * self.cfg.heartbeat_interval + 0.5
-
-    def _stalled(self) -> bool:
-        return time.monotonic() - self._tick > self._stall_after
-
-    def _check_stall(self) -> None:
-        """Watchdog thread: while the user's loop is blocked, look for kills with our own client."""
-        if self.closed:
-            return
-        schedule(self._stall_after, self._check_stall)
-        if not self._stalled():
-            return
-        try:
-            held = asyncio.run(self._read_out_of_band())
-        except Exception as exc:
-            self.log.warning("event loop blocked and kill records unreadable", error=repr(exc))
-            return
-        for r in held:
-            cid = r.record.command_id
-            if cid not in self.reached and cid not in self._stall_escalating:
-                self._stall_escalating.add(cid)
-                self.log.warning("kill seen while the event loop is blocked", command_id=cid)
-                schedule(r.record.grace, functools.partial(self._escalate_stalled, r))
-
-    async def _read_out_of_band(self) -> list[InForce]:
-        conn = await Connection.open(self.cfg.settings, name="agent-sdk watchdog")
-        try:
-            kv = await conn.js.key_value(self.ns.control_bucket)
-            updates = await read_records(kv, sorted(self.state.keys))
-        finally:
-            await conn.close(timeout=1.0)
-        return [InForce(u.key, u.revision, u.record) for u in updates if u.record is not None]
-
-    def _escalate_stalled(self, held: InForce) -> None:
-        cid = held.record.command_id
-        if self.closed or cid in self.reached:
-            return
-        if not self._stalled():  # the loop is back: the normal path sees the kill and escalates
-            self._stall_escalating.discard(cid)
-            return
-        self._terminate(held)
-
-    def _terminate(self, held: InForce) -> None:
-        """Report ``terminated`` (bounded), then end the process: the kill's last resort."""
-        self.log.error(
-            "no safe point within the kill's grace; terminating the process",
-            grace=held.record.grace,
-            command_id=held.record.command_id,
-            exit_code=TERMINATED_EXIT_CODE,
-        )
-        done = False
-        if self.loop is not None and self.loop.is_running() and not self._stalled():
-            future = asyncio.run_coroutine_threadsafe(self._report_terminated(held, self.conn), self.loop)
-            try:
-                future.result(TERMINATE_PUBLISH_TIMEOUT)
-                done = True
-            except Exception:  # the loop is blocked too (a stuck AsyncAgent): use our own
-                future.cancel()
-        if not done:
-            try:
-                asyncio.run(self._report_terminated(held, None))
-            except Exception as exc:
-                self.log.error("could not report termination", error=repr(exc))
-        os._exit(TERMINATED_EXIT_CODE)
-
-    async def _report_terminated(self, held: InForce, conn: Connection | None) -> None:
-        own = conn is None or not conn.is_connected
-        if own:
-            conn = await Connection.open(self.cfg.settings, name="agent-sdk terminate")
-        assert conn is not None
-        try:
-            self.status = Status.TERMINATED
-            seq = self.ckpt.latest[0] if self.ckpt.latest else None
-            event = events.ack_event(
-                self.cfg,
-                EventType.TERMINATED,
-                held,
-                status="terminated",
-                metadata=dict(self.metadata),
-                checkpoint=self.ckpt.state,
-                checkpoint_seq=seq,
-            )
-            # On our own loop the instance's chain continues; from a rescue loop (ours is stuck,
-            # maybe inside a publish holding the chain) the event starts a chain of its own.
-            chain = self.audit_chain if conn is self.conn else AuditChain()
-            await publish_event(conn.js, self.ns, event, timeout=1.0, attempts=1, chain=chain)
-            hb = events.heartbeat(
-                self.cfg,
-                status=Status.TERMINATED,
-                seq=self._hb_seq + 1,
-                started_at=self.started_at,
-                metadata=dict(self.metadata),
-                kill_keys=[r.key for r in self.in_force()],
-                usage=self.usage.snapshot()[1],
-            )
-            await conn.nc.publish(self.ns.heartbeat_subject(self.cfg.uri, self.cfg.instance), encode(hb))
-            await conn.nc.flush(timeout=1)
-        finally:
-            if own:
-                await conn.close(timeout=1.0)
 
     # -- stop ----------------------------------------------------------------------------------------
     async def close(self, outcome: Status, exc: BaseException | None = None) -> None:

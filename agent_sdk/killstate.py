@@ -20,16 +20,20 @@ class KillState:
         self._order = RevisionOrder()
         self._records: dict[str, InForce] = {}
 
-    def apply(self, updates: list[ControlUpdate], *, from_kv: bool = False) -> bool:
+    def apply(self, updates: list[ControlUpdate], *, from_kv: bool = False, leader: bool = False) -> bool:
         """Apply the updates that are newer than what we hold; True if anything changed.
 
-        ``from_kv`` marks a read of the bucket itself rather than a republished push.
+        ``from_kv`` marks a read of the bucket itself rather than a republished push; ``leader`` a
+        read answered by the stream's leader (see ``mesh.killorder``).
         """
         changed = False
         for update in updates:
-            if update.key in self.keys and self._order.admit(update, from_kv=from_kv):
+            if update.key in self.keys and self._order.admit(update, from_kv=from_kv, leader=leader):
                 changed |= self._set(update)
         return changed
+
+    def take_disputed(self) -> list[str]:
+        return self._order.take_disputed()
 
     def _set(self, update: ControlUpdate) -> bool:
         if update.record is not None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import audit_cmd, dashboard_cmd, gateway_cmd, init_cmd, ops, policy_cmd, views
+from cli import audit_cmd, credentials_cmd, dashboard_cmd, gateway_cmd, init_cmd, ops, policy_cmd, views
 from cli import demo as demo_cmd
 from cli import up as up_cmd
 
@@ -55,6 +55,8 @@ app.add_typer(audit_cmd.app, name="audit")
 app.command("usage")(policy_cmd.usage)
 app.command("dashboard")(dashboard_cmd.dashboard)
 app.add_typer(gateway_cmd.app, name="gateway")
+app.add_typer(credentials_cmd.app, name="credentials")
+app.command("callout")(credentials_cmd.callout)
 
 
 def _register_controller() -> None:
@@ -72,7 +74,7 @@ _register_controller()
 
 
 #: Commands that run until a signal: one that arrived while they started stops them cleanly (exit 0).
-SERVICES = frozenset({"up", "controller", "dashboard"})
+SERVICES = frozenset({"up", "controller", "dashboard", "callout"})
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ def demo(
     """Run the kill/resume demo: NATS + controller + 3 email-campaign agents, kill, resume, verify.
 
     Exits non-zero if any check fails (every email sent exactly once, all halted, all resumed).
+    On a slow or loaded machine, MESH_DEMO_PATIENCE=3 gives each of its checks 3 times as long.
 
     Example: mesh demo
     """

@@ -131,6 +131,10 @@ async def _serve(
         await provision(conn.js, conn.ns)
     print(f"NATS is up: export NATS_URL={url}", flush=True)
     print(f"data: {server.data_dir}  (Ctrl+C stops everything)", flush=True)
+    _say(
+        "DEV ONLY: this NATS has NO AUTHENTICATION; anyone who reaches it can kill, resume and write "
+        "anything. Production: nats-identity.conf (docs/security.md, 'Identities')"
+    )
     supervisor = _Supervisor(server, stop, limit=limit, window=window)
     tasks = [asyncio.create_task(supervisor.watch_server(), name="nats-server")]
     if with_controller:

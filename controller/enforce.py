@@ -13,7 +13,8 @@ from mesh.audit import publish_event
 from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.models import AuditEvent, EventType, KillRecord
+from mesh.killcommand import policy_kill_command
+from mesh.models import AuditEvent, EventType
 from mesh.policy import Limit, Policy
 from mesh.target import AgentURI
 
@@ -69,14 +70,18 @@ class Enforcer:
         self, policy: Policy, agent: AgentURI, key: str, limit: Limit, observed: float, reason: str
     ) -> None:
         """Kill exactly this agent (its own key, never the policy's pattern), unless a record is in force."""
-        action = "raise" if policy.action == "kill" else "pause"
-        record = KillRecord(
-            target=str(agent), actor=policy.actor, reason=reason, grace=policy.grace, action=action
+        command = policy_kill_command(
+            agent,
+            policy=policy.name,
+            policy_action=policy.action,
+            actor=policy.actor,
+            reason=reason,
+            grace=policy.grace,
         )
         try:
             # create, not put: a record already in force (ours or an operator's) is never replaced,
             # so a policy never re-kills and never rewrites who stopped the agent.
-            revision = await self.control_kv.create(key, encode(record))
+            revision = await self.control_kv.create(command.key, encode(command.record))
         except nats.js.errors.KeyWrongLastSequenceError:
             return
         except Exception as exc:
@@ -85,17 +90,16 @@ class Enforcer:
             return
         self.stats.policy_kills += 1
         log.warning("policy breached: agent killed", agent=str(agent), policy=policy.name, reason=reason)
-        kill = AuditEvent(
-            type=EventType.KILL,
-            target=str(agent),
-            actor=policy.actor,
-            reason=reason,
-            command_id=record.command_id,
-            revision=revision,
-            data={"key": key, "grace": policy.grace, "action": action, "policy": policy.name},
-        )
+        kill = command.event(revision)
         violation = self._violation(
-            policy, agent, key, limit, observed, reason, command_id=record.command_id, revision=revision
+            policy,
+            agent,
+            key,
+            limit,
+            observed,
+            reason,
+            command_id=command.record.command_id,
+            revision=revision,
         )
         await self._audit([kill, violation])
 

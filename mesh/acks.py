@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
 from mesh.aio import wait_for
 from mesh.codec import decode
 from mesh.errors import InvalidTarget, MalformedMessage
+from mesh.killcommand import AckMatch, InstanceId
 from mesh.models import AuditEvent
 from mesh.reports import AckRow
 from mesh.target import Target, parse_agent_uri
 
 __all__ = ["AckCollector", "InstanceId"]
-
-InstanceId = tuple[str, str]
 
 
 class AckCollector:
@@ -27,12 +25,12 @@ class AckCollector:
     and completion is tracked with the set of instances still outstanding.
     """
 
-    def __init__(self, target: Target, accept: Callable[[AuditEvent], bool]) -> None:
+    def __init__(self, target: Target, match: AckMatch) -> None:
         self.target = target
-        self.accept = accept
+        self.match = match
         self.rows: dict[InstanceId, AckRow] = {}
-        #: Events about matching instances that ``accept`` refused: maybe ours once the
-        #: command's revision is known, so they are looked at again.
+        #: Events about matching instances that ``match`` refused: maybe ours once the
+        #: command's revision is known (:meth:`known_revision`), so they are looked at again.
         self.pending: list[AuditEvent] = []
         self.waiting: set[InstanceId] | None = None
         self.outstanding: set[InstanceId] = set()
@@ -65,7 +63,7 @@ class AckCollector:
             return
         if not self._matches(event.agent_uri, event.instance):
             return
-        if not self.accept(event):
+        if not self.match.accepts(event):
             self.pending.append(event)  # maybe ours once the revision is known
             return
         data = event.data or {}
@@ -84,8 +82,13 @@ class AckCollector:
             if not self.outstanding:
                 self.done.set()
 
+    def known_revision(self, revision: int) -> None:
+        """The command's KV revision is known: events naming it are ours from now on."""
+        self.match = self.match.at(revision)
+        self.evaluate()
+
     def evaluate(self) -> None:
-        """Look again at the events ``accept`` refused so far."""
+        """Look again at the events ``match`` refused so far."""
         pending, self.pending = self.pending, []
         for event in pending:
             self._take(event)

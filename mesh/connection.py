@@ -29,6 +29,7 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
+from mesh.identity import inbox_prefix, parse_token
 from mesh.logs import ensure_configured
 from mesh.settings import Settings
 from mesh.subjects import Namespace
@@ -223,6 +224,9 @@ class Connection:
         #: Extra (on_disconnect, on_reconnect) pairs: the users of a shared connection.
         self._listeners: list[tuple[Callback | None, Callback | None]] = []
         self._link_up: list[Callable[[], None]] = []
+        self._error_listeners: list[Callable[[BaseException], None]] = []
+        #: Connected with a mesh identity token: reads go key by key (see mesh/permissions.py).
+        self.scoped = False
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -233,6 +237,17 @@ class Connection:
     def remove_listener(self, token: object) -> None:
         self._listeners = [p for p in self._listeners if p is not token]
         self._link_up = [f for f in self._link_up if f is not token]
+        self._error_listeners = [f for f in self._error_listeners if f is not token]
+
+    def on_error(self, callback: Callable[[BaseException], None]) -> object:
+        """Call ``callback`` (sync, in the loop) with every asynchronous error the server sends.
+
+        nats-server reports a refused publish only this way (an ``-ERR``, the request itself just
+        goes unanswered), so users of a shared connection listen here. A token for
+        :meth:`remove_listener`.
+        """
+        self._error_listeners.append(callback)
+        return callback
 
     def on_link_up(self, callback: Callable[[], None]) -> object:
         """Call ``callback`` (sync, in the loop) the instant a reconnect succeeds, before its traffic.
@@ -281,6 +296,11 @@ class Connection:
 
         async def error_cb(exc: Exception) -> None:
             note_permission_violation(exc)
+            for listener in list(self._error_listeners):
+                try:
+                    listener(exc)
+                except Exception as bug:  # a listener's bug must not hide the error from the others
+                    log.warning("error listener failed", error=repr(bug))
             if not first_done:
                 self.errors.append(exc)
                 if _is_auth_error(exc):
@@ -325,6 +345,12 @@ class Connection:
             options["password"] = self.settings.password or ""
         if self.settings.token:
             options["token"] = self.settings.token
+            # A mesh identity token (nats-identity.conf) may receive replies only under its own
+            # inbox prefix, and may not use the multi-get whose keys travel in the body.
+            parsed = parse_token(self.settings.token)
+            if parsed is not None:
+                options["inbox_prefix"] = inbox_prefix(parsed[0])
+                self.scoped = True
         if self.settings.creds:
             options["user_credentials"] = str(self.settings.creds)
 

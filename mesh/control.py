@@ -12,6 +12,7 @@ from mesh.codec import decode
 from mesh.connection import Connection, translate_error
 from mesh.errors import MalformedMessage
 from mesh.kvscan import read_latest
+from mesh.kvwire import is_delete, is_delete_operation
 from mesh.models import KillRecord
 from mesh.subjects import Namespace
 
@@ -21,6 +22,7 @@ __all__ = [
     "parse_control_message",
     "read_records",
     "read_records_batched",
+    "read_records_from_leader",
 ]
 
 
@@ -48,8 +50,7 @@ def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
         revision = int(headers["Nats-Sequence"])
     except (KeyError, ValueError) as exc:
         raise MalformedMessage("control", "not a republished control-bucket write", len(msg.data)) from exc
-    operation = headers.get("KV-Operation")
-    if operation in ("DEL", "PURGE"):
+    if is_delete(headers):
         return ControlUpdate(key, revision, None)
     return ControlUpdate(key, revision, decode(KillRecord, msg.data))
 
@@ -68,7 +69,8 @@ async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) 
 
     Falls back to one read per key if the server does not answer the multi-get as expected.
     """
-    latest = await read_latest(conn, conn.ns.control_bucket, keys)
+    # A scoped identity may read only the keys that can match it, named in the request subject.
+    latest = None if conn.scoped else await read_latest(conn, conn.ns.control_bucket, keys)
     if latest is None:
         return await read_records(kv, keys)
     out: list[ControlUpdate] = []
@@ -96,8 +98,37 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
             continue
         except Exception as exc:
             raise translate_error(exc, "read kill records", subject=key) from exc
-        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+        if entry.value is None or is_delete_operation(entry.operation):
             out.append(ControlUpdate(key, entry.revision or 0, None))
             continue
         out.append(ControlUpdate(key, entry.revision or 0, decode_record(key, entry.value)))
+    return out
+
+
+async def read_records_from_leader(conn: Connection, keys: list[str]) -> list[ControlUpdate]:
+    """The state of ``keys`` as the control stream's leader has it (one request per key).
+
+    Not a direct get, which any replica of a replicated bucket may answer from a lagging copy:
+    ``$JS.API.STREAM.MSG.GET`` is answered by the leader, so this read is linearizable. A scoped
+    identity may not use that API (its key is in the request body, so it could read any record):
+    it gets nothing back, and a disputed kill stays in force until a newer clear arrives. Under
+    identities only the server can push kill records, so a dispute there is a lagging replica.
+    """
+    bucket = conn.ns.control_bucket
+    out: list[ControlUpdate] = []
+    if conn.scoped:
+        return out
+    for key in keys:
+        try:
+            msg = await conn.js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{key}")
+        except nats.js.errors.NotFoundError:
+            out.append(ControlUpdate(key, 0, None))
+            continue
+        except Exception as exc:
+            raise translate_error(exc, "read kill records from the leader", subject=key) from exc
+        revision = int(msg.seq or 0)
+        if is_delete(msg.headers) or not msg.data:
+            out.append(ControlUpdate(key, revision, None))
+        else:
+            out.append(ControlUpdate(key, revision, decode_record(key, msg.data)))
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -13,29 +12,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mesh.aio import wait_for
 from mesh.connection import Connection, translate_error
 from mesh.errors import NotProvisioned
+from mesh.kvwire import KVEntry, KVLatest, Reply, is_delete, parse_direct_reply
 
 __all__ = ["KVEntry", "KVLatest", "delete_key", "put_key", "read_latest", "scan_latest"]
 
 #: Largest batch asked of one direct multi-get; bigger buckets fall back to a consumer scan.
 DIRECT_BATCH = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class KVEntry:
-    """The latest live value of one key (deleted keys are never returned)."""
-
-    key: str
-    value: bytes
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class KVLatest:
-    """The latest state of one key: its value, or ``None`` when the last write deleted or purged it."""
-
-    key: str
-    value: bytes | None
-    revision: int
 
 
 def _stream(bucket: str) -> str:
@@ -74,13 +56,6 @@ async def delete_key(conn: Connection, bucket: str, key: str, *, timeout: float 
     return int(ack.seq)
 
 
-def _entry(prefix: str, msg: Msg, subject: str, revision: int) -> KVEntry | None:
-    headers = msg.headers or {}
-    if headers.get("KV-Operation") in ("DEL", "PURGE"):
-        return None
-    return KVEntry(subject[len(prefix) :], msg.data, revision)
-
-
 async def scan_latest(
     conn: Connection, bucket: str, key_filter: str = ">", *, timeout: float = 5.0
 ) -> dict[str, KVEntry]:
@@ -109,22 +84,17 @@ async def scan_latest(
                 if await _missing_bucket(conn, bucket):
                     raise NotProvisioned(f"bucket {bucket}") from exc
                 raise translate_error(exc, f"read {bucket}", subject=key_filter, timeout=timeout) from exc
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status and not msg.data:
-                if status == "204":
-                    if int(headers.get("Nats-Num-Pending", "0") or 0) > 0:
-                        return await _consumer_scan(conn, bucket, key_filter, timeout=timeout)
-                    return out
-                if status == "404":
-                    return out
-                if status == "503":
-                    raise NotProvisioned(f"bucket {bucket}")
+            reply = parse_direct_reply(prefix, msg.headers, msg.data)
+            if reply.kind is Reply.ENTRY and reply.entry is not None:
+                latest = reply.entry
+                if latest.value is not None:
+                    out[latest.key] = KVEntry(latest.key, latest.value, latest.revision)
+            elif reply.kind in (Reply.END, Reply.EMPTY):
+                return out
+            elif reply.kind is Reply.UNAVAILABLE:
+                raise NotProvisioned(f"bucket {bucket}")
+            else:  # a truncated batch, or an answer not understood: read with a consumer instead
                 return await _consumer_scan(conn, bucket, key_filter, timeout=timeout)
-            subject = headers.get("Nats-Subject", "")
-            entry = _entry(prefix, msg, subject, int(headers.get("Nats-Sequence", "0") or 0))
-            if entry is not None:
-                out[entry.key] = entry
     finally:
         await sub.unsubscribe()
 
@@ -150,11 +120,11 @@ async def _consumer_scan(
         while remaining > 0:
             msgs = await psub.fetch(min(remaining, 4096), timeout=timeout)
             for msg in msgs:
-                entry = _entry(prefix, msg, msg.subject, msg.metadata.sequence.stream)
-                if entry is not None:
-                    out[entry.key] = entry
+                key = msg.subject[len(prefix) :]
+                if is_delete(msg.headers):
+                    out.pop(key, None)
                 else:
-                    out.pop(msg.subject[len(prefix) :], None)
+                    out[key] = KVEntry(key, msg.data, msg.metadata.sequence.stream)
                 remaining = msg.metadata.num_pending
     finally:
         await psub.unsubscribe()
@@ -196,25 +166,15 @@ async def read_latest(
                 if await _missing_bucket(conn, bucket):
                     raise NotProvisioned(f"bucket {bucket}") from exc
                 raise translate_error(exc, f"read {bucket}", timeout=timeout) from exc
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status and not msg.data:
-                if status == "204":
-                    if int(headers.get("Nats-Num-Pending", "0") or 0) > 0:
-                        return None
-                    return out
-                if status == "404":
-                    return out
-                if status == "503":
-                    raise NotProvisioned(f"bucket {bucket}")
+            reply = parse_direct_reply(prefix, msg.headers, msg.data)
+            if reply.kind is Reply.ENTRY and reply.entry is not None:
+                out[reply.entry.key] = reply.entry
+            elif reply.kind in (Reply.END, Reply.EMPTY):
+                return out
+            elif reply.kind is Reply.UNAVAILABLE:
+                raise NotProvisioned(f"bucket {bucket}")
+            else:
                 return None
-            subject = headers.get("Nats-Subject", "")
-            if not subject.startswith(prefix):
-                return None
-            revision = int(headers.get("Nats-Sequence", "0") or 0)
-            key = subject[len(prefix) :]
-            deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
-            out[key] = KVLatest(key, None if deleted else msg.data, revision)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -18,25 +19,26 @@ from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection
-from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned, PermissionDenied
+from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned
 from mesh.eventlog import parse_since, read_events, subscribe_audit
-from mesh.kvscan import KVEntry, delete_key, put_key, scan_latest
-from mesh.models import (
-    LIVE_STATUSES,
-    AuditEvent,
-    Checkpoint,
-    EventType,
-    InstanceStatus,
-    KillRecord,
-    Status,
-    new_id,
-    utcnow,
+from mesh.killcommand import (
+    AckMatch,
+    kill_command,
+    kill_plan,
+    kill_report,
+    records_over,
+    resume_command,
+    resume_plan,
+    resume_report,
 )
+from mesh.kvscan import delete_key, put_key, scan_latest
+from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, Status
 from mesh.policy import Limit, Policy
 from mesh.quota import Ledger
-from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport, SilentInstance
+from mesh.refusals import Refusals
+from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
-from mesh.subjects import key_to_target
+from mesh.stored import decode_checkpoint, decode_statuses
 from mesh.target import Target, parse_agent_uri, parse_target
 from mesh.usage import UsageReport, build_usage
 
@@ -50,54 +52,6 @@ def _as_target(target: str | Target, instance: str | None = None) -> Target:
     if isinstance(target, Target):
         return target.with_instance(instance) if instance is not None else target
     return parse_target(target, instance)
-
-
-def _decode_statuses(entries: dict[str, KVEntry]) -> list[InstanceStatus]:
-    out: list[InstanceStatus] = []
-    for entry in entries.values():
-        with contextlib.suppress(MalformedMessage):
-            out.append(decode(InstanceStatus, entry.value))
-    return sorted(out, key=lambda s: (s.agent_uri, s.instance))
-
-
-def _decode_checkpoint(entry: KVEntry, agent_uri: str, instance: str) -> Checkpoint | None:
-    try:
-        return decode(Checkpoint, entry.value)
-    except MalformedMessage:
-        import json
-
-        try:
-            state = json.loads(entry.value)
-        except ValueError:
-            return None
-        return Checkpoint(agent_uri=agent_uri, instance=instance, seq=entry.revision, state=state)
-
-
-def _records(entries: dict[str, KVEntry], over: Target, *, skip: str | None = None) -> list[HeldBy]:
-    held: list[HeldBy] = []
-    for key, entry in sorted(entries.items()):
-        if key == skip:
-            continue
-        try:
-            target = key_to_target(key)
-        except InvalidTarget:
-            continue
-        if not target.overlaps(over):
-            continue
-        try:
-            record = decode(KillRecord, entry.value)
-        except MalformedMessage:
-            record = KillRecord(target=target.uri, reason="unreadable kill record (treated as in force)")
-        held.append(HeldBy(key=key, target=str(target), revision=entry.revision, record=record))
-    return held
-
-
-def _covers(outer: Target, inner: Target) -> bool:
-    """Whether every instance ``inner`` covers is also covered by ``outer``."""
-    for a, b in zip(outer.tokens, inner.tokens, strict=True):
-        if a != "*" and a != b:
-            return False
-    return outer.instance is None or outer.instance == inner.instance
 
 
 class AsyncMesh:
@@ -120,19 +74,21 @@ class AsyncMesh:
         self._conn = connection
         self._owns = connection is None
         self._name = name
-        self._denied: list[str] = []
-        self._denied_event: asyncio.Event | None = None
+        self._refusals: Refusals | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def connect(self) -> AsyncMesh:
         if self._conn is None:
             self._conn = await Connection.open(self.settings, name=self._name)
-        if self._denied_event is None:
-            self._hook_errors(self._conn)
+        if self._refusals is None:
+            self._refusals = Refusals(self._conn)
         return self
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        refusals, self._refusals = self._refusals, None
+        if refusals is not None:
+            refusals.close()
         if conn is not None and self._owns:
             await conn.close()
 
@@ -152,50 +108,9 @@ class AsyncMesh:
             )
         return self._conn
 
-    def _hook_errors(self, conn: Connection) -> None:
-        """nats-py reports permission violations only to ``error_cb``; notice them at once."""
-        event = asyncio.Event()
-        self._denied_event = event
-        nc: Any = conn.nc
-        original = nc._error_cb
-
-        async def error_cb(exc: Exception) -> None:
-            text = str(exc)
-            if "permissions violation" in text.lower():
-                self._denied.append(text)
-                event.set()
-            await original(exc)
-
-        nc._error_cb = error_cb
-
     async def _guard(self, operation: str, awaitable: Awaitable[T], *, publishes_to: str) -> T:
-        """Await ``awaitable``, failing at once with PermissionDenied if the server refuses it.
-
-        Only a refused publish to ``publishes_to`` counts: a refused subscription (to the
-        acknowledgements, say) arrives on the same error callback but must not fail a kill
-        that the server did accept.
-        """
-        event = self._denied_event
-        assert event is not None
-        wanted = f'publish to "{publishes_to}"'.lower()
-        seen = len(self._denied)
-        task = asyncio.ensure_future(awaitable)
-        while True:
-            event.clear()
-            if any(wanted in text.lower() for text in self._denied[seen:]):
-                break
-            waiter = asyncio.ensure_future(event.wait())
-            try:
-                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-            if task.done():
-                return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        detail = next(text for text in self._denied[seen:] if wanted in text.lower())
-        raise PermissionDenied(operation, subject=publishes_to, detail=detail)
+        assert self._refusals is not None
+        return await self._refusals.guard(operation, awaitable, publishes_to=publishes_to)
 
     async def _subscribe(
         self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
@@ -219,33 +134,30 @@ class AsyncMesh:
         grace: float = 10.0,
         wait: float = 2.0,
         action: Literal["raise", "pause"] | None = None,
+        actor: str | None = None,
     ) -> KillReport:
         """Write a kill record for ``target`` and collect the halt acknowledgements for ``wait`` s.
 
         Works with only NATS running: the record is the kill; acks come straight from instances.
+        ``actor`` names who kills in the audit log (default: the settings' ``MESH_ACTOR`` or OS user).
         """
-        tgt = _as_target(target, instance)
-        conn = self.connection
-        ns = conn.ns
-        key = ns.control_key(tgt)
-        actor = self.settings.resolve_actor()
-        # agent-mesh[otel]: the kill is one trace; the record carries its context to every instance.
-        span = tracing.start("mesh.kill", None, {"mesh.target": str(tgt), "mesh.actor": actor})
-        record = KillRecord(
-            target=tgt.uri,
-            instance=tgt.instance,
-            actor=actor,
+        command = kill_command(
+            _as_target(target, instance),
+            actor=actor or self.settings.resolve_actor(),
             reason=reason,
             grace=grace,
             action=action,
-            trace=tracing.carrier(span),
         )
-        revision = 0
-
-        def ours(event: AuditEvent) -> bool:
-            return event.command_id == record.command_id or (revision > 0 and event.revision == revision)
-
-        collector = AckCollector(tgt, ours)
+        # agent-mesh[otel]: the kill is one trace; the record carries its context to every instance.
+        attributes = {"mesh.target": str(command.target), "mesh.actor": command.record.actor}
+        span = tracing.start("mesh.kill", None, attributes)
+        if (carried := tracing.carrier(span)) is not None:
+            traced = command.record.model_copy(update={"trace": carried})
+            command = dataclasses.replace(command, record=traced)
+        tgt = command.target
+        conn = self.connection
+        ns = conn.ns
+        collector = AckCollector(tgt, command.acks)
         subs = await self._subscribe(
             [ns.audit_filter(EventType.HALTED.value, tgt), ns.audit_filter(EventType.TERMINATED.value, tgt)],
             collector.on_msg,
@@ -254,42 +166,20 @@ class AsyncMesh:
         try:
             # The record goes out first: the server handles one connection's requests in order,
             # and anything sent before it (like the scan of expected instances) would delay the kill.
-            write = tracing.start("mesh.kill.kv_write", tracing.carrier(span), {"mesh.key": key})
+            write = tracing.start("mesh.kill.kv_write", tracing.carrier(span), {"mesh.key": command.key})
             revision = await self._guard(
                 "write kill records",
-                put_key(conn, ns.control_bucket, key, encode(record)),
-                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+                put_key(conn, ns.control_bucket, command.key, encode(command.record)),
+                publishes_to=f"$KV.{ns.control_bucket}.{command.key}",
             )
             tracing.end(write, **{"mesh.revision": revision})
+            collector.known_revision(revision)
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
-            event = AuditEvent(
-                type=EventType.KILL,
-                target=tgt.uri,
-                instance=tgt.instance,
-                actor=actor,
-                reason=reason,
-                command_id=record.command_id,
-                revision=revision,
-                data={"key": key, "grace": grace, "action": action},
-            )
-            audit = asyncio.ensure_future(
-                self._guard(
-                    "write audit events",
-                    publish_event(conn.js, ns, event),
-                    publishes_to=audit_subject_for(ns, event),
-                )
-            )
-            statuses = [
-                s
-                for s in _decode_statuses(await scan)
-                if s.status in LIVE_STATUSES and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
-            ]
-            already = {
-                (s.agent_uri, s.instance) for s in statuses if s.status is Status.PAUSED and s.kill_keys
-            }
+            audit = asyncio.ensure_future(self._audit(command.event(revision)))
+            plan = kill_plan(tgt, decode_statuses(await scan))
             # Instances already paused by another record may have nothing new to say: wait for
             # them (the SDK acks every new record), but do not call them silent if they are not.
-            collector.expect({(s.agent_uri, s.instance) for s in statuses})
+            collector.expect(plan.expected)
             await collector.wait(wait)
             await self._unsubscribe(subs)
             subs = []
@@ -298,34 +188,8 @@ class AsyncMesh:
             await self._unsubscribe(subs)
             if audit is not None and not audit.done():
                 audit.cancel()
-            _trace_acks(span, record, collector)
-        rows = collector.rows
-        missing = [
-            SilentInstance(
-                agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-            )
-            for s in statuses
-            if (s.agent_uri, s.instance) not in already and (s.agent_uri, s.instance) not in rows
-        ]
-        halted_before = [
-            SilentInstance(
-                agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-            )
-            for s in statuses
-            if (s.agent_uri, s.instance) in already and (s.agent_uri, s.instance) not in rows
-        ]
-        return KillReport(
-            target=str(tgt),
-            command_id=record.command_id,
-            revision=revision,
-            actor=actor,
-            reason=reason,
-            issued_at=record.issued_at,
-            instances=sorted(rows.values(), key=lambda r: (r.agent_uri, r.instance)),
-            missing=missing,
-            expected=len(statuses),
-            already_halted=halted_before,
-        )
+            tracing.end_kill(span, command.record, collector.rows.values())
+        return kill_report(command, revision, plan, collector.rows)
 
     async def resume(
         self,
@@ -334,94 +198,48 @@ class AsyncMesh:
         instance: str | None = None,
         reason: str | None = None,
         wait: float = 2.0,
+        actor: str | None = None,
     ) -> ResumeReport:
         """Clear exactly the kill record of ``target`` and collect ``resumed`` acknowledgements.
 
         The report names every other record in force that still holds part of the target.
         """
-        tgt = _as_target(target, instance)
+        command = resume_command(
+            _as_target(target, instance), actor=actor or self.settings.resolve_actor(), reason=reason
+        )
+        tgt = command.target
         conn = self.connection
         ns = conn.ns
-        key = ns.control_key(tgt)
-        actor = self.settings.resolve_actor()
-        command_id = new_id()
-        issued_at = utcnow()
-        revision = 0
-        previous: set[str] = set()
-
-        def ours(event: AuditEvent) -> bool:
-            # The SDK's ``resumed`` carries no command id: any resume seen after the delete counts.
-            if event.command_id is not None and event.command_id in previous | {command_id}:
-                return True
-            return revision > 0 and (event.revision is None or event.revision >= revision)
-
-        collector = AckCollector(tgt, ours)
+        collector = AckCollector(tgt, AckMatch(frozenset({command.command_id}), or_later=True))
         subs = await self._subscribe([ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg)
         try:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             records = await scan_latest(conn, ns.control_bucket)
-            if key in records:
-                with contextlib.suppress(MalformedMessage):
-                    previous.add(decode(KillRecord, records[key].value).command_id)
+            collector.match = command.acks(records)
             revision = await self._guard(
                 "write kill records",
-                delete_key(conn, ns.control_bucket, key),
-                publishes_to=f"$KV.{ns.control_bucket}.{key}",
+                delete_key(conn, ns.control_bucket, command.key),
+                publishes_to=f"$KV.{ns.control_bucket}.{command.key}",
             )
-            event = AuditEvent(
-                type=EventType.RESUME,
-                target=tgt.uri,
-                instance=tgt.instance,
-                actor=actor,
-                reason=reason,
-                command_id=command_id,
-                revision=revision,
-                data={"key": key, "cleared": key in records},
-            )
+            collector.known_revision(revision)
             audit = asyncio.ensure_future(
-                self._guard(
-                    "write audit events",
-                    publish_event(conn.js, ns, event),
-                    publishes_to=audit_subject_for(ns, event),
-                )
+                self._audit(command.event(revision, cleared=command.key in records))
             )
-            held = _records(records, tgt, skip=key)
-            held_targets = [key_to_target(h.key) for h in held]
-            statuses = [
-                s
-                for s in _decode_statuses(await scan)
-                if s.status is Status.PAUSED and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
-            ]
-            free = [
-                s
-                for s in statuses
-                if not any(t.matches(parse_agent_uri(s.agent_uri), s.instance) for t in held_targets)
-            ]
-            collector.expect({(s.agent_uri, s.instance) for s in free})
-            if free or not (statuses or any(_covers(t, tgt) for t in held_targets)):
+            plan = resume_plan(command, records, decode_statuses(await scan))
+            collector.expect(plan.expected)
+            if plan.wait:
                 await collector.wait(wait)
             await audit
         finally:
             await self._unsubscribe(subs)
-        rows = collector.rows
-        return ResumeReport(
-            target=str(tgt),
-            command_id=command_id,
-            revision=revision,
-            actor=actor,
-            reason=reason,
-            issued_at=issued_at,
-            instances=sorted(rows.values(), key=lambda r: (r.agent_uri, r.instance)),
-            missing=[
-                SilentInstance(
-                    agent_uri=s.agent_uri, instance=s.instance, status=s.status.value, last_seen=s.last_seen
-                )
-                for s in free
-                if (s.agent_uri, s.instance) not in rows
-            ],
-            expected=len(free),
-            still_held_by=held,
-            cleared=key in records,
+        return resume_report(command, revision, plan, collector.rows)
+
+    async def _audit(self, event: AuditEvent) -> None:
+        ns = self.connection.ns
+        await self._guard(
+            "write audit events",
+            publish_event(self.connection.js, ns, event),
+            publishes_to=audit_subject_for(ns, event),
         )
 
     # -- queries --------------------------------------------------------------------------------
@@ -435,7 +253,7 @@ class AsyncMesh:
         entries = await scan_latest(conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(tgt))
         return [
             s
-            for s in _decode_statuses(entries)
+            for s in decode_statuses(entries)
             if (wanted is None or s.status is wanted)
             and tgt.matches(parse_agent_uri(s.agent_uri), s.instance)
         ]
@@ -468,13 +286,13 @@ class AsyncMesh:
         saved: dict[str, Checkpoint] = {}
         for key, entry in checkpoints.items():
             name = key.rsplit(".", 1)[-1]
-            checkpoint = _decode_checkpoint(entry, tgt.uri, name)
+            checkpoint = decode_checkpoint(entry, tgt.uri, name)
             if checkpoint is not None:
                 saved[name] = checkpoint
         return AgentStatus(
             agent_uri=str(tgt),
-            records=_records(control, tgt),
-            instances=_decode_statuses(instances),
+            records=records_over(control, tgt),
+            instances=decode_statuses(instances),
             checkpoints=saved,
         )
 
@@ -482,7 +300,7 @@ class AsyncMesh:
         """The kill records in force that overlap ``pattern``."""
         tgt = _as_target(pattern)
         conn = self.connection
-        return _records(await scan_latest(conn, conn.ns.control_bucket), tgt)
+        return records_over(await scan_latest(conn, conn.ns.control_bucket), tgt)
 
     # -- policies and usage ---------------------------------------------------------------------
     async def set_policy(
@@ -495,6 +313,7 @@ class AsyncMesh:
         *,
         dry_run: bool = False,
         on_unreachable: Literal["wait", "proceed"] = "wait",
+        actor: str | None = None,
     ) -> Policy:
         """Create or replace policy ``name`` on ``target`` (e.g. limits ``["emails<=10000/1h"]``).
 
@@ -512,7 +331,7 @@ class AsyncMesh:
             limits,
             action=action,
             grace=grace,
-            created_by=self.settings.resolve_actor(),
+            created_by=actor or self.settings.resolve_actor(),
             dry_run=dry_run,
             on_unreachable=on_unreachable,
         )
@@ -582,20 +401,3 @@ class AsyncMesh:
     def subscribe_audit(self, pattern: str | Target = ALL, *, durable: str) -> AsyncIterator[AuditEvent]:
         """Follow the audit log through the durable consumer ``durable``, resuming where it left off."""
         return subscribe_audit(self.connection, _as_target(pattern), durable=durable)
-
-
-def _trace_acks(span: Any, record: KillRecord, collector: AckCollector) -> None:
-    """End the kill's span, with one child per acknowledgement: kill issued → ack (who was slow)."""
-    if span is None:
-        return
-    for row in collector.rows.values():
-        if row.time is None:
-            continue
-        tracing.record_span(
-            "mesh.kill.ack",
-            span,
-            record.issued_at,
-            row.time,
-            **{"mesh.agent_uri": row.agent_uri, "mesh.instance": row.instance, "mesh.status": row.status},
-        )
-    tracing.end(span, **{"mesh.command_id": record.command_id, "mesh.acked": len(collector.rows)})

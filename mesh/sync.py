@@ -77,11 +77,12 @@ class Mesh:
         grace: float = 10.0,
         wait: float = 2.0,
         action: Literal["raise", "pause"] | None = None,
+        actor: str | None = None,
     ) -> KillReport:
         """See :meth:`AsyncMesh.kill`."""
         return self._call(
             lambda: self._mesh.kill(
-                target, instance=instance, reason=reason, grace=grace, wait=wait, action=action
+                target, instance=instance, reason=reason, grace=grace, wait=wait, action=action, actor=actor
             )
         )
 
@@ -92,9 +93,12 @@ class Mesh:
         instance: str | None = None,
         reason: str | None = None,
         wait: float = 2.0,
+        actor: str | None = None,
     ) -> ResumeReport:
         """See :meth:`AsyncMesh.resume`."""
-        return self._call(lambda: self._mesh.resume(target, instance=instance, reason=reason, wait=wait))
+        return self._call(
+            lambda: self._mesh.resume(target, instance=instance, reason=reason, wait=wait, actor=actor)
+        )
 
     def list_instances(
         self, pattern: str | Target = ALL, status: Status | str | None = None
@@ -120,11 +124,19 @@ class Mesh:
         *,
         dry_run: bool = False,
         on_unreachable: Literal["wait", "proceed"] = "wait",
+        actor: str | None = None,
     ) -> Policy:
         """See :meth:`AsyncMesh.set_policy`."""
         return self._call(
             lambda: self._mesh.set_policy(
-                name, target, limits, action, grace, dry_run=dry_run, on_unreachable=on_unreachable
+                name,
+                target,
+                limits,
+                action,
+                grace,
+                dry_run=dry_run,
+                on_unreachable=on_unreachable,
+                actor=actor,
             )
         )
 

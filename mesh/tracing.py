@@ -9,10 +9,15 @@ an OpenTelemetry tracer provider; mesh never configures one.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["carrier", "end", "record_span", "start", "use_provider"]
+if TYPE_CHECKING:
+    from mesh.models import KillRecord
+    from mesh.reports import AckRow
+
+__all__ = ["carrier", "end", "end_kill", "record_span", "start", "use_provider"]
 
 TRACER = "agent-mesh"
 _provider: Any = None
@@ -87,3 +92,21 @@ def record_span(name: str, parent: Any, start_at: datetime, end_at: datetime, **
         attributes=attributes,
     )
     span.end(end_time=max(int(end_at.timestamp() * 1e9), int(start_at.timestamp() * 1e9)))
+
+
+def end_kill(span: Any, record: KillRecord, acks: Iterable[AckRow]) -> None:
+    """End a kill's span, with one child per acknowledgement: kill issued → ack (who was slow)."""
+    if span is None:
+        return
+    acked = 0
+    for row in acks:
+        acked += 1
+        if row.time is not None:
+            record_span(
+                "mesh.kill.ack",
+                span,
+                record.issued_at,
+                row.time,
+                **{"mesh.agent_uri": row.agent_uri, "mesh.instance": row.instance, "mesh.status": row.status},
+            )
+    end(span, **{"mesh.command_id": record.command_id, "mesh.acked": acked})

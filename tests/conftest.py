@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis
 import nats
 import pytest
 
@@ -17,6 +18,12 @@ from mesh.connection import Connection
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
+
+# In CI (MESH_REQUIRE_TOOLS, set by .ci/run) property tests draw the same examples every run, so
+# that a failure there reproduces; a developer's runs stay random and find new cases.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("MESH_REQUIRE_TOOLS"):
+    hypothesis.settings.load_profile("ci")
 
 
 def missing_tool(reason: str) -> None:

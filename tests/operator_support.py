@@ -1,10 +1,11 @@
-"""Helpers for operator and CLI tests: real SDK agents in-process, statuses as the controller writes them."""
+"""Helpers for operator and CLI tests: real SDK agents in-process, listed by a real controller."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,44 @@ from mesh.kvscan import put_key
 from mesh.models import InstanceStatus, Status
 from mesh.settings import Settings
 from mesh.target import parse_agent_uri
+from tests.waiting import HANG, await_until
 
 MESH = str(Path(sys.executable).parent / "mesh")
 URI = "agent://acme/prod/mailer"
+
+
+async def listed_by_a_controller(
+    settings: Settings,
+    conn: Connection,
+    instances: list[tuple[str, str]],
+    *,
+    ghosts: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Run a real controller until it lists every instance (and ghost) as active, then stop it.
+
+    The statuses are the controller's own writes; the tests that follow run with the controller
+    down, as the README says a kill works. A ghost heartbeats only until it is listed: an
+    instance the controller knows of that will never acknowledge.
+    """
+    from tests.integration.controller_helpers import Pacer, fast_options, running_controller
+
+    pacers = [Pacer(conn.nc, conn.ns, uri, name, every=0.1).start() for uri, name in ghosts]
+    wanted = {(uri, name) for uri, name in [*instances, *ghosts]}
+    try:
+        async with running_controller(settings, fast_options(lost_after=600.0)) as ctl:
+            from mesh.operator import AsyncMesh
+
+            async with AsyncMesh(settings) as op:
+
+                async def all_listed() -> bool:
+                    rows = await op.list_instances()
+                    return wanted <= {(r.agent_uri, r.instance) for r in rows if r.status is Status.ACTIVE}
+
+                await wait_until(all_listed, what=f"the controller to list {sorted(wanted)}")
+            assert ctl.ingesting
+    finally:
+        for pacer in pacers:
+            await pacer.stop()
 
 
 async def register(
@@ -30,7 +66,10 @@ async def register(
     age: float = 0.0,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write an instance's status as the controller would (a 'ghost' when no agent runs it)."""
+    """Store a status record directly, for the read-only tests of ``list``/``get`` that need states
+    (lost, stale, old) a real controller would take minutes to reach. Tests of kills and acks use
+    ``listed_by_a_controller`` instead; the controller's own writes are tested in
+    tests/integration/test_controller_*.py."""
     seen = datetime.now(UTC) - timedelta(seconds=age)
     record = InstanceStatus(
         agent_uri=uri,
@@ -82,14 +121,5 @@ class Worker:
             await self.agent.stop()
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0, every: float = 0.05) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
+async def wait_until(predicate: Any, timeout: float = HANG, what: str = "condition") -> Any:
+    return await await_until(predicate, timeout, what)

@@ -27,8 +27,6 @@ log = structlog.get_logger("controller.dashboard.commands")
 
 #: What an operator types to confirm a kill of every agent.
 STOP_EVERYTHING = "STOP EVERYTHING"
-#: Distinct dashboard users kept with their own operator client.
-MAX_ACTORS = 256
 
 
 class CommandRequest(BaseModel):
@@ -70,26 +68,21 @@ def _http_error(exc: MeshError) -> HTTPException:
 
 
 class Commands:
-    """One operator client per dashboard user, all sharing the dashboard's NATS connection."""
+    """Kill and resume for every dashboard user through one operator client on the dashboard's connection.
+
+    The audit actor is the dashboard user (``dashboard:<user>``), passed with each command, never
+    the NATS user the connection logged in as.
+    """
 
     def __init__(self, conn: Connection, *, wait: float = 2.0) -> None:
         self.conn = conn
         self.wait = wait
-        self._meshes: dict[str, AsyncMesh] = {}
+        self._client: AsyncMesh | None = None
 
-    async def _mesh(self, actor: str) -> AsyncMesh:
-        mesh = self._meshes.get(actor)
-        if mesh is None:
-            if len(self._meshes) >= MAX_ACTORS:
-                raise HTTPException(429, f"over {MAX_ACTORS} distinct dashboard users: restart the dashboard")
-            # The actor must be the dashboard user, not the NATS user the connection logged in as:
-            # the operator API resolves it from these settings (the connection is already open).
-            settings = self.conn.settings.model_copy(
-                update={"actor": actor, "user": None, "password": None, "token": None, "creds": None}
-            )
-            mesh = await AsyncMesh(settings, connection=self.conn, name="mesh-dashboard").connect()
-            self._meshes[actor] = mesh
-        return mesh
+    async def _mesh(self) -> AsyncMesh:
+        if self._client is None:
+            self._client = await AsyncMesh(connection=self.conn, name="mesh-dashboard").connect()
+        return self._client
 
     async def run(
         self, action: Literal["kill", "resume"], request: CommandRequest, actor: str
@@ -100,15 +93,17 @@ class Commands:
             raise _http_error(exc) from exc
         if action == "kill" and str(target) == ALL and request.confirm != STOP_EVERYTHING:
             raise HTTPException(400, f"stopping every agent needs the typed confirmation {STOP_EVERYTHING!r}")
-        mesh = await self._mesh(actor)
+        mesh = await self._mesh()
         log.info("dashboard command", action=action, target=str(target), actor=actor, reason=request.reason)
         try:
             if action == "kill":
-                kill = await mesh.kill(target, reason=request.reason, grace=request.grace, wait=self.wait)
+                kill = await mesh.kill(
+                    target, reason=request.reason, grace=request.grace, wait=self.wait, actor=actor
+                )
                 out = kill.model_dump(mode="json")
                 out.update(action="kill", acked=kill.acked)
                 return out
-            resume = await mesh.resume(target, reason=request.reason, wait=self.wait)
+            resume = await mesh.resume(target, reason=request.reason, wait=self.wait, actor=actor)
             out = resume.model_dump(mode="json")
             out.update(action="resume", acked=resume.acked, complete=resume.complete)
             return out

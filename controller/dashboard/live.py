@@ -27,6 +27,7 @@ from mesh.aio import raise_if_cancelling, wait_for
 from mesh.codec import decode
 from mesh.connection import Connection
 from mesh.errors import MalformedMessage
+from mesh.kvwire import is_delete_operation
 from mesh.models import AuditEvent, InstanceStatus
 
 __all__ = ["FleetFeed", "Subscriber", "sse"]
@@ -37,7 +38,6 @@ log = structlog.get_logger("controller.dashboard.live")
 POLL = 1.0
 #: Events a slow browser may fall behind by before it is dropped (it reconnects and resyncs).
 SUBSCRIBER_QUEUE = 2000
-_DELETES = frozenset({"DEL", "PURGE"})
 
 
 def sse(event: str, data: Any) -> str:
@@ -268,7 +268,7 @@ class FleetFeed:
                     raise _Restart("watch stopped")
                 target = initial if not loaded else self.instances
                 key = entry.key
-                if entry.operation in _DELETES or not entry.value:
+                if is_delete_operation(entry.operation) or not entry.value:
                     if target.pop(key, None) is not None and loaded:
                         self._broadcast(sse("removed", {"key": key}))
                     continue

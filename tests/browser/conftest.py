@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,8 @@ from mesh.provision import provision
 from mesh.settings import Settings
 from tests.conftest import missing_tool
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Whatever `chromium` is on PATH: what .ci/run checks for (`command -v chromium`) and installs.
+CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -39,12 +39,6 @@ AGENT = "agent://acme/prod/mailer"
 BYSTANDER = "agent://acme/staging/summarizer"
 #: The controller, tuned so that a test sees transitions quickly.
 FAST = ControllerOptions(lost_after=30.0, refresh_every=0.5, sweep_every=0.2, flush_every=0.05, lease_ttl=3.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -90,7 +84,10 @@ class _Backend:
         self.tasks.append(asyncio.create_task(serve(self.settings, stop=self.stop, options=FAST)))
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         config = DashboardConfig(
-            settings=self.settings, port=free_port(), token=self.token, health_interval=2.0
+            settings=self.settings,
+            port=0,
+            token=self.token,
+            health_interval=2.0,  # bound, then read back
         )
         self.tasks.append(
             asyncio.create_task(run_dashboard(config, stop=self.stop, on_started=started.set_result))
@@ -142,12 +139,12 @@ def running_stack(
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Debian's chromium under Playwright; skipped (with the reason) only when it is not installed."""
-    if not CHROMIUM.exists():
-        missing_tool(f"{CHROMIUM} is not installed (apt-get install -y chromium; .ci/run does it)")
+    if CHROMIUM is None:
+        missing_tool("chromium is not on PATH (apt-get install -y chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from mesh.operator import AsyncMesh
 from mesh.settings import Settings
-from tests.browser.conftest import AGENT, BYSTANDER, TOKEN, PageErrors, running_stack
+from tests.browser.conftest import AGENT, BYSTANDER, TOKEN, running_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -119,7 +120,18 @@ def test_kill_and_resume_an_agent_from_the_page(
         expect(page.get_by_test_id("confirm-ok")).to_be_disabled()
         page.get_by_test_id("typed-confirm").fill("stop everything")
         expect(page.get_by_test_id("confirm-ok")).to_be_disabled()
-        page.locator("#confirm-cancel").click()
+        # The exact text unlocks it, and it stops every agent, the bystander in another env too.
+        page.get_by_test_id("typed-confirm").fill("STOP EVERYTHING")
+        expect(page.get_by_test_id("confirm-ok")).to_be_enabled()
+        page.get_by_test_id("confirm-ok").click()
+        expect(report).to_be_visible(timeout=SOON)
+        expect(report.locator('[data-testid="report-row"][data-status="paused"]')).to_have_count(
+            N + 1, timeout=SOON
+        )
+        page.get_by_test_id("report-close").click()
+        expect(_instances(page, "paused")).to_have_count(N, timeout=SOON)
+        expect(bystander).to_have_attribute("data-status", "paused", timeout=SOON)
+        assert [r.target for r in stack.call(_records, stack.settings)] == ["agent://*/*/*"]
 
         # The API itself refuses a kill without the token, or with a wrong one.
         body = json.dumps({"target": AGENT, "reason": "no token", "user": "mallory"})
@@ -164,10 +176,23 @@ def test_without_a_token_the_dashboard_is_read_only(settings: Settings, page_fac
             ).status
             == 403
         )
-        # Nothing was killed.
+        # Nothing was killed: no kill record, no KILL event (each refusal was answered after any
+        # write it could have made), and the instance is still listed active.
+        assert stack.call(_records, stack.settings) == []
+        assert [e for e in stack.call(_events, stack.settings) if e.type.value == "kill"] == []
         expect(_instances(page, "active")).to_have_count(1)
         errors.check()
         page.close()
+
+
+async def _records(settings: Settings) -> list[Any]:
+    async with AsyncMesh(settings) as op:
+        return list(await op.records())
+
+
+async def _events(settings: Settings) -> list[Any]:
+    async with AsyncMesh(settings) as op:
+        return [e async for e in op.events()]
 
 
 def test_page_errors_are_collected(page_factory: Any) -> None:
@@ -175,5 +200,7 @@ def test_page_errors_are_collected(page_factory: Any) -> None:
     page, errors = page_factory()
     page.set_content("<script>throw new Error('boom')</script>")
     assert any("boom" in m for m in errors.messages)
+    with pytest.raises(AssertionError, match="boom"):
+        errors.check()
     errors.messages.clear()
-    PageErrors().check()
+    errors.check()  # and passes once nothing is left

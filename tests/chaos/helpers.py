@@ -88,13 +88,45 @@ async def stop_fleet(workers: list[Worker]) -> None:
     await asyncio.gather(*(w.stop() for w in workers))
 
 
-async def stalled(workers: list[Worker], pause: float = 0.3) -> bool:
-    """Every worker is killed and its loop no longer advances."""
+def offline(workers: list[Worker]) -> bool:
+    """Every worker's connection has noticed that its server is gone."""
+    return all(not (c := w.agent._core.conn) or not c.is_connected for w in workers)
+
+
+async def stalled(workers: list[Worker], witness: Worker | None = None, turns: int = 3) -> bool:
+    """Every worker is killed and its loop no longer advances, while the loop had the chance to.
+
+    The proof of that chance: ``witness`` (an untargeted worker on the same event loop, whose
+    units of work each heartbeat and checkpoint over NATS) completes ``turns`` more units; with
+    no witness, a ticker on the same loop makes ``turns`` of the workers' own 0.02 s pauses.
+    """
     if not all(w.agent.killed for w in workers):
         return False
     before = [w.done for w in workers]
-    await asyncio.sleep(pause)
+    if witness is not None:
+        mark = witness.done
+        await eventually(lambda: witness.done >= mark + turns, what="the witness to keep working")
+    else:
+        await loop_turns(turns)
     return [w.done for w in workers] == before
+
+
+async def loop_turns(turns: int, every: float = 0.02) -> None:
+    """Let the event loop run ``turns`` pauses of the work loops' length, counted, not slept."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(every)
+            ticks += 1
+
+    task = asyncio.create_task(tick())
+    try:
+        await eventually(lambda: ticks >= turns, what=f"{turns} turns of the event loop")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def all_events(settings: Settings, attempts: int = 4) -> list[AuditEvent]:

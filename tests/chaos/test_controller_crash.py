@@ -12,15 +12,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 
 from mesh.codec import encode
 from mesh.connection import Connection
 from mesh.models import EventType, Heartbeat, Status
 from mesh.operator import AsyncMesh
 from mesh.provision import ProvisionOptions, provision
+from mesh.reports import KillReport
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from mesh.target import parse_agent_uri
+from tests.integration.controller_helpers import Pacer
 
 from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet
 
@@ -56,21 +59,39 @@ async def test_controller_kill9_during_a_kill(own_server: EmbeddedServer, tmp_pa
     first = start_controller(settings, tmp_path / "controller-1.log")
     second: subprocess.Popen[bytes] | None = None
     workers = await start_fleet(settings, [(TARGET, f"i{k}") for k in range(4)])
+    instances = sorted(w.instance for w in workers)
+    # A fifth instance of the target that heartbeats but never acknowledges: the kill's report
+    # waits for it, so the kill is still in flight when the controller dies (deterministically).
+    mute = await Connection.open(settings, name="chaos-mute")
+    pacer = Pacer(mute.nc, mute.ns, TARGET, "mute").start()
     try:
         async with AsyncMesh(settings) as op:
 
             async def all_status(status: Status) -> bool:
-                rows = await op.list_instances(TARGET)
-                return len(rows) == 4 and all(r.status is status for r in rows)
+                rows = {r.instance: r.status for r in await op.list_instances(TARGET)}
+                return all(rows.get(i) is status for i in instances) and "mute" in rows
 
             await eventually(lambda: all_status(Status.ACTIVE), what="the controller to list the fleet")
 
-            # kill -9 the controller while the kill is in flight
-            kill = asyncio.create_task(op.kill(TARGET, reason="chaos: controller crash", wait=10.0))
-            first.send_signal(signal.SIGKILL)
-            first.wait(10)
+            # kill -9 the controller the moment the kill is stored (its KILL event), mid-kill
+            in_flight: list[bool] = []
+            kill: asyncio.Task[KillReport] | None = None
+
+            async def on_kill_event(msg: Msg) -> None:
+                if not in_flight:
+                    first.send_signal(signal.SIGKILL)
+                    in_flight.append(kill is not None and not kill.done())
+
+            sub = await mute.nc.subscribe(mute.ns.audit_filter(EventType.KILL.value), cb=on_kill_event)
+            await mute.nc.flush()
+            kill = asyncio.create_task(op.kill(TARGET, reason="chaos: controller crash", wait=3.0))
+            await eventually(lambda: in_flight, what="the KILL event")
+            await sub.unsubscribe()
+            assert in_flight == [True], "the controller died after the kill had finished"
+            await asyncio.to_thread(first.wait, 10)
             report = await kill
-            assert sorted(r.instance for r in report.instances) == [f"i{k}" for k in range(4)], report
+            assert sorted(r.instance for r in report.instances) == instances, report
+            assert [m.instance for m in report.missing] == ["mute"]
             await eventually(lambda: stalled(workers), what="every instance to halt without a controller")
 
             second = start_controller(settings, tmp_path / "controller-2.log")
@@ -78,6 +99,7 @@ async def test_controller_kill9_during_a_kill(own_server: EmbeddedServer, tmp_pa
 
             await op.resume(TARGET, reason="chaos over", wait=5.0)
             await eventually(lambda: all_status(Status.ACTIVE), what="active again after resume")
+        await pacer.stop()
 
         events = await all_events(settings)
         assert len({e.id for e in events}) == len(events), "an event was stored twice"
@@ -90,6 +112,8 @@ async def test_controller_kill9_during_a_kill(own_server: EmbeddedServer, tmp_pa
         assert count(events, EventType.LOST) == {}
         assert count(events, EventType.RECOVERED) == {}
     finally:
+        await pacer.stop()
+        await mute.close()
         await stop_fleet(workers)
         for proc in (first, second):
             if proc is not None and proc.poll() is None:

@@ -8,8 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,30 +34,40 @@ FAST = ControllerOptions(
 
 
 class Proc:
-    """The agent subprocess and the JSON lines it has printed so far."""
+    """The agent subprocess and the JSON lines it has printed so far.
 
-    def __init__(self, settings: Settings) -> None:
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos.agent_proc", "--url", settings.nats_url,
-             "--prefix", settings.prefix, "--uri", URI, "--instance", "f1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT,
-        )  # fmt: skip
-        self.lines: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    Its stdout is a file, not a pipe: each line is flushed as it is printed, so what the file
+    holds once the process is stopped is exactly what it did before it was stopped.
+    """
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
+    def __init__(self, settings: Settings, out: Path) -> None:
+        self.out = out
+        with out.open("wb") as sink:
+            self.p = subprocess.Popen(
+                [sys.executable, "-m", "tests.chaos.agent_proc", "--url", settings.nats_url,
+                 "--prefix", settings.prefix, "--uri", URI, "--instance", "f1"],
+                stdout=sink, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT,
+            )  # fmt: skip
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for raw in self.out.read_text().splitlines():
             try:
                 line = json.loads(raw)
             except ValueError:
-                continue  # the SDK's own log lines
+                continue  # the SDK's own log lines, or a line still being written
             if isinstance(line, dict) and "t" in line:
-                self.lines.append(line)
+                out.append(line)
+        return out
 
     def actions(self) -> list[int]:
-        return [line["action"] for line in list(self.lines) if "action" in line]
+        return [line["action"] for line in self.lines if "action" in line]
+
+    def stopped(self) -> bool:
+        """The kernel has stopped the process (state T in /proc), so it can print nothing more."""
+        stat = Path(f"/proc/{self.p.pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
     def close(self) -> None:
         if self.p.poll() is None:
@@ -69,13 +77,13 @@ class Proc:
 
 
 @pytest.fixture
-async def frozen_setup(own_server: EmbeddedServer) -> Any:
+async def frozen_setup(own_server: EmbeddedServer, tmp_path: Path) -> Any:
     settings = Settings(nats_url=own_server.url, prefix="c" + uuid.uuid4().hex[:8], actor="chaos")
     async with Connection(settings) as conn:
         await provision(conn.js, conn.ns, ProvisionOptions())
     stop = asyncio.Event()
     ctl = asyncio.create_task(serve(settings, stop=stop, options=FAST))
-    proc = Proc(settings)
+    proc = Proc(settings, tmp_path / "agent.out")
     try:
         async with AsyncMesh(settings) as op:
             await eventually(lambda: status_is(op, Status.ACTIVE), what="active")
@@ -110,10 +118,10 @@ async def test_sigstop_goes_stale_then_lost_and_sigcont_recovers(frozen_setup: A
 async def test_killed_while_frozen_halts_before_its_next_action(frozen_setup: Any) -> None:
     settings, op, proc = frozen_setup
     proc.p.send_signal(signal.SIGSTOP)
-    await asyncio.sleep(0.3)
+    await eventually(proc.stopped, what="the kernel to stop the agent")
+    acted = proc.actions()  # everything it did before the freeze, and so before the kill
     report = await op.kill(URI, reason="chaos: frozen agent", wait=0.5)
     assert [s.instance for s in report.missing] == ["f1"], "a frozen instance cannot acknowledge"
-    thawed_at = time.time()
     proc.p.send_signal(signal.SIGCONT)
     await asyncio.to_thread(proc.p.wait, 60)
     assert proc.p.returncode == 0
@@ -122,5 +130,5 @@ async def test_killed_while_frozen_halts_before_its_next_action(frozen_setup: An
     await eventually(lambda: status_is(op, Status.STOPPED), what="status stopped after the kill")
     halted = count(await all_events(settings), EventType.HALTED, revision=report.revision)
     assert halted == {(URI, "f1"): 1}
-    late = [line for line in proc.lines if "action" in line and line["t"] >= thawed_at]
-    assert late == [], "the agent acted after a kill issued while it was frozen"
+    assert acted, "the agent worked before the freeze"
+    assert proc.actions() == acted, "the agent acted after a kill issued while it was frozen"

@@ -8,13 +8,23 @@ import uuid
 import pytest
 
 from mesh.connection import Connection
-from mesh.models import EventType
+from mesh.models import EventType, Status
 from mesh.operator import AsyncMesh
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
+from tests.heartbeats import watching
 
-from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet, stored_checkpoint
+from .helpers import (
+    all_events,
+    count,
+    eventually,
+    offline,
+    stalled,
+    start_fleet,
+    stop_fleet,
+    stored_checkpoint,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 
@@ -34,10 +44,11 @@ async def test_server_kill9_right_after_a_kill(own_server: EmbeddedServer) -> No
             report = await op.kill(TARGET, reason="chaos: server crash", wait=0.0)
         # The record is acked; crash the server before (most) acknowledgements can be written.
         own_server.kill()
-        await asyncio.sleep(1.0)
+        # Restart only once every agent has seen the outage, so each one reconnects and re-reads.
+        await eventually(lambda: offline(workers), what="agents to see the crash")
         await asyncio.to_thread(own_server.start)
 
-        await eventually(lambda: stalled(targeted), what="every targeted instance to halt")
+        await eventually(lambda: stalled(targeted, witness=other), what="every targeted instance to halt")
         assert not other.agent.killed
         done = other.done
         await eventually(lambda: other.done > done, what="the bystander to keep working")
@@ -63,9 +74,16 @@ async def test_server_kill9_right_after_a_kill(own_server: EmbeddedServer) -> No
 
         # and the kill survives a second crash: resume must not be needed twice, nothing un-kills
         own_server.kill()
+        await eventually(lambda: offline(workers), what="agents to see the crash")
         await asyncio.to_thread(own_server.start)
-        await asyncio.sleep(1.0)
-        assert await stalled(targeted)
+        # Evidence that each agent is back and had the chance to un-kill itself: a heartbeat of
+        # its own on the restarted server, still reporting the record it is under.
+        async with Connection(settings, name="chaos-hb") as conn, watching(conn.nc, conn.ns) as hbs:
+            await hbs.more([w.instance for w in workers], n=2)
+            for w in targeted:
+                last = hbs.last(w.instance)
+                assert last is not None and last.status is Status.PAUSED and last.kill_keys, last
+        assert await stalled(targeted, witness=other)
         async with AsyncMesh(settings) as op:
             await op.resume(TARGET, reason="chaos over", wait=5.0)
         await eventually(lambda: all(not w.agent.killed for w in targeted), what="resume after the crashes")

@@ -1,10 +1,16 @@
-"""Soak (bounded, ``make soak``): thousands of simulated instances heartbeating through 50 kill/resume
-cycles with random targets. At the end every instance's state equals what the kill records say, the
-controller's status agrees, and the audit stream holds exactly the expected events.
+"""Protocol and controller soak (bounded, ``make soak``): thousands of simulated instances
+heartbeating through 50 kill/resume cycles with random targets. The push path alone (the control
+republish, applied in revision order) brings every instance to what the kill records say; a re-read
+from the KV then changes nothing; the controller's statuses agree, and the audit stream holds
+exactly the expected events.
 
-The simulated instances speak the SDK's protocol on one connection: heartbeats on their own subject,
-kill records from the control republish (applied in revision order, re-read from the KV at the end
-as the SDK does on reconnect), ``halted``/``resumed`` acknowledgements by JetStream publish.
+This checks the server, the controller and the wire protocol at a scale real agents cannot reach
+on one machine, not the SDK: the simulated instances speak the protocol on one connection.
+tests/chaos/test_soak_sdk.py runs real ``AsyncAgent`` instances through the same kind of cycles.
+
+``make soak`` runs the full size (4,000 instances, 50 cycles; MESH_SOAK_INSTANCES and
+MESH_SOAK_CYCLES change it); ``make test`` runs the same test at 400 instances and 10 cycles, so
+that the soak itself cannot rot outside CI.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,10 +40,11 @@ from mesh.target import AgentURI
 
 from .helpers import all_events, eventually
 
-pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
-
-ORGS, ENVS, NAMES, INSTANCES = 4, 5, 10, 20  # 4,000 instances
-CYCLES = 50
+ORGS, ENVS, NAMES = 4, 5, 10
+INSTANCES = int(os.environ.get("MESH_SOAK_INSTANCES", "20"))  # per agent: 4,000 instances by default
+CYCLES = int(os.environ.get("MESH_SOAK_CYCLES", "50"))
+FULL = pytest.param(INSTANCES, CYCLES, marks=[pytest.mark.soak, pytest.mark.timeout(900)], id="full")
+SMOKE = pytest.param(2, 10, marks=[pytest.mark.chaos, pytest.mark.timeout(180)], id="smoke")
 INTERVAL = 2.0
 
 
@@ -56,11 +64,11 @@ class SimInstance:
 
 
 class Simulator:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, instances: int) -> None:
         self.conn = conn
         self.ns = conn.ns
         self.instances: list[SimInstance] = []
-        for o, e, n, i in itertools.product(range(ORGS), range(ENVS), range(NAMES), range(INSTANCES)):
+        for o, e, n, i in itertools.product(range(ORGS), range(ENVS), range(NAMES), range(instances)):
             self.instances.append(SimInstance(AgentURI(f"org{o}", f"env{e}", f"name{n}"), f"i{i}"))
         self.by_key = {self.ns.instance_key(s.agent, s.instance): s for s in self.instances}
         self.pending: set[asyncio.Task[None]] = set()
@@ -133,9 +141,12 @@ def random_target(rng: random.Random) -> str:
     return f"agent://{org}/{env}/{name}"
 
 
-async def test_soak_kill_resume_cycles(settings: Settings, conn: Connection) -> None:
+@pytest.mark.parametrize(("instances", "cycles"), [FULL, SMOKE])
+async def test_soak_kill_resume_cycles(
+    settings: Settings, conn: Connection, instances: int, cycles: int
+) -> None:
     rng = random.Random(20251124)
-    sim = Simulator(conn)
+    sim = Simulator(conn, instances)
     await conn.nc.subscribe(f"{conn.ns.prefix}.ctl.>", cb=sim.on_control, pending_msgs_limit=-1)
     await conn.nc.flush()
     stop = asyncio.Event()
@@ -155,7 +166,7 @@ async def test_soak_kill_resume_cycles(settings: Settings, conn: Connection) -> 
                 return len(await op.list_instances()) == len(sim.instances)
 
             await eventually(listed, timeout=120, what="the controller to list every instance")
-            for _ in range(CYCLES):
+            for _ in range(cycles):
                 held = [h.key for h in await op.records()]
                 if held and rng.random() < 0.45:
                     key = rng.choice(held)
@@ -167,12 +178,19 @@ async def test_soak_kill_resume_cycles(settings: Settings, conn: Connection) -> 
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
 
             truth = {h.key for h in await op.records()}
-            await sim.resync()
 
             def expected_killed(s: SimInstance) -> bool:
                 return any(k in truth for k in conn.ns.matching_control_keys(s.agent, s.instance))
 
-            assert all(s.killed == expected_killed(s) for s in sim.instances)
+            def wrong() -> list[str]:
+                return [f"{s.agent}#{s.instance}" for s in sim.instances if s.killed != expected_killed(s)]
+
+            # the pushes alone converge on the records (no re-read has happened yet) ...
+            await eventually(lambda: not wrong(), timeout=120, what="the pushes to converge on the records")
+            # ... and a re-read of every record from the KV finds nothing to change
+            acked = sum(s.halted + s.resumed for s in sim.instances)
+            await sim.resync()
+            assert wrong() == [] and sum(s.halted + s.resumed for s in sim.instances) == acked
             await eventually(lambda: not sim.pending, timeout=120, what="every acknowledgement published")
 
             async def statuses_agree() -> bool:

@@ -11,8 +11,10 @@ import pytest
 
 from mesh.connection import Connection
 from mesh.models import Status
+from mesh.operator import AsyncMesh
 from mesh.settings import Settings
-from tests.operator_support import MESH, URI, Worker, register
+from tests.integration.controller_helpers import fast_options, running_controller
+from tests.operator_support import MESH, URI, Worker, listed_by_a_controller, register, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,11 +36,14 @@ async def mesh_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+NAMES = ("us-central1-a", "us-east1-b")
+
+
 @pytest.fixture
 async def workers(conn: Connection, settings: Settings) -> AsyncIterator[list[Worker]]:
-    started = [await Worker(settings, URI, name).start() for name in ("us-central1-a", "us-east1-b")]
-    for w in started:
-        await register(conn, URI, w.agent.instance)  # as the controller would have
+    """Two live workers, listed by a real controller that has stopped again."""
+    started = [await Worker(settings, URI, name).start() for name in NAMES]
+    await listed_by_a_controller(settings, conn, [(URI, n) for n in NAMES])
     yield started
     for w in started:
         await w.stop()
@@ -57,30 +62,48 @@ async def test_kill_prints_a_line_per_instance_and_exits_0(settings: Settings, w
 
 
 async def test_kill_json_and_exit_3_when_an_expected_instance_is_silent(
-    conn: Connection, settings: Settings, workers: list[Worker]
+    conn: Connection, settings: Settings
 ) -> None:
-    await register(conn, URI, "ghost", age=30)
-    code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", "2")
-    assert code == 3
-    report = json.loads(out)
-    assert set(report) == {"target", "command_id", "instances", "acked", "missing"}
-    assert report["target"] == URI and report["acked"] == 2
-    assert {r["instance"] for r in report["instances"]} == {"us-central1-a", "us-east1-b"}
-    assert set(report["instances"][0]) == {"agent_uri", "instance", "status", "metadata", "checkpoint"}
-    assert [m["instance"] for m in report["missing"]] == ["ghost"]
+    started = [await Worker(settings, URI, name).start() for name in NAMES]
+    try:
+        await listed_by_a_controller(settings, conn, [(URI, n) for n in NAMES], ghosts=[(URI, "ghost")])
+        # The ghost never acks, so each report waits out its window: generous, so that the two
+        # live workers' acks land in it even on a loaded machine.
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", "5")
+        assert code == 3
+        report = json.loads(out)
+        assert set(report) == {"target", "command_id", "instances", "acked", "missing"}
+        assert report["target"] == URI and report["acked"] == 2
+        assert {r["instance"] for r in report["instances"]} == set(NAMES)
+        assert set(report["instances"][0]) == {"agent_uri", "instance", "status", "metadata", "checkpoint"}
+        assert [m["instance"] for m in report["missing"]] == ["ghost"]
 
-    code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", "1")
-    assert code == 3
-    assert "1 silent" in out and "ghost: no acknowledgement within 1s (last seen" in out
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", "3")
+        assert code == 3
+        assert "1 silent" in out and "ghost: no acknowledgement within 3s (last seen" in out
+    finally:
+        for w in started:
+            await w.stop()
 
 
 async def test_resume_still_held_exits_3_then_clears(settings: Settings, workers: list[Worker]) -> None:
-    assert (await mesh_cli(settings, "kill", URI, "--wait", "5"))[0] == 0
-    assert (await mesh_cli(settings, "kill", "agent://acme/*/*", "--reason", "freeze", "--wait", "5"))[0] == 0
-    code, out, _ = await mesh_cli(settings, "resume", URI, "--wait", "0.5")
-    assert code == 3
-    assert "Still halted by agent://acme/*/*" in out and "freeze" in out
-    code, out, _ = await mesh_cli(settings, "resume", "agent://acme/*/*", "--json", "--wait", "5")
+    # A controller runs: the last resume expects the instances it lists as paused, and returns
+    # as soon as both resumed (the --wait values only bound a hang).
+    async with running_controller(settings, fast_options(lost_after=600.0)), AsyncMesh(settings) as op:
+        assert (await mesh_cli(settings, "kill", URI, "--wait", "30"))[0] == 0
+        assert (await mesh_cli(settings, "kill", "agent://acme/*/*", "--reason", "freeze", "--wait", "30"))[
+            0
+        ] == 0
+        code, out, _ = await mesh_cli(settings, "resume", URI, "--wait", "0.5")
+        assert code == 3
+        assert "Still halted by agent://acme/*/*" in out and "freeze" in out
+
+        async def paused() -> bool:
+            rows = await op.list_instances(URI)
+            return {r.instance for r in rows if r.status is Status.PAUSED} == set(NAMES)
+
+        await wait_until(paused, what="the controller to list both as paused")
+        code, out, _ = await mesh_cli(settings, "resume", "agent://acme/*/*", "--json", "--wait", "30")
     assert code == 0
     report = json.loads(out)
     assert report["still_held_by"] == [] and report["acked"] == 2
@@ -135,7 +158,7 @@ async def test_events_lines_and_json(conn: Connection, settings: Settings) -> No
 async def test_status_shows_records_instances_and_checkpoints(
     conn: Connection, settings: Settings, workers: list[Worker]
 ) -> None:
-    assert (await mesh_cli(settings, "kill", "agent://acme/*/*", "--reason", "audit", "--wait", "5"))[0] == 0
+    assert (await mesh_cli(settings, "kill", "agent://acme/*/*", "--reason", "audit", "--wait", "30"))[0] == 0
     code, out, _ = await mesh_cli(settings, "status", URI)
     assert code == 0
     assert out.splitlines()[0] == URI

@@ -30,9 +30,20 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_help_has_examples(settings: Settings) -> None:
     result = run(env_for(settings), "--help")
     assert result.returncode == 0 and "Example" in result.stdout
-    for command in ("kill", "resume", "list", "events", "status", "init", "demo", "up"):
+    for command in (
+        "kill",
+        "resume",
+        "list",
+        "events",
+        "status",
+        "init",
+        "demo",
+        "up",
+        "dashboard",
+        "controller",
+    ):
         sub = run(env_for(settings), command, "--help")
-        assert sub.returncode == 0 and "Example: mesh" in sub.stdout, command
+        assert sub.returncode == 0 and "Example: " in sub.stdout and f"mesh {command}" in sub.stdout, command
 
 
 @pytest.mark.parametrize(
@@ -59,8 +70,7 @@ def test_usage_errors_exit_2(settings: Settings) -> None:
     assert run(env_for(settings), "kill", URI, "--wait", "-1").returncode == 2
     result = run(env_for(settings), "events", "--since", "yesterday")
     assert result.returncode == 2 and "30s, 15m, 1h" in one_line_error(result)
-    result = run(env_for(settings), "kill", URI, "--instance", "a", "--wait", "0")
-    assert result.returncode in (0, 1)  # parses; reaching the server is another matter
+    # (--instance itself, against a provisioned namespace: tests/cli/test_cli_flags.py)
 
 
 def test_server_down_is_one_line_exit_1(settings: Settings, tmp_path: Path) -> None:
@@ -123,4 +133,4 @@ def test_permission_denied_names_what_was_refused(settings: Settings, tmp_path: 
 
 def test_debug_shows_the_traceback(settings: Settings) -> None:
     result = run(env_for(settings, NATS_URL="nats://127.0.0.1:1"), "--debug", "list")
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert result.returncode == 1 and "Traceback" in result.stderr

@@ -264,3 +264,47 @@ def test_non_string_names_are_refused() -> None:
             parse_agent_uri(bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidTarget):
             validate_instance(bad)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------------------
+# The other half of "decodes or is malformed": a valid model always decodes (a decoder that
+# refused everything would pass every test above).
+# -------------------------------------------------------------------------------------------
+
+URIS = st.sampled_from(["agent://acme/prod/mailer", "agent://o/e/n", "agent://acme/*/*"])
+INSTANCES = st.sampled_from(["i1", "us-east1-b", "w_0"])
+
+
+@FUZZ
+@given(
+    uri=URIS.filter(lambda u: "*" not in u),
+    instance=INSTANCES,
+    seq=st.integers(0, 2**40),
+    interval=st.floats(0.01, 3600, allow_nan=False),
+    metadata=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=20), max_size=4),
+    usage=st.dictionaries(st.text(min_size=1, max_size=8), st.floats(0, 1e9, allow_nan=False), max_size=3),
+)
+def test_every_valid_heartbeat_decodes(
+    uri: str, instance: str, seq: int, interval: float, metadata: dict[str, Any], usage: dict[str, float]
+) -> None:
+    hb = Heartbeat(
+        agent_uri=uri, instance=instance, seq=seq, interval=interval, metadata=metadata, usage=usage
+    )
+    assert decode(Heartbeat, encode(hb)) == hb
+
+
+@FUZZ
+@given(
+    target=URIS,
+    instance=st.none() | INSTANCES,
+    reason=st.none() | st.text(max_size=200),
+    grace=st.floats(0, 86400, allow_nan=False),
+    action=st.sampled_from([None, "raise", "pause"]),
+)
+def test_every_valid_kill_record_decodes(
+    target: str, instance: str | None, reason: str | None, grace: float, action: Any
+) -> None:
+    record = KillRecord(
+        target=target, instance=instance, actor="tester", reason=reason, grace=grace, action=action
+    )
+    assert decode(KillRecord, encode(record)) == record

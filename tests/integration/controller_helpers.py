@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,6 +127,17 @@ async def status_of(js: JetStreamContext, ns: Namespace, key: str) -> InstanceSt
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         return None
     return InstanceStatus.model_validate_json(entry.value or b"")
+
+
+async def written_after(js: JetStreamContext, ns: Namespace, key: str, mark: datetime) -> InstanceStatus:
+    """Wait for the controller to write ``key``'s status with a ``last_seen`` later than ``mark``:
+    evidence that it processed a heartbeat sent after that moment (and swept in between)."""
+
+    async def later() -> InstanceStatus | None:
+        rec = await status_of(js, ns, key)
+        return rec if rec is not None and rec.last_seen > mark else None
+
+    return await eventually(later, what=f"a status write of {key} after {mark.isoformat()}")
 
 
 async def wait_status(

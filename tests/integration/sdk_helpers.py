@@ -1,4 +1,4 @@
-"""Helpers for the SDK tests: write kill records straight to the KV, read the audit stream, poll."""
+"""Helpers for the SDK tests: kill and resume through the operator API, read the audit stream, poll."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from mesh.codec import decode, encode
+from mesh.codec import decode
 from mesh.connection import Connection
 from mesh.models import AuditEvent, KillRecord
+from mesh.operator import AsyncMesh
 from mesh.provision import provision
 from mesh.settings import Settings
+from mesh.subjects import key_to_target
 from mesh.target import parse_target
 
 DEADLINE = 30.0
@@ -44,21 +46,36 @@ async def await_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: 
         await asyncio.sleep(0.01)
 
 
+_OPERATORS: dict[int, AsyncMesh] = {}
+
+
+async def _operator(conn: Connection) -> AsyncMesh:
+    """One operator client per connection (it hooks the connection's error callback once)."""
+    mesh = _OPERATORS.get(id(conn))
+    if mesh is None or mesh.connection is not conn:
+        mesh = await AsyncMesh(connection=conn).connect()
+        _OPERATORS[id(conn)] = mesh
+    return mesh
+
+
 async def put_kill(
     conn: Connection, target: str, instance: str | None = None, **fields: Any
 ) -> tuple[str, int, KillRecord]:
-    """Write a kill record as the operator API would: the KV put is the whole kill (rule 2)."""
+    """Kill through the operator API (``AsyncMesh.kill``, no wait for acks); the stored record back."""
     t = parse_target(target, instance)
+    report = await (await _operator(conn)).kill(t, wait=0, **fields)
     key = conn.ns.control_key(t)
-    record = KillRecord(target=t.uri, instance=t.instance, actor="tester", **fields)
     kv = await conn.js.key_value(conn.ns.control_bucket)
-    revision = await kv.put(key, encode(record))
-    return key, revision, record
+    entry = await kv.get(key, revision=report.revision)
+    assert entry.value is not None
+    record = decode(KillRecord, entry.value)
+    assert record.command_id == report.command_id
+    return key, report.revision, record
 
 
 async def delete_kill(conn: Connection, key: str) -> None:
-    kv = await conn.js.key_value(conn.ns.control_bucket)
-    await kv.delete(key)
+    """Resume through the operator API: clears exactly the record under ``key`` (if any)."""
+    await (await _operator(conn)).resume(key_to_target(key), wait=0)
 
 
 async def audit_events(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from tests.integration.controller_helpers import (
     running_controller,
     send,
     wait_status,
+    written_after,
 )
 
 URI = "agent://acme/prod/mailer"
@@ -52,7 +53,11 @@ async def test_restarts_neither_lose_nor_double_audit_events(conn: Connection, s
         pacer.start()
         await wait_status(js, ns, key, Status.ACTIVE)
     async with running_controller(settings, fast_options(lost_after=3.0)):
-        await asyncio.sleep(1.5)  # give a wrong re-detection the chance to show
+        # A wrong re-detection has its chance: two refresh writes (refresh_every=0.5) by this
+        # controller, each after many of its sweeps (sweep_every=0.1), while the instance beats.
+        mark = datetime.now(UTC)
+        for _ in range(2):
+            mark = (await written_after(js, ns, key, mark)).last_seen
     await pacer.stop()
     assert await _transition_counts(conn) == {"w1:stale": 1, "w1:lost": 1, "w1:recovered": 1}
     # three controllers, one after the other: their chains verify (each restart starts a new one)

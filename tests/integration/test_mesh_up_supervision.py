@@ -192,7 +192,7 @@ def test_sigint_to_the_process_group_ends_mesh_up_with_nothing_left(tmp_path: Pa
                 agent.wait(30)
         if moment == "server-gone":
             os.kill(up.server_pid(), signal.SIGTERM)
-            time.sleep(0.05)  # the group signal lands while the server is on its way out
+            time.sleep(0.05)  # sleep-ok: aims the group signal at the server's shutdown, not a wait
     finally:
         code = _stop_group(up)
         for agent in agents:

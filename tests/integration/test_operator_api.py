@@ -10,7 +10,10 @@ import pytest
 from mesh import AsyncMesh, EventType, InvalidTarget, Mesh, NotFound, Status
 from mesh.connection import Connection
 from mesh.settings import Settings
-from tests.operator_support import URI, Worker, register, wait_until
+from tests.heartbeats import watching
+from tests.integration.controller_helpers import fast_options, running_controller
+from tests.operator_support import URI, Worker, listed_by_a_controller, register, wait_until
+from tests.waiting import HANG
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,20 +24,28 @@ async def mesh(conn: Connection, settings: Settings) -> AsyncIterator[AsyncMesh]
         yield m
 
 
+NAMES = ("us-central1-a", "us-east1-b")
+
+
 @pytest.fixture
 async def workers(conn: Connection, settings: Settings) -> AsyncIterator[list[Worker]]:
-    started = [await Worker(settings, URI, name).start() for name in ("us-central1-a", "us-east1-b")]
+    """Two live workers, listed by a real controller that has stopped again (controller down)."""
+    started = [await Worker(settings, URI, name).start() for name in NAMES]
+    await listed_by_a_controller(settings, conn, [(URI, n) for n in NAMES])
     yield started
     for w in started:
         await w.stop()
 
 
-async def test_kill_with_controller_down_collects_every_ack(mesh: AsyncMesh, workers: list[Worker]) -> None:
-    await wait_until(lambda: all(w.done > 2 for w in workers))
-    report = await mesh.kill(URI, reason="broken template", wait=5.0)
-    # No controller ran: nothing was expected, so the whole window gathered the acks.
-    assert report.expected == 0
-    assert {r.instance for r in report.instances} == {"us-central1-a", "us-east1-b"}
+async def test_kill_with_controller_down_collects_every_ack(
+    conn: Connection, mesh: AsyncMesh, workers: list[Worker]
+) -> None:
+    await wait_until(lambda: all(w.done > 2 for w in workers), what="the workers to work")
+    # No controller runs; the report expects what the last one listed and returns once all acked
+    # (30 s only bounds a hang: no ack has to arrive within any window).
+    report = await mesh.kill(URI, reason="broken template", wait=HANG)
+    assert report.expected == 2
+    assert {r.instance for r in report.instances} == set(NAMES)
     assert report.acked == 2 and report.missing == [] and report.complete
     assert report.revision > 0 and report.actor == "tester"
     for row in report.instances:
@@ -43,7 +54,9 @@ async def test_kill_with_controller_down_collects_every_ack(mesh: AsyncMesh, wor
         assert row.checkpoint["done"] in (row.metadata["done"], row.metadata["done"] + 1)
     assert report.totals["done"] == sum(r.metadata["done"] for r in report.instances)
     frozen = [w.done for w in workers]
-    await asyncio.sleep(0.3)
+    # Paused, yet alive: each goes on heartbeating (its loop ran), and does no more work.
+    async with watching(conn.nc, conn.ns) as hbs:
+        await hbs.more(list(NAMES), n=2)
     assert [w.done for w in workers] == frozen
 
     kills = [e async for e in mesh.events(URI) if e.type is EventType.KILL]
@@ -53,13 +66,20 @@ async def test_kill_with_controller_down_collects_every_ack(mesh: AsyncMesh, wor
 
 
 async def test_kill_returns_when_every_expected_instance_acked_and_lists_silent_ones(
-    conn: Connection, mesh: AsyncMesh, workers: list[Worker]
+    conn: Connection, mesh: AsyncMesh, settings: Settings
 ) -> None:
-    for w in workers:
-        await register(conn, URI, w.agent.instance)
-    await register(conn, URI, "ghost", age=42.0)
-    await register(conn, "agent://acme/prod/other", "elsewhere")
-    report = await mesh.kill(URI, wait=3.0)
+    started = [await Worker(settings, URI, name).start() for name in NAMES]
+    try:
+        await listed_by_a_controller(
+            settings, conn, [(URI, n) for n in NAMES],
+            ghosts=[(URI, "ghost"), ("agent://acme/prod/other", "elsewhere")],
+        )  # fmt: skip
+        # The ghost never acks, so the report waits out this window: generous, so that the two
+        # live workers' acks land in it even on a loaded machine.
+        report = await mesh.kill(URI, wait=5.0)
+    finally:
+        for w in started:
+            await w.stop()
     assert report.expected == 3
     assert report.acked == 2
     assert [(m.instance, m.status) for m in report.missing] == [("ghost", "active")]
@@ -69,8 +89,20 @@ async def test_kill_returns_when_every_expected_instance_acked_and_lists_silent_
     assert set(shape["instances"][0]) == {"agent_uri", "instance", "status", "metadata", "checkpoint"}
 
 
+@pytest.fixture
+async def controller(settings: Settings, workers: list[Worker]) -> AsyncIterator[None]:
+    """A controller running through the test: a resume expects the instances it lists as paused."""
+    async with running_controller(settings, fast_options(lost_after=600.0)):
+        yield
+
+
+async def _all_paused(mesh: AsyncMesh) -> bool:
+    rows = await mesh.list_instances(URI)
+    return {r.instance for r in rows if r.status is Status.PAUSED} == set(NAMES)
+
+
 async def test_kill_is_idempotent_and_resume_clears_exactly_its_record(
-    mesh: AsyncMesh, workers: list[Worker]
+    mesh: AsyncMesh, workers: list[Worker], controller: None
 ) -> None:
     first = await mesh.kill(URI, wait=2.0)
     again = await mesh.kill(URI, wait=2.0)
@@ -87,7 +119,8 @@ async def test_kill_is_idempotent_and_resume_clears_exactly_its_record(
     assert all(w.agent.killed for w in workers)
 
     before = [w.done for w in workers]
-    resumed = await mesh.resume("agent://acme/*/*", wait=3.0)
+    await wait_until(lambda: _all_paused(mesh), what="the controller to list both as paused")
+    resumed = await mesh.resume("agent://acme/*/*", wait=HANG)  # returns once both resumed
     assert resumed.still_held_by == [] and resumed.complete
     assert {r.instance for r in resumed.instances} == {"us-central1-a", "us-east1-b"}
     await wait_until(lambda: all(w.done > b for w, b in zip(workers, before, strict=True)))
@@ -98,12 +131,12 @@ async def test_kill_is_idempotent_and_resume_clears_exactly_its_record(
 
 
 async def test_kill_of_one_instance_leaves_the_other_running(mesh: AsyncMesh, workers: list[Worker]) -> None:
-    report = await mesh.kill(URI, instance="us-east1-b", wait=2.0)
+    report = await mesh.kill(URI, instance="us-east1-b", wait=HANG)  # returns once it acked
     assert [r.instance for r in report.instances] == ["us-east1-b"]
     running = workers[0].done
     await wait_until(lambda: workers[0].done > running + 3)
     assert workers[1].agent.killed and not workers[0].agent.killed
-    await mesh.resume(f"{URI}#us-east1-b", wait=2.0)
+    await mesh.resume(f"{URI}#us-east1-b", wait=0)
     await wait_until(lambda: not workers[1].agent.killed)
 
 
@@ -117,12 +150,14 @@ async def test_list_get_and_status(conn: Connection, mesh: AsyncMesh, workers: l
     assert [(s.agent_uri, s.instance) for s in everything] == [
         ("agent://acme/prod/mailer", "old"),
         ("agent://acme/prod/mailer", "us-central1-a"),
+        ("agent://acme/prod/mailer", "us-east1-b"),
         ("agent://acme/staging/mailer", "s1"),
         ("agent://other/prod/mailer", "o1"),
     ]
     assert [s.instance for s in await mesh.list_instances("agent://acme/*/mailer")] == [
         "old",
         "us-central1-a",
+        "us-east1-b",
         "s1",
     ]
     assert [s.instance for s in await mesh.list_instances(status="paused")] == ["o1"]
@@ -138,7 +173,7 @@ async def test_list_get_and_status(conn: Connection, mesh: AsyncMesh, workers: l
     await wait_until(lambda: all(w.done > 0 for w in workers))
     status = await mesh.status(URI)
     assert status.killed and [r.target for r in status.records] == ["agent://acme/*/*"]
-    assert {i.instance for i in status.instances} == {"old", "us-central1-a"}
+    assert {i.instance for i in status.instances} == {"old", "us-central1-a", "us-east1-b"}
     await wait_until(lambda: _has_checkpoints(mesh, {"us-central1-a", "us-east1-b"}))
     with pytest.raises(InvalidTarget):
         await mesh.status("agent://acme/*/mailer")
@@ -150,9 +185,14 @@ async def _has_checkpoints(mesh: AsyncMesh, names: set[str]) -> bool:
 
 
 async def test_events_filter_by_pattern_and_since(mesh: AsyncMesh, workers: list[Worker]) -> None:
-    await mesh.kill("agent://acme/*/*", wait=1.0)
-    await mesh.kill("agent://zeta/prod/x", wait=0.1)
-    await mesh.resume("agent://acme/*/*", wait=1.0)
+    assert (await mesh.kill("agent://acme/*/*", wait=HANG)).acked == 2
+    await mesh.kill("agent://zeta/prod/x", wait=0)
+    await mesh.resume("agent://acme/*/*", wait=0)
+
+    async def halted_stored() -> bool:
+        return {e.instance async for e in mesh.events(URI) if e.type is EventType.HALTED} == set(NAMES)
+
+    await wait_until(halted_stored, what="both halted events in the stream")
 
     mine = [e async for e in mesh.events(URI)]
     types = [e.type for e in mine]
@@ -166,20 +206,23 @@ async def test_events_filter_by_pattern_and_since(mesh: AsyncMesh, workers: list
 
 
 async def test_events_follow_sees_new_events(mesh: AsyncMesh) -> None:
+    """A sentinel first: once the follower has seen it, it is caught up, so the kill and resume
+    after it can only reach it as new events (not as history read at its start)."""
     seen: list[str] = []
 
     async def follow() -> None:
         async for event in mesh.events("agent://acme/*/*", follow=True):
-            seen.append(event.type.value)
-            if len(seen) == 2:
+            seen.append(f"{event.type.value} {event.target}")
+            if len(seen) == 3:
                 return
 
     task = asyncio.create_task(follow())
-    await asyncio.sleep(0.2)
-    await mesh.kill(URI, wait=0.1)
-    await mesh.resume(URI, wait=0.1)
-    await asyncio.wait_for(task, 20)
-    assert seen == ["kill", "resume"]
+    await mesh.kill("agent://acme/prod/sentinel", wait=0)
+    await wait_until(lambda: seen or task.done(), what="the follower to see the sentinel")
+    await mesh.kill(URI, wait=0)
+    await mesh.resume(URI, wait=0)
+    await asyncio.wait_for(task, HANG)
+    assert seen == ["kill agent://acme/prod/sentinel", f"kill {URI}", f"resume {URI}"]
 
 
 async def test_subscribe_audit_resumes_where_it_left_off(mesh: AsyncMesh) -> None:

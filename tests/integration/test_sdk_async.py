@@ -11,8 +11,10 @@ from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
 from mesh.connection import Connection
+from mesh.models import Status
 from mesh.settings import Settings
 from mesh.subjects import Namespace
+from tests.heartbeats import watching
 from tests.integration.sdk_helpers import audit_events, await_until, delete_kill, put_kill
 
 URI = "agent://acme/prod/mailer"
@@ -54,7 +56,9 @@ async def test_running_guarded_coroutine_is_cancelled(conn: Connection, settings
 
 
 async def test_pause_mode_cancels_then_rerun_after_resume(conn: Connection, settings: Settings) -> None:
-    async with AsyncAgent(URI, instance="a2", settings=settings, hard_kill=False, on_kill="pause") as agent:
+    async with AsyncAgent(
+        URI, instance="a2", settings=settings, hard_kill=False, on_kill="pause", heartbeat_interval=0.2
+    ) as agent:
         runs: list[str] = []
         gate = asyncio.Event()
 
@@ -74,7 +78,11 @@ async def test_pause_mode_cancels_then_rerun_after_resume(conn: Connection, sett
 
         # A safe point blocks while paused ...
         blocked = asyncio.create_task(agent.heartbeat())
-        await asyncio.sleep(0.05)
+        # ... while the agent's own loop goes on: two more of its heartbeats, reporting paused.
+        async with watching(conn.nc, conn.ns) as hbs:
+            await hbs.more(["a2"], n=2)
+        last = hbs.last("a2")
+        assert last is not None and last.status is Status.PAUSED
         assert not blocked.done()
         await delete_kill(conn, key)
         assert await agent.wait_resumed(timeout=30)
@@ -107,22 +115,28 @@ async def test_many_instances_in_one_process(conn: Connection, settings: Setting
             progress[i] += 1
             await agent.sleep(0.05)
 
-    tasks = [asyncio.create_task(work(i, a)) for i, a in enumerate(agents)]
+    # A witness on the same loop, not targeted, running the same work loop.
+    witness = AsyncAgent("agent://acme/env0/witness", instance="wit", settings=settings, hard_kill=False)
+    await witness.start()
+    progress.append(0)
+    tasks = [asyncio.create_task(work(i, a)) for i, a in enumerate([*agents, witness])]
     try:
         key, _, record = await put_kill(conn, "agent://acme/*/worker")
         acks = await await_until_async(lambda: _acks(conn, record.command_id), count)
         assert {e.instance for e in acks} == {f"w{i}" for i in range(count)}  # type: ignore[attr-defined]
-        frozen = list(progress)
-        await asyncio.sleep(0.2)
-        assert progress == frozen
+        frozen = progress[:count]
+        mark = progress[count]
+        await await_until(lambda: progress[count] >= mark + 5, what="the witness to work on")
+        assert progress[:count] == frozen
         await delete_kill(conn, key)
         await await_until(
-            lambda: all(p > f for p, f in zip(progress, frozen, strict=True)), what="all resumed"
+            lambda: all(p > f for p, f in zip(progress[:count], frozen, strict=True)), what="all resumed"
         )
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await witness.stop()
         for start in range(0, count, 50):
             await asyncio.gather(*(a.stop() for a in agents[start : start + 50]))
 

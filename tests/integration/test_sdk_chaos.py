@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,12 @@ def ops(settings: Settings) -> Iterator[Ops]:
 def test_kill_written_while_disconnected_is_honoured_first(
     own_server: EmbeddedServer, own_settings: Settings
 ) -> None:
-    ops = Ops(own_settings)
-    pool = AgentPool(own_settings)
+    """The server restarts while the agent is away; the kill is written before the agent can get
+    back (its only way in, a proxy, refuses it until then), and no guarded action runs after it
+    reconnects."""
+    proxy = HoldingProxy(own_server.port)
+    via = Settings(nats_url=proxy.url, prefix=own_settings.prefix, actor="tester", connect_timeout=3.0)
+    pool = AgentPool(via)
     try:
         agent = pool.start(URI, instance="d1")
         core = agent._core
@@ -72,29 +75,28 @@ def test_kill_written_while_disconnected_is_honoured_first(
             actions.append((epoch[0], core.conn.is_connected))
 
         thread = _act_until_killed(agent, act, stop)
-        wait_until(lambda: len(actions) > 3)
+        wait_until(lambda: len(actions) > 3, what="the agent to act")
 
+        proxy.cut()
         own_server.stop()
         wait_until(lambda: not core.conn.is_connected, what="agent sees the outage")
-        # Let the agent's jittered reconnect back off, so the kill lands while it is still away.
-        time.sleep(1.5)
-        epoch[0] = 1
         own_server.start()
-        ops2 = Ops(own_settings)
+        epoch[0] = 1
+        ops = Ops(own_settings)  # the operator reaches the restarted server directly
         try:
-            _, _, record = ops2.kill(URI, reason="written during outage")
-            away_when_written = not core.conn.is_connected
+            _, _, record = ops.kill(URI, reason="written during outage")
+            assert not core.conn.is_connected, "the kill must be written while the agent is away"
+            proxy.restore()
             thread.join(30)
             assert not thread.is_alive() and agent.killed
-            wait_until(lambda: ops2.acks(record.command_id), what="ack after reconnect")
+            wait_until(lambda: ops.acks(record.command_id), what="ack after reconnect")
         finally:
-            ops2.close()
-        after = [a for a in actions if a[0] == 1 and a[1]]
-        if away_when_written:  # the usual case: nothing ran between reconnect and the kill
-            assert after == []
+            ops.close()
+        assert [a for a in actions if a[0] == 1 and a[1]] == []  # nothing ran between reconnect and kill
     finally:
+        stop.set()
         pool.close()
-        ops.close()
+        proxy.close()
 
 
 def test_fail_closed_halts_without_nats_and_clears_on_reconnect(
@@ -142,7 +144,7 @@ def test_escalation_terminates_a_stuck_process(
     try:
         wait_until(lambda: any(e.get("event") == "action" for e in _lines(log)), what="stuck agent ready")
         _, _, record = ops.kill(URI, grace=1.0, reason="stuck")
-        assert proc.wait(60) == TERMINATED_EXIT_CODE
+        assert proc.wait(60) == 86 == TERMINATED_EXIT_CODE  # the README's literal exit status
     finally:
         if proc.poll() is None:
             proc.kill()

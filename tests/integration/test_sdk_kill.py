@@ -136,6 +136,7 @@ def test_malformed_control_messages_are_ignored(ops: Ops, pool: AgentPool, setti
     ops.publish(subject, b"\xff\xfe garbage", {"Nats-Sequence": "x"})
     ops.publish(subject, b'{"target": 12}', {"Nats-Sequence": "7"})
     wait_until(lambda: agent._core.malformed >= 4, what="malformed counted")
+    assert agent._core.malformed == 4  # each counted once
     assert not agent.killed
     agent.heartbeat()
 

@@ -1,7 +1,7 @@
 """compose.yaml, checked without a Docker engine: structure, the mounted nats.conf, consistent
 cluster routes, named JetStream volumes, every password variable supplied and none defaulted.
 
-``docker compose config`` is used too when a compose CLI is present (it is not on CI machines).
+``docker-compose config`` validates it too; .ci/run installs the compose CLI, so CI never skips it.
 """
 
 from __future__ import annotations

@@ -392,10 +392,22 @@ async def test_system_account_has_no_reach_into_the_mesh_account(secure_server: 
 
         await sys_conn.nc.subscribe("mesh.>", cb=cb)
         await sys_conn.nc.flush()
+        # A witness in the mesh account: once it has the event, the server has routed it to
+        # every subscriber, and sys's own round trip after that would bring it along.
+        witness = await secure_server.connect("auditor")
+        witnessed: list[Any] = []
+
+        async def on_witness(msg: Any) -> None:
+            witnessed.append(msg)
+
+        await witness.nc.subscribe(NS.audit_wildcard, cb=on_witness)
+        await witness.nc.flush()
         op = await secure_server.connect("operator")
         await publish_event(op.js, NS, AuditEvent(type=EventType.KILL, target="agent://acme/prod/y"))
         await op.close()
-        await asyncio.sleep(0.2)
+        await eventually(lambda: witnessed, what="the mesh account to see the event")
+        await witness.close()
+        await sys_conn.nc.flush()
         assert seen == []
     finally:
         await sys_conn.close()

@@ -4,6 +4,7 @@ and what a role may not do fails with one clear line (API and CLI)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from agent_sdk import AgentKilled, AsyncAgent
 from controller import ControllerOptions, serve
 from mesh import connection as mesh_connection
+from mesh.connection import translate_error
 from mesh.errors import PermissionDenied
 from mesh.models import EventType, Status
 from mesh.operator import AsyncMesh
@@ -137,11 +139,24 @@ async def test_a_killed_agent_with_agent_credentials_stays_killed(secure_server:
         with pytest.raises(AgentKilled):
             await agent.heartbeat()
         kv = await agent._core.conn.js.key_value("mesh_control")  # what a hostile agent would try
-        with pytest.raises(Exception):  # noqa: B017 - refused by the server, whatever nats-py calls it
-            await asyncio.wait_for(kv.delete("acme.prod.stuck"), 2.0)
+        mesh_connection._VIOLATIONS.clear()
+        with pytest.raises(PermissionDenied):
+            await _as_mesh_does(kv.delete("acme.prod.stuck"), "$KV.mesh_control.acme.prod.stuck")
+        assert mesh_connection.recent_permission_violation("mesh_control") is not None
+        # The record itself survived: read back with operator credentials, still in force.
+        async with AsyncMesh(secure_server.settings("operator")) as op:
+            assert [h.key for h in await op.records("agent://acme/prod/stuck")] == ["acme.prod.stuck"]
         assert agent.killed
     finally:
         await agent.stop()
+
+
+async def _as_mesh_does(aw: Any, subject: str) -> Any:
+    """A raw nats-py call, its error mapped as mesh code maps it (a denied publish goes unanswered)."""
+    try:
+        return await asyncio.wait_for(aw, 2.0)
+    except Exception as exc:
+        raise translate_error(exc, "delete kill records", subject=subject, timeout=2.0) from exc
 
 
 def run_cli_kill_as_agent(secure_server: SecureServer) -> subprocess.CompletedProcess[str]:
@@ -160,7 +175,7 @@ def run_cli_kill_as_agent(secure_server: SecureServer) -> subprocess.CompletedPr
 
 def test_cli_kill_with_agent_credentials(secure_server: SecureServer) -> None:
     result = run_cli_kill_as_agent(secure_server)
-    assert result.returncode != 0
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "permission denied: this user may not " in lines[0]
@@ -169,6 +184,7 @@ def test_cli_kill_with_agent_credentials(secure_server: SecureServer) -> None:
 
 def test_cli_kill_with_agent_credentials_names_kill_records(secure_server: SecureServer) -> None:
     result = run_cli_kill_as_agent(secure_server)
+    assert result.returncode == 1
     assert result.stderr.strip() == "mesh: error: permission denied: this user may not write kill records"
 
 
@@ -209,3 +225,54 @@ async def test_spending_under_the_agent_role_holds_the_budget(secure_server: Sec
     finally:
         stop.set()
         await asyncio.wait_for(ctl, 20)
+
+
+async def test_a_usage_policy_under_the_roles(secure_server: SecureServer) -> None:
+    """README's policies with each component under its nats.conf role: the operator stores the
+    policy, the controller reads it and writes the kill record and the policy_violation event,
+    the agent is killed, and the auditor reads both events."""
+    mesh_connection._VIOLATIONS.clear()
+    uri = "agent://acme/prod/e2e-policy"
+    stop = asyncio.Event()
+    ctl = asyncio.create_task(
+        serve(
+            secure_server.settings("controller"),
+            stop=stop,
+            options=dataclasses.replace(FAST, policy_reload_every=0.2),
+        )
+    )
+    try:
+        async with AsyncMesh(secure_server.settings("operator")) as op:
+            await op.set_policy("e2e-rate", uri, ["emails<=5"])
+            assert "e2e-rate" in [p.name for p in await op.list_policies()]
+            agent = AsyncAgent(uri, instance="p1", settings=secure_server.settings("agent"), hard_kill=False,
+                               heartbeat_interval=0.2)  # fmt: skip
+            await agent.start()
+            try:
+                agent.record(emails=9)
+                await eventually(lambda: agent.killed, what="the policy to kill the agent")
+                record = agent.kill_record
+                assert record is not None and record.actor == "policy:e2e-rate"
+                assert record.reason is not None and "emails<=5" in record.reason
+            finally:
+                await agent.stop()
+            assert [h.key for h in await op.records(uri)] == ["acme.prod.e2e-policy"]
+        async with AsyncMesh(secure_server.settings("auditor")) as auditor:
+
+            async def both_events() -> list[Any]:
+                events = [e async for e in auditor.events(uri)]
+                return [e for e in events if e.type in (EventType.POLICY_VIOLATION, EventType.KILL)]
+
+            found = await eventually(lambda: _two(both_events()), what="policy_violation and kill events")
+            assert {e.actor for e in found} == {"policy:e2e-rate"}
+        assert mesh_connection.recent_permission_violation() is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(ctl, 20)
+        async with AsyncMesh(secure_server.settings("operator")) as op:
+            await op.remove_policy("e2e-rate")
+
+
+async def _two(aw: Any) -> list[Any] | None:
+    found = await aw
+    return found if len(found) == 2 else None

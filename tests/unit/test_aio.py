@@ -30,7 +30,7 @@ async def test_a_cancel_landing_as_the_wait_completes_is_not_lost() -> None:
     for _ in range(20):
         wake = asyncio.Event()
         task = asyncio.create_task(writer_loop(wake))
-        await asyncio.sleep(0.01)  # parked in wait_for
+        await asyncio.sleep(0)  # one turn: the task runs until it parks in wait_for
         wake.set()
         task.cancel()  # in the same iteration as the wake
         done, _ = await asyncio.wait({task}, timeout=2.0)
@@ -55,7 +55,7 @@ async def _swallowing_retry_loop(turns: list[int], *, guarded: bool, until: int 
 async def test_raise_if_cancelling_ends_a_loop_whose_cancel_was_turned_into_another_error() -> None:
     turns: list[int] = []
     task = asyncio.create_task(_swallowing_retry_loop(turns, guarded=True))
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0)  # one turn: the loop starts and parks in its sleep
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -65,11 +65,11 @@ async def test_raise_if_cancelling_ends_a_loop_whose_cancel_was_turned_into_anot
 async def test_stop_tasks_recancels_until_a_swallowing_task_ends() -> None:
     turns: list[int] = []
     task = asyncio.create_task(_swallowing_retry_loop(turns, guarded=False, until=3))
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0)  # one turn: the loop starts and parks in its sleep
     # The unguarded loop swallows each cancel; it ends only after its third, so one cancel is not enough.
     assert await stop_tasks([task], timeout=5.0) == set()
     assert len(turns) == 3
     guarded = asyncio.create_task(_swallowing_retry_loop([], guarded=True))
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0)  # one turn: the loop starts and parks in its sleep
     assert await stop_tasks([guarded], timeout=5.0) == set()
     assert guarded.cancelled()

@@ -88,7 +88,12 @@ def test_operator_api_signatures() -> None:
     import inspect
 
     kill = inspect.signature(mesh.AsyncMesh.kill)
-    assert list(kill.parameters) == ["self", "target", "instance", "reason", "grace", "wait", "action"]
+    assert list(kill.parameters) == [
+        "self", "target", "instance", "reason", "grace", "wait", "action", "actor"
+    ]  # fmt: skip
     assert kill.parameters["grace"].default == 10.0 and kill.parameters["wait"].default == 2.0
     resume = inspect.signature(mesh.Mesh.resume)
-    assert list(resume.parameters) == ["self", "target", "instance", "reason", "wait"]
+    assert list(resume.parameters) == ["self", "target", "instance", "reason", "wait", "actor"]
+    # ``actor`` is keyword-only and optional: it names who acts in the audit log (default: settings).
+    assert resume.parameters["actor"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert resume.parameters["actor"].default is None

@@ -22,6 +22,7 @@ def main() -> int:
     parser.add_argument("--instance", required=True)
     parser.add_argument("--mode", choices=["loop", "async", "stuck", "stuck-async"], default="loop")
     parser.add_argument("--on-kill", default="raise")
+    parser.add_argument("--no-hard-kill", action="store_true", help="hard_kill=False: never terminated")
     args = parser.parse_args()
     configure_logging("INFO", json=True)
     log = structlog.get_logger("worker")
@@ -32,7 +33,7 @@ def main() -> int:
         return asyncio.run(loop_async(args.uri, args.instance, settings))
     try:
         with Agent(args.uri, instance=args.instance, settings=settings, on_kill=args.on_kill,
-                   heartbeat_interval=0.5) as agent:  # fmt: skip
+                   heartbeat_interval=0.5, hard_kill=not args.no_hard_kill) as agent:  # fmt: skip
 
             @agent.guard
             def act(n: int) -> None:

@@ -1,0 +1,200 @@
+"""The suite's own rules, checked statically over tests/: every test can fail, nothing is timed.
+
+- no ``assert True`` (or any assert of a constant);
+- no assertion on elapsed time (``time.monotonic() - t0 < X``, ``elapsed < X``): a bound that only
+  stops a hang belongs in a wait helper (tests/waiting.py) or pytest-timeout;
+- no ``time.sleep``/``asyncio.sleep``/``anyio.sleep`` of a constant directly in a test body: wait
+  for a condition instead (a sleep in a ``while <condition>`` poll, or in a helper or a nested
+  work loop, is pacing, not synchronization). A line may carry ``# sleep-ok: <why>`` where a fixed
+  pause is itself what is tested;
+- no xfail or skip markers, no ``pytest.xfail``/``pytest.importorskip`` (only ``missing_tool`` in
+  tests/conftest.py may skip, and it fails in CI);
+- every test function asserts something: an ``assert``, ``pytest.raises``/``pytest.fail``, or a
+  call of a checking helper (``expect``, ``assert_*``, ``check*``, ``wait_*``, ``*eventually``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SLEEPS = {("time", "sleep"), ("asyncio", "sleep"), ("anyio", "sleep")}
+CLOCKS = {"monotonic", "time", "perf_counter", "monotonic_ns", "perf_counter_ns"}
+TIMING_NAMES = ("elapsed", "duration", "took", "took_s")
+BANNED_MARKS = {"xfail", "skip", "skipif"}
+BANNED_CALLS = {"xfail", "importorskip", "skip"}
+#: (file relative to tests/, function) allowed to call pytest.skip, and why.
+SKIP_ALLOWED = {("conftest.py", "missing_tool")}  # skips a missing system tool locally, fails in CI
+CHECKER_PREFIXES = ("assert", "check", "expect", "wait_", "await_", "eventually", "_assert", "_check")
+
+
+def _files() -> list[Path]:
+    return sorted(p for p in TESTS.rglob("*.py") if ".venv" not in p.parts)
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return tuple(reversed(parts))
+
+
+def _is_test(node: ast.AST) -> bool:
+    return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+
+
+def _own_nodes(fn: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a function's body, not descending into nested functions or classes, nor
+    into the body of a ``while <condition>`` loop (a poll: the condition is re-checked)."""
+    stack = list(ast.iter_child_nodes(fn))
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.While) and not isinstance(node.test, ast.Constant):
+            continue
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _clock_call(node: ast.AST) -> bool:
+    return any(
+        isinstance(sub, ast.Call) and len(name := _dotted(sub.func)) > 1 and name[-1] in CLOCKS
+        for sub in ast.walk(node)
+    )
+
+
+def _reads_clock(node: ast.AST) -> bool:
+    """A duration: a clock reading minus something, or a name that says it holds one.
+
+    ``time.monotonic() < deadline`` is a hang bound, not a duration, and is not flagged."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Sub) and _clock_call(sub):
+            return True
+        if isinstance(sub, ast.Name) and any(t in sub.id.lower() for t in TIMING_NAMES):
+            return True
+        if isinstance(sub, ast.Attribute) and any(t in sub.attr.lower() for t in TIMING_NAMES):
+            return True
+    return False
+
+
+def _timing_assert(node: ast.Assert) -> bool:
+    ordering = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+    return any(
+        isinstance(sub, ast.Compare) and any(isinstance(op, ordering) for op in sub.ops) and _reads_clock(sub)
+        for sub in ast.walk(node.test)
+    )
+
+
+def _constant_sleep(call: ast.Call) -> bool:
+    name = _dotted(call.func)
+    if len(name) < 2 or (name[-2], name[-1]) not in SLEEPS or not call.args:
+        return False
+    arg = call.args[0]
+    return isinstance(arg, ast.Constant) and isinstance(arg.value, int | float) and arg.value > 0
+
+
+def _checks_something(fn: ast.AST) -> bool:
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name[:1] == ("pytest",) and name[-1] in {"raises", "fail", "warns"}:
+                return True
+            if name and name[-1].lstrip("_").startswith(tuple(p.lstrip("_") for p in CHECKER_PREFIXES)):
+                return True
+    return False
+
+
+def _skip_allowed(rel: str, tree: ast.Module, line: int) -> bool:
+    return any(
+        isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (rel, fn.name) in SKIP_ALLOWED
+        and fn.lineno <= line <= (fn.end_lineno or fn.lineno)
+        for fn in ast.walk(tree)
+    )
+
+
+def violations(path: Path, rel: str | None = None) -> list[str]:
+    rel = rel or path.relative_to(TESTS).as_posix()
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = ast.parse(source, filename=rel)
+    out: list[str] = []
+
+    def where(node: ast.AST) -> str:
+        return f"tests/{rel}:{getattr(node, 'lineno', 0)}"
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            if isinstance(node.test, ast.Constant):
+                out.append(f"{where(node)}: assert of a constant cannot fail")
+            if _timing_assert(node):
+                out.append(f"{where(node)}: timing assertion (a duration bound belongs in bench/)")
+        marks = {("pytest", "mark"), ("mark",)}
+        if isinstance(node, ast.Attribute) and node.attr in BANNED_MARKS and _dotted(node)[:-1] in marks:
+            out.append(f"{where(node)}: pytest.mark.{node.attr} (a test that cannot fail)")
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            banned = name[:1] == ("pytest",) and len(name) == 2 and name[1] in BANNED_CALLS
+            if banned and not (name[1] == "skip" and _skip_allowed(rel, tree, node.lineno)):
+                out.append(f"{where(node)}: pytest.{name[1]}() outside the allow-list")
+    for fn in ast.walk(tree):
+        if not _is_test(fn):
+            continue
+        for node in _own_nodes(fn):
+            fixed = isinstance(node, ast.Call) and _constant_sleep(node)
+            if fixed and "# sleep-ok:" not in lines[node.lineno - 1]:
+                out.append(f"{where(node)}: fixed sleep in a test body (wait for a condition)")
+        if not _checks_something(fn):
+            out.append(f"{where(fn)}: {fn.name} asserts nothing")  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.relative_to(TESTS).as_posix())
+def test_file_keeps_the_suite_rules(path: Path) -> None:
+    assert violations(path) == []
+
+
+BAD = '''
+import asyncio, time, pytest
+
+@pytest.mark.xfail(strict=False)
+def test_a():
+    assert True
+
+async def test_b():
+    t0 = time.monotonic()
+    await asyncio.sleep(0.5)
+    assert time.monotonic() - t0 < 30
+
+def test_c():
+    elapsed = 3
+    time.sleep(1)  # sleep-ok: the pause is the point here
+    assert elapsed <= 5
+
+def test_d():
+    pytest.skip("later")
+    x = 1
+'''
+
+
+def test_the_checker_catches_each_rule(tmp_path: Path) -> None:
+    """The check itself can fail: a file breaking every rule once is reported rule by rule."""
+    bad = tmp_path / "test_probe.py"
+    bad.write_text(BAD)
+    found = violations(bad, rel="test_probe.py")
+    text = "\n".join(found)
+    assert "pytest.mark.xfail" in text
+    assert "assert of a constant" in text
+    assert text.count("timing assertion") == 2
+    assert text.count("fixed sleep in a test body") == 1  # the `# sleep-ok:` line is allowed
+    assert "pytest.skip() outside the allow-list" in text
+    assert "test_d asserts nothing" in text
