@@ -119,7 +119,7 @@ async def test_without_a_provider_nothing_is_carried(conn: Connection, settings:
 
         loop = asyncio.create_task(pass_safe_points())
         await wait_status(conn.js, conn.ns, "acme.prod.mailer.n1", Status.ACTIVE)
-        report = await mesh.kill(MAILER, reason="untraced", wait=10.0)
+        report = await mesh.kill(MAILER, reason="untraced", wait=5.0)
         stop.set()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(loop, 5)
