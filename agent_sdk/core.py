@@ -26,6 +26,7 @@ from agent_sdk.killstate import InForce
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.quota import AgentQuota
 from agent_sdk.usage import UsageCounters
+from mesh import tracing
 from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import AuditChain, publish_event
 from mesh.codec import encode
@@ -410,6 +411,8 @@ class AgentCore:
         checkpoint = self.ckpt.state
         seq = latest[0] if latest else None
         status = plan.status.value
+        # Traced kills only (agent-mesh[otel]): one span per record, under the kill's.
+        spans = [self._halt_span(r, status) if r.record.trace else None for r in plan.new]
         acks = [
             events.ack_event(
                 self.cfg,
@@ -419,14 +422,16 @@ class AgentCore:
                 metadata=metadata,
                 checkpoint=checkpoint,
                 checkpoint_seq=seq,
+                trace=tracing.carrier(span),
             )
-            for r in plan.new
+            for r, span in zip(plan.new, spans, strict=True)
         ]
         # The checkpoint put and the acks leave back to back on one connection: the server
         # stores the checkpoint first, and we wait for both acks in one round trip.
         _, sent = await self.ckpt.flush_with(self._send_acks(acks))
         results = sent if isinstance(sent, list) else [sent] * len(plan.new)
-        for r, result in zip(plan.new, results, strict=True):
+        for r, result, span in zip(plan.new, results, spans, strict=True):
+            tracing.end(span, **{"mesh.acked": not isinstance(result, BaseException)})
             if isinstance(result, BaseException):
                 self.log.warning("halt ack failed; will retry", command_id=r.record.command_id)
             else:
@@ -438,6 +443,18 @@ class AgentCore:
                     revision=r.revision,
                     key=r.key,
                 )
+
+    def _halt_span(self, held: InForce, status: str) -> Any:
+        return tracing.start(
+            "mesh.instance.halt",
+            held.record.trace,
+            {
+                "mesh.agent_uri": str(self.cfg.uri),
+                "mesh.instance": self.cfg.instance,
+                "mesh.command_id": held.record.command_id,
+                "mesh.status": status,
+            },
+        )
 
     async def _send_acks(self, acks: list[AuditEvent]) -> list[BaseException | None]:
         """Publish the acks (JetStream, acknowledged); per ack, None or the exception it raised."""

@@ -54,6 +54,7 @@ def ack_event(
     metadata: dict[str, Any],
     checkpoint: Any,
     checkpoint_seq: int | None,
+    trace: dict[str, str] | None = None,
 ) -> AuditEvent:
     """A ``halted`` (or ``terminated``) event answering one kill record.
 
@@ -68,7 +69,11 @@ def ack_event(
         checkpoint=checkpoint,
         checkpoint_seq=checkpoint_seq,
         kill_key=held.key,
+        trace=trace,
     )
+    data = ack.model_dump(mode="json")
+    if trace is None:
+        del data["trace"]  # untraced acks stay exactly as before
     return AuditEvent(
         id=hashlib.sha1(seed.encode()).hexdigest(),
         type=etype,
@@ -79,7 +84,7 @@ def ack_event(
         reason=rec.reason,
         command_id=rec.command_id,
         revision=held.revision,
-        data=ack.model_dump(mode="json"),
+        data=data,
     )
 
 

@@ -11,19 +11,27 @@ Heartbeats are raw Heartbeat JSON for ``--instances`` simulated instances, publi
    received; a step is *sustained* when none were dropped and its backlog drained within 1 s;
 4. freshness: the age of ``last_seen`` in the instances KV for every instance, at the end.
 
+Phases 2-4 run twice, each on a fresh prefix: with the controller's Prometheus metrics off, then
+on (``--metrics both``, the default), scraped every ``--scrape-every`` seconds throughout, as a
+Prometheus would (its default interval is 15 s: 1 s is the harsher case). The scrapes' durations
+are reported too (they run in the controller's loop, over the whole fleet).
+
 ``python -m bench.ingest``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import psutil
 
@@ -154,6 +162,59 @@ async def _floor(
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Scraper:
+    """GETs ``/metrics`` every ``every`` seconds, as Prometheus would; keeps each scrape's duration."""
+
+    def __init__(self, port: int, every: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.every = every
+        self.durations: list[float] = []
+        self.failures = 0
+        self.last_ingested: float | None = None
+        self.last_bytes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(self.url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                        body = await resp.read()
+                    self.durations.append(time.perf_counter() - t0)
+                    self.last_bytes = len(body)
+                    for line in body.decode().splitlines():
+                        if line.startswith("mesh_controller_heartbeats_ingested_total "):
+                            self.last_ingested = float(line.split()[1])
+                except (aiohttp.ClientError, TimeoutError):
+                    self.failures += 1
+                await asyncio.sleep(max(0.0, self.every - (time.perf_counter() - t0)))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scrapes": len(self.durations),
+            "failures": self.failures,
+            "scrape_ms": percentiles([d * 1000 for d in self.durations], 2) if self.durations else None,
+            "body_bytes": self.last_bytes,
+            "heartbeats_ingested_last_scrape": self.last_ingested,
+        }
+
+
 def _rss_mb(pid: int) -> float:
     return round(psutil.Process(pid).memory_info().rss / 1024 / 1024, 1)
 
@@ -167,6 +228,8 @@ async def _controller_phase(
     step_seconds: float,
     interval: float,
     tmp: Path,
+    metrics_port: int | None = None,
+    scrape_every: float = 1.0,
 ) -> dict[str, Any]:
     from mesh.connection import Connection
     from mesh.kvscan import scan_latest
@@ -178,10 +241,13 @@ async def _controller_phase(
     await provision(conn.js, conn.ns)
     nc = conn.nc
     status_subject = f"{prefix}.controller.status"
-    out: dict[str, Any] = {"steps": []}
+    out: dict[str, Any] = {"steps": [], "metrics": metrics_port is not None}
+    scraper: _Scraper | None = None
     with Children() as kids:
+        extra = [str(metrics_port)] if metrics_port is not None else []
+        log_path = tmp / f"controller-{prefix}.log"
         ctl = kids.spawn(
-            "-m", "bench._controller_proc", url, prefix, stdout=subprocess.PIPE, log=tmp / "controller.log"
+            "-m", "bench._controller_proc", url, prefix, *extra, stdout=subprocess.PIPE, log=log_path
         )
         assert ctl.stdout is not None
         await asyncio.get_running_loop().run_in_executor(None, ctl.stdout.readline)
@@ -194,7 +260,10 @@ async def _controller_phase(
             except Exception:
                 await asyncio.sleep(0.2)
         if not stats:
-            raise SystemExit(f"controller did not answer {status_subject} (log: {tmp / 'controller.log'})")
+            raise SystemExit(f"controller did not answer {status_subject} (log: {log_path})")
+        if metrics_port is not None:
+            scraper = _Scraper(metrics_port, scrape_every)
+            scraper.start()
         await asyncio.sleep(1.0)
         out["rss_mb_idle"] = _rss_mb(ctl.pid)
 
@@ -266,6 +335,9 @@ async def _controller_phase(
             "interval_s": interval,
         }
         out["rss_mb_end"] = _rss_mb(ctl.pid)
+        if scraper is not None:
+            await scraper.stop()
+            out["scrapes"] = scraper.summary()
         kids.stop(ctl)
     await conn.close()
     return out
@@ -279,21 +351,45 @@ async def measure(
     rates: list[float],
     step_seconds: float,
     interval: float = 2.0,
+    metrics: str = "both",
+    scrape_every: float = 1.0,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
     prefix = bench_prefix()
     floor = {
         "raw": await _floor(url, prefix, instances, publishers, floor_seconds, decode=False),
         "decode": await _floor(url, prefix, instances, publishers, floor_seconds, decode=True),
     }
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-ingest-") as tmp:
-        ctl = await _controller_phase(
-            url, prefix, instances, publishers, rates, step_seconds, interval, Path(tmp)
-        )
+    phases: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-ingest-")))
+        for mode in ("off", "on"):
+            if metrics not in (mode, "both"):
+                continue
+            phases[mode] = await _controller_phase(
+                url,
+                bench_prefix(),
+                instances,
+                publishers,
+                rates,
+                step_seconds,
+                interval,
+                tmp,
+                metrics_port=_free_port() if mode == "on" else None,
+                scrape_every=scrape_every,
+            )
+    ctl = phases.get("off") or phases["on"]
+    on = phases.get("on")
     sustained = ctl.get("sustained_heartbeats_per_s")
+    with_metrics = on.get("sustained_heartbeats_per_s") if on else None
     return {
         "floor": floor,
         "controller": ctl,
+        "controller_metrics_on": on,
         "summary": {
+            "sustained_with_metrics_per_s": with_metrics,
+            "metrics_on_to_off": ratio(with_metrics, sustained, 3) if "off" in phases else None,
+            "scrape_ms": on["scrapes"]["scrape_ms"] if on else None,
             "sustained_heartbeats_per_s": sustained,
             "raw_subscribe_per_s": floor["raw"]["received_per_s"],
             "decode_subscribe_per_s": floor["decode"]["received_per_s"],
@@ -326,16 +422,13 @@ def print_ingest(res: dict[str, Any]) -> None:
             fmt_ratio(ratio(f["decode"]["received_per_s"], f["raw"]["received_per_s"])),
         ],
     ]
-    for s in res["controller"]["steps"]:
-        rows.append(
-            [
-                f"controller @ {s['target_rate']:,.0f}/s" + (" ok" if s["sustained"] else " NOT sustained"),
-                fmt_rate(s["publish_rate"]),
-                fmt_rate(s["received"] / max(s["published"], 1) * s["publish_rate"]),
-                s["dropped"],
-                fmt_ratio(ratio(s["publish_rate"], f["raw"]["received_per_s"])),
-            ]
-        )
+    phases = [res["controller"]]
+    on = res.get("controller_metrics_on")
+    if on is not None and on is not res["controller"]:
+        phases.append(on)
+    for phase in phases:
+        tag = " +metrics" if phase["metrics"] else " -metrics"
+        rows.extend(_step_rows(phase["steps"], tag, f["raw"]["received_per_s"]))
     print_table(
         "heartbeat ingest (msgs/s)", ["phase", "published/s", "received/s", "dropped", "of raw floor"], rows
     )
@@ -348,6 +441,31 @@ def print_ingest(res: dict[str, Any]) -> None:
         f"last_seen age p50/p99/max {fr['last_seen_age_s']['p50']}/{fr['last_seen_age_s']['p99']}/"
         f"{fr['last_seen_age_s']['max']} s over {fr['kv_records']:,} records {fr['by_status']}"
     )
+    if on:
+        sc = on["scrapes"]
+        print(
+            f"with metrics on: {fmt_rate(s['sustained_with_metrics_per_s'])} hb/s sustained "
+            f"(on/off {fmt_ratio(s['metrics_on_to_off'])}); {sc['scrapes']} scrapes "
+            f"({sc['failures']} failed), {sc['body_bytes']:,} bytes each, "
+            f"scrape ms p50/p99 {sc['scrape_ms']['p50'] if sc['scrape_ms'] else '-'}/"
+            f"{sc['scrape_ms']['p99'] if sc['scrape_ms'] else '-'}"
+        )
+
+
+def _step_rows(steps: list[dict[str, Any]], tag: str, floor: float) -> list[list[Any]]:
+    rows = []
+    for s in steps:
+        rows.append(
+            [
+                f"controller{tag} @ {s['target_rate']:,.0f}/s"
+                + (" ok" if s["sustained"] else " NOT sustained"),
+                fmt_rate(s["publish_rate"]),
+                fmt_rate(s["received"] / max(s["published"], 1) * s["publish_rate"]),
+                s["dropped"],
+                fmt_ratio(ratio(s["publish_rate"], floor)),
+            ]
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -358,6 +476,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--step-seconds", type=float, default=3.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[10_000, 25_000, 50_000, 75_000, 100_000])
     parser.add_argument("--interval", type=float, default=2.0, help="heartbeat interval of the instances")
+    parser.add_argument(
+        "--metrics",
+        choices=["off", "on", "both"],
+        default="both",
+        help="run the controller phases with its Prometheus metrics off, on (scraped), or both",
+    )
+    parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
+    parser.add_argument("--log-dir", type=Path, help="keep the controllers' logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     with bench_server(args.nats_url) as url:
         res = asyncio.run(
@@ -369,12 +495,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.rates,
                 args.step_seconds,
                 args.interval,
+                args.metrics,
+                args.scrape_every,
+                args.log_dir,
             )
         )
     print_ingest(res)
     params = {
         k: getattr(args, k)
-        for k in ("instances", "publishers", "floor_seconds", "step_seconds", "rates", "interval")
+        for k in (
+            "instances",
+            "publishers",
+            "floor_seconds",
+            "step_seconds",
+            "rates",
+            "interval",
+            "metrics",
+            "scrape_every",
+        )
     }
     data = envelope("ingest", params, res)
     write_json("ingest", data, args.out)

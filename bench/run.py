@@ -120,6 +120,8 @@ PROFILES: dict[str, dict[str, list[str]]] = {
             "2000",
             "--interval",
             "0.5",
+            "--metrics",
+            "on",  # one controller phase, as before, through the metrics path
         ],
     },
 }
@@ -309,6 +311,12 @@ def print_summary(s: dict[str, Any], profile: str) -> None:
             f"controller RSS {ing['rss_mb_at_instances']} MB at {ing['instances']:,} instances; "
             f"last_seen age p99 {ing['last_seen_age_p99_s']} s"
         )
+        if ing.get("sustained_with_metrics_per_s") is not None:
+            print(
+                f"ingest with Prometheus metrics on (scraped every second): "
+                f"{fmt_rate(ing['sustained_with_metrics_per_s'])} heartbeats/s "
+                f"(on/off {fmt_ratio(ing['metrics_on_to_off'])}); scrape ms {ing['scrape_ms']}"
+            )
     gw = s.get("gateway")
     if gw:
         v = gw["verdicts"]

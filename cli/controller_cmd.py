@@ -20,12 +20,19 @@ def controller(
         float, typer.Option(help="Missed heartbeat intervals before an instance is stale.")
     ] = 3.0,
     sweep_every: Annotated[float, typer.Option(help="Seconds between sweeps.")] = 1.0,
+    metrics: Annotated[
+        bool, typer.Option(help="Serve Prometheus metrics on http://HOST:PORT/metrics.")
+    ] = True,
+    metrics_port: Annotated[int, typer.Option(help="Port of the metrics endpoint.", min=0, max=65535)] = 9464,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address of the metrics endpoint (0.0.0.0 for a Prometheus elsewhere).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the controller (live status, stale/lost detection, audit) until Ctrl+C.
 
     Several may run against one NATS: one is active, the others stand by.
 
-    Example: mesh controller --lost-after 30 --retention 86400
+    Example: mesh controller --lost-after 30 --retention 86400 --metrics-port 9464
     """
     import asyncio
 
@@ -43,6 +50,8 @@ def controller(
         refresh_every=refresh_every,
         stale_intervals=stale_intervals,
         sweep_every=sweep_every,
+        metrics_port=metrics_port if metrics else None,
+        metrics_host=metrics_host,
     )
 
     async def main() -> None:

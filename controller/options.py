@@ -47,3 +47,9 @@ class ControllerOptions:
     policy_tick_every: float = 1.0
     #: Name of the durable consumer on the audit stream that feeds lifecycle events.
     lifecycle_durable: str = "mesh-controller"
+    #: Serve Prometheus metrics on ``http://metrics_host:metrics_port/metrics`` (None: off; 0: any
+    #: free port). ``mesh controller`` turns it on at 9464; see docs/observability.md.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: Agents with series of their own in ``mesh_instances``; the others are summed under ``_other``.
+    metrics_max_agents: int = 500

@@ -114,7 +114,9 @@ class PolicyEngine:
             instances = self._instances(uri)
             for policy in policies:
                 breaches = evaluate(policy, instances, now)
+                self.stats.policy_evaluations += 1
                 if breaches:
+                    self.stats.policy_breaches += 1
                     await self._act(policy, agent, breaches[0], now)
 
     def live_instances(self, uri: str) -> int:

@@ -13,14 +13,17 @@ import structlog
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
+from controller.discovery import ServiceAPI
 from controller.ingest import Ingest
 from controller.lease import Lease
 from controller.lifecycle import LifecycleFeed
+from controller.metrics import ControllerMetrics
+from controller.metrics_audit import AuditObserver
+from controller.metrics_http import MetricsServer
 from controller.options import ControllerOptions
 from controller.policies import PolicyEngine
 from controller.quota import QuotaService
 from controller.restore import restore
-from controller.service import ServiceAPI
 from controller.state import Fleet, Policy
 from controller.stats import Stats
 from controller.sweep import sweep_loop
@@ -65,6 +68,11 @@ class Controller:
         self.engine: PolicyEngine | None = None
         self._hb_sub: Subscription | None = None
         self._quota_sub: Subscription | None = None
+        #: The NATS connection while running (the metrics read its state).
+        self.conn: Connection | None = None
+        #: Prometheus metrics, when ``options.metrics_port`` is set; the bound port once serving.
+        self.metrics: ControllerMetrics | None = None
+        self.metrics_port: int | None = None
 
     @property
     def ingesting(self) -> bool:
@@ -97,9 +105,12 @@ class Controller:
         o = self.options
         conn = Connection(self.settings, name=f"mesh-controller {o.holder}", on_error=self._on_error)
         await conn.connect()
+        self.conn = conn
         service: ServiceAPI | None = None
+        http: MetricsServer | None = None
         ticker = asyncio.create_task(self._tick(stop))
         try:
+            http = await self._serve_metrics()
             ns = conn.ns
             await _ensure_provisioned(conn)
             try:
@@ -125,9 +136,30 @@ class Controller:
                 await self.lease.release()
             if service is not None:
                 await service.stop()
+            if http is not None:
+                await http.stop()
             await conn.close()
             self.role = "stopped"
             log.info("controller stopped", holder=o.holder)
+
+    async def _serve_metrics(self) -> MetricsServer | None:
+        o = self.options
+        if o.metrics_port is None:
+            return None
+        self.metrics = ControllerMetrics(self, max_agents=o.metrics_max_agents)
+        http = MetricsServer(self.metrics.registry, o.metrics_host, o.metrics_port)
+        try:
+            self.metrics_port = await http.start()
+        except OSError as exc:  # metrics are not worth refusing to control the fleet
+            log.error(
+                "metrics disabled: cannot listen",
+                host=o.metrics_host,
+                port=o.metrics_port,
+                error=str(exc),
+                fix="free the port or pass another --metrics-port (--no-metrics turns them off)",
+            )
+            return None
+        return http
 
     async def _tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -196,11 +228,13 @@ class Controller:
             may_act=lambda: lease.held,
         )
         self.engine = policies
+        metrics = self.metrics
+        submit = metrics.counting(writer.submit) if metrics is not None else writer.submit
         ingest = Ingest(
             conn.ns,
             fleet,
             self.stats,
-            writer.submit,
+            submit,
             max_bytes=o.max_heartbeat_bytes,
             observer=policies.on_heartbeat,
         )
@@ -211,9 +245,10 @@ class Controller:
             pending_bytes_limit=o.pending_bytes_limit,
         )
         self._quota_sub = await conn.nc.subscribe(conn.ns.quota_wildcard, cb=leases.on_message)
-        feed = LifecycleFeed(
-            conn, fleet, self.stats, writer.submit, writer.flush, durable=o.lifecycle_durable
-        )
+        feed = LifecycleFeed(conn, fleet, self.stats, submit, writer.flush, durable=o.lifecycle_durable)
+        observer = AuditObserver(conn, metrics) if metrics is not None else None
+        if observer is not None:
+            await observer.start()
         warmup = o.warmup if o.warmup is not None else min(o.lost_after, fleet.longest_interval()) + 0.5
         log.info("active", holder=o.holder, restored=loaded, first_sweep_in=round(warmup, 2))
         tasks = [
@@ -221,7 +256,7 @@ class Controller:
             asyncio.create_task(policies.run(), name="policies"),
             asyncio.create_task(feed.run(), name="lifecycle"),
             asyncio.create_task(
-                sweep_loop(fleet, writer.submit, writer.wake, every=o.sweep_every, warmup=warmup),
+                sweep_loop(fleet, submit, writer.wake, every=o.sweep_every, warmup=warmup),
                 name="sweep",
             ),
         ]
@@ -239,6 +274,8 @@ class Controller:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
             self._hb_sub = self._quota_sub = None
+            if observer is not None:
+                await observer.stop()
             # Bounded, and re-cancelling: a task whose cancel a library swallowed is asked again.
             stuck = await stop_tasks(tasks, timeout=10.0)
             if stuck:

@@ -28,6 +28,8 @@ class Stats:
         self.policy_kills = 0
         self.policy_alerts = 0
         self.policy_dry_runs = 0
+        self.policy_evaluations = 0
+        self.policy_breaches = 0
         self.lease_requests = 0
         self.lease_grants = 0
         self.lease_denials = 0
@@ -64,6 +66,8 @@ class Stats:
             "policy_kills": self.policy_kills,
             "policy_alerts": self.policy_alerts,
             "policy_dry_runs": self.policy_dry_runs,
+            "policy_evaluations": self.policy_evaluations,
+            "policy_breaches": self.policy_breaches,
             "lease_requests": self.lease_requests,
             "lease_grants": self.lease_grants,
             "lease_denials": self.lease_denials,

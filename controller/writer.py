@@ -106,9 +106,7 @@ class Writer:
             try:
                 await publish_event(self.conn.js, self.conn.ns, t.audit_event(self.actor, eid), timeout=2.0)
             except MeshError as exc:
-                log.warning(
-                    "audit publish failed, will retry", key=t.key, event=t.event.value, error=str(exc)
-                )
+                log.warning("audit publish failed, will retry", key=t.key, type=t.event.value, error=str(exc))
                 return False
             self._events.popleft()
             self.fleet.published(t.key)

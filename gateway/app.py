@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: the LLM and MCP routes and ``/healthz`` (kill-tracking state, counters)."""
+"""The gateway's ASGI app: the LLM and MCP routes, ``/healthz`` (kill state, counters) and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.context import Gateway
 from gateway.llm import llm_routes
 from gateway.mcp import mcp_routes
+from gateway.metrics import metrics_route
 
 __all__ = ["build_app"]
 
@@ -36,6 +37,7 @@ def build_app(gw: Gateway, extra: list[BaseRoute] | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         *(extra or []),
         Route("/healthz", healthz, methods=["GET"]),
+        metrics_route(gw),
         *llm_routes(gw),
         *mcp_routes(gw),
     ]

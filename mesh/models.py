@@ -92,6 +92,8 @@ class KillRecord(_Wire):
     #: Overrides the instance's own ``on_kill``: ``None`` keeps it.
     action: Literal["raise", "pause"] | None = None
     issued_at: datetime = Field(default_factory=utcnow)
+    #: W3C trace context of the kill's span (``agent-mesh[otel]``, mesh/tracing.py), if traced.
+    trace: dict[str, str] | None = Field(default=None, max_length=8)
 
 
 class Heartbeat(_Wire):
@@ -191,3 +193,5 @@ class HaltAck(_Wire):
     checkpoint: Any = None
     checkpoint_seq: int | None = None
     kill_key: str | None = None
+    #: W3C trace context of the instance's halt span, a child of the record's (mesh/tracing.py).
+    trace: dict[str, str] | None = Field(default=None, max_length=8)

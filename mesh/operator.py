@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mesh import tracing
 from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
 from mesh.codec import decode, encode
@@ -146,6 +148,12 @@ class AsyncMesh:
             grace=grace,
             action=action,
         )
+        # agent-mesh[otel]: the kill is one trace; the record carries its context to every instance.
+        attributes = {"mesh.target": str(command.target), "mesh.actor": command.record.actor}
+        span = tracing.start("mesh.kill", None, attributes)
+        if (carried := tracing.carrier(span)) is not None:
+            traced = command.record.model_copy(update={"trace": carried})
+            command = dataclasses.replace(command, record=traced)
         tgt = command.target
         conn = self.connection
         ns = conn.ns
@@ -158,11 +166,13 @@ class AsyncMesh:
         try:
             # The record goes out first: the server handles one connection's requests in order,
             # and anything sent before it (like the scan of expected instances) would delay the kill.
+            write = tracing.start("mesh.kill.kv_write", tracing.carrier(span), {"mesh.key": command.key})
             revision = await self._guard(
                 "write kill records",
                 put_key(conn, ns.control_bucket, command.key, encode(command.record)),
                 publishes_to=f"$KV.{ns.control_bucket}.{command.key}",
             )
+            tracing.end(write, **{"mesh.revision": revision})
             collector.known_revision(revision)
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             audit = asyncio.ensure_future(self._audit(command.event(revision)))
@@ -178,6 +188,7 @@ class AsyncMesh:
             await self._unsubscribe(subs)
             if audit is not None and not audit.done():
                 audit.cancel()
+            tracing.end_kill(span, command.record, collector.rows.values())
         return kill_report(command, revision, plan, collector.rows)
 
     async def resume(
