@@ -232,6 +232,8 @@ class Connection:
         self._error_listeners: list[Callable[[BaseException], None]] = []
         #: Connected with a mesh identity token: reads go key by key (see mesh/permissions.py).
         self.scoped = False
+        #: The id of that token's credential: its scans use a consumer of that name.
+        self.credential_id: str | None = None
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -358,6 +360,7 @@ class Connection:
             if parsed is not None:
                 options["inbox_prefix"] = inbox_prefix(parsed[0])
                 self.scoped = True
+                self.credential_id = parsed[0]
         if self.settings.creds:
             options["user_credentials"] = str(self.settings.creds)
 

@@ -26,8 +26,8 @@ from mesh.models import (
     utcnow,
 )
 from mesh.reports import AckRow, HeldBy, KillReport, ResumeReport, SilentInstance
-from mesh.subjects import key_to_target, target_to_key
-from mesh.target import AgentURI, Target, parse_agent_uri
+from mesh.subjects import ANY, key_to_target, target_to_key
+from mesh.target import WILDCARD, AgentURI, Target, parse_agent_uri
 
 __all__ = [
     "AckMatch",
@@ -45,6 +45,7 @@ __all__ = [
     "resume_command",
     "resume_plan",
     "resume_report",
+    "scoped_control_filters",
 ]
 
 InstanceId = tuple[str, str]
@@ -119,6 +120,23 @@ def records_over(entries: Mapping[str, KVEntry], over: Target, *, skip: str | No
             record = KillRecord(target=target.uri, reason="unreadable kill record (treated as in force)")
         held.append(HeldBy(key=key, target=str(target), revision=entry.revision, record=record))
     return held
+
+
+def scoped_control_filters(target: Target) -> list[str]:
+    """KV key filters for the control records that can overlap ``target`` and lie in its org.
+
+    A concrete segment may be held by a record for it or for ``_`` (any); a wildcard segment by
+    anything. The org stays concrete: that is all an org-scoped identity may read.
+    """
+    org = "*" if target.org == WILDCARD else target.org
+    envs = ["*"] if target.env == WILDCARD else [target.env, ANY]
+    names = ["*"] if target.name == WILDCARD else [target.name, ANY]
+    out: list[str] = []
+    for env in envs:
+        for name in names:
+            base = f"{org}.{env}.{name}"
+            out += [base, f"{base}.{target.instance}" if target.instance else f"{base}.*"]
+    return out
 
 
 # -- kill -------------------------------------------------------------------------------------------

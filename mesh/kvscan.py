@@ -93,6 +93,8 @@ async def scan_latest(
     Uses a JetStream direct multi-get (``multi_last``); falls back to an ephemeral consumer that
     delivers the last message per subject when the bucket holds more keys than one batch.
     """
+    if conn.scoped:  # the multi-get names its keys in the body, which a scoped identity may not use
+        return await _consumer_scan(conn, bucket, key_filter, timeout=timeout)
     prefix = f"$KV.{bucket}."
     nc = conn.nc
     queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -132,14 +134,26 @@ async def _consumer_scan(
     conn: Connection, bucket: str, key_filter: str, *, timeout: float
 ) -> dict[str, KVEntry]:
     prefix = f"$KV.{bucket}."
+    stream = _stream(bucket)
+    # A scoped identity may create only the consumer named after its credential, with the filter
+    # in the API subject (mesh/permissions.py); everyone else gets an ephemeral one.
+    name = conn.credential_id
     config = ConsumerConfig(
+        name=name,
+        filter_subject=prefix + key_filter if name else None,
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         inactive_threshold=30.0,
         headers_only=False,
     )
     try:
-        psub = await conn.js.pull_subscribe(prefix + key_filter, stream=_stream(bucket), config=config)
+        if name is None:
+            psub = await conn.js.pull_subscribe(prefix + key_filter, stream=stream, config=config)
+        else:
+            with contextlib.suppress(Exception):  # one left by an earlier scan that was cut short
+                await conn.js.delete_consumer(stream, name)
+            await conn.js.add_consumer(stream, config)
+            psub = await conn.js.pull_subscribe_bind(name, stream=stream)
         info = await psub.consumer_info()
     except Exception as exc:
         raise translate_error(exc, f"read {bucket}", subject=key_filter, timeout=timeout) from exc
@@ -157,6 +171,9 @@ async def _consumer_scan(
                 remaining = msg.metadata.num_pending
     finally:
         await psub.unsubscribe()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await conn.js.delete_consumer(stream, name)
     return out
 
 

@@ -30,8 +30,10 @@ from mesh.killcommand import (
     resume_command,
     resume_plan,
     resume_report,
+    scoped_control_filters,
 )
 from mesh.kvscan import delete_key, put_key, scan_latest
+from mesh.kvwire import KVEntry
 from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, Status
 from mesh.policy import Limit, Policy
 from mesh.quota import Ledger
@@ -111,6 +113,22 @@ class AsyncMesh:
     async def _guard(self, operation: str, awaitable: Awaitable[T], *, publishes_to: str) -> T:
         assert self._refusals is not None
         return await self._refusals.guard(operation, awaitable, publishes_to=publishes_to)
+
+    async def _records_over(self, tgt: Target) -> dict[str, KVEntry]:
+        """The control bucket's entries that can overlap ``tgt``.
+
+        One scan of the whole bucket, except for a scoped identity, which may read only keys
+        inside its org: one scan per key shape that can hold such a record (global records, under
+        ``_`` orgs, are out of its sight).
+        """
+        conn = self.connection
+        bucket = conn.ns.control_bucket
+        if not conn.scoped:
+            return await scan_latest(conn, bucket)
+        out: dict[str, KVEntry] = {}
+        for key_filter in scoped_control_filters(tgt):
+            out.update(await scan_latest(conn, bucket, key_filter))
+        return out
 
     async def _subscribe(
         self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
@@ -214,7 +232,7 @@ class AsyncMesh:
         subs = await self._subscribe([ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg)
         try:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
-            records = await scan_latest(conn, ns.control_bucket)
+            records = await self._records_over(tgt)
             collector.match = command.acks(records)
             revision = await self._guard(
                 "write kill records",
@@ -279,7 +297,7 @@ class AsyncMesh:
         ns = conn.ns
         key_filter = ns.instance_key_filter(tgt)
         control, instances, checkpoints = await asyncio.gather(
-            scan_latest(conn, ns.control_bucket),
+            self._records_over(tgt),
             scan_latest(conn, ns.instances_bucket, key_filter),
             scan_latest(conn, ns.checkpoints_bucket, key_filter),
         )
@@ -299,8 +317,7 @@ class AsyncMesh:
     async def records(self, pattern: str | Target = ALL) -> list[HeldBy]:
         """The kill records in force that overlap ``pattern``."""
         tgt = _as_target(pattern)
-        conn = self.connection
-        return records_over(await scan_latest(conn, conn.ns.control_bucket), tgt)
+        return records_over(await self._records_over(tgt), tgt)
 
     # -- policies and usage ---------------------------------------------------------------------
     async def set_policy(
