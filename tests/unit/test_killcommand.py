@@ -189,3 +189,19 @@ def test_a_resume_of_a_target_never_killed_still_waits_for_stray_acks_and_says_n
     plan = resume_plan(command, {}, [])
     assert plan.wait and not plan.cleared
     assert command.event(3, cleared=False).data == {"key": "acme.prod.mailer", "cleared": False}
+
+
+def test_scoped_control_filters_cover_every_record_in_the_org_that_can_overlap() -> None:
+    from mesh.killcommand import scoped_control_filters
+
+    assert scoped_control_filters(parse_target("agent://acme/prod/mailer")) == [
+        "acme.prod.mailer", "acme.prod.mailer.*",
+        "acme.prod._", "acme.prod._.*",
+        "acme._.mailer", "acme._.mailer.*",
+        "acme._._", "acme._._.*",
+    ]  # fmt: skip
+    assert scoped_control_filters(parse_target("agent://acme/*/*")) == ["acme.*.*", "acme.*.*.*"]
+    assert scoped_control_filters(parse_target("agent://acme/prod/mailer", "i-1"))[:2] == [
+        "acme.prod.mailer",
+        "acme.prod.mailer.i-1",
+    ]
