@@ -6,18 +6,15 @@ takes effect on the next request; on reconnect the whole cache is dropped (pushe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections import OrderedDict
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from gateway.keys import KeyRecord, hash_key, new_key
+from gateway.recordcache import RecordCache
 from mesh.connection import Connection
 from mesh.errors import NotFound
-from mesh.kvscan import put_key, read_latest, scan_latest
+from mesh.kvscan import put_key, scan_latest
 from mesh.models import utcnow
 from mesh.target import parse_agent_uri, validate_instance
 
@@ -68,64 +65,12 @@ async def revoke_key(conn: Connection, key_id: str, *, actor: str) -> KeyRecord:
     return record
 
 
-class KeyCache:
-    """Hash -> record (or None: not a key), LRU-bounded, invalidated by the bucket's republish."""
+class KeyCache(RecordCache[KeyRecord]):
+    """Agent keys by hash, cached (see :class:`RecordCache`)."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._cache: OrderedDict[str, KeyRecord | None] = OrderedDict()
-        self._sub: Subscription | None = None
-        self._listener: object | None = None
-        self._head = f"{conn.ns.prefix}.gwkey."
-        self._reads: dict[str, asyncio.Future[KeyRecord | None]] = {}
-        #: Bumped on every invalidation: a read that raced one is not cached (it may be stale).
-        self._generation = 0
-
-    async def start(self) -> None:
-        self._listener = self.conn.add_listener(None, self._on_reconnect)
-        self._sub = await self.conn.nc.subscribe(f"{self._head}>", cb=self._on_write)
-
-    async def stop(self) -> None:
-        if self._listener is not None:
-            self.conn.remove_listener(self._listener)
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-    async def _on_write(self, msg: Msg) -> None:
-        self._generation += 1
-        self._cache.pop(msg.subject[len(self._head) :], None)
-
-    async def _on_reconnect(self) -> None:
-        self._generation += 1
-        self._cache.clear()
+        super().__init__(conn, KeyRecord, size=CACHE_SIZE)
 
     async def lookup(self, key: str) -> KeyRecord | None:
         """The record of ``key``; raises a MeshError when the bucket cannot be read (fail closed)."""
-        digest = hash_key(key)
-        if digest in self._cache:
-            self._cache.move_to_end(digest)
-            return self._cache[digest]
-        # One read per key at a time: a burst of requests with a new key waits for the same answer.
-        pending = self._reads.get(digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read(digest))
-            self._reads[digest] = pending
-            pending.add_done_callback(lambda _f: self._reads.pop(digest, None))
-        return await asyncio.shield(pending)
-
-    async def _read(self, digest: str) -> KeyRecord | None:
-        generation = self._generation
-        latest = await read_latest(self.conn, self.conn.ns.gateway_keys_bucket, [digest], timeout=2.0)
-        entry = (latest or {}).get(digest)
-        record: KeyRecord | None = None
-        if entry is not None and entry.value is not None:
-            try:
-                record = KeyRecord.model_validate_json(entry.value)
-            except ValueError:
-                log.warning("unreadable key record: refused", key_id=digest[:12])
-        if generation == self._generation:
-            self._cache[digest] = record
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return record
+        return await self.get(hash_key(key))

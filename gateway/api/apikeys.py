@@ -7,22 +7,19 @@ prefix, other KV key). Creating one takes the NATS ``operator`` role (it writes 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-from collections import OrderedDict
 from datetime import datetime
 from typing import Literal
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.keys import hash_key
+from gateway.recordcache import RecordCache
 from mesh.connection import Connection
 from mesh.errors import NotFound
-from mesh.kvscan import put_key, read_latest, scan_latest
+from mesh.kvscan import put_key, scan_latest
 from mesh.models import utcnow
 
 __all__ = [
@@ -100,57 +97,12 @@ async def revoke_api_key(conn: Connection, key_id: str, *, actor: str) -> ApiKey
     return record
 
 
-class ApiKeyCache:
-    """KV key -> record (None: no such key), LRU-bounded, dropped on the bucket's republish."""
+class ApiKeyCache(RecordCache[ApiKeyRecord]):
+    """Operator API keys by hash, cached (see :class:`RecordCache`)."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._cache: OrderedDict[str, ApiKeyRecord | None] = OrderedDict()
-        self._head = f"{conn.ns.prefix}.gwkey."
-        self._sub: Subscription | None = None
-        self._listener: object | None = None
-        self._generation = 0
-
-    async def start(self) -> None:
-        self._listener = self.conn.add_listener(None, self._on_reconnect)
-        self._sub = await self.conn.nc.subscribe(f"{self._head}{KV_PREFIX}>", cb=self._on_write)
-
-    async def stop(self) -> None:
-        if self._listener is not None:
-            self.conn.remove_listener(self._listener)
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-    async def _on_write(self, msg: Msg) -> None:
-        self._generation += 1
-        self._cache.pop(msg.subject[len(self._head) :], None)
-
-    async def _on_reconnect(self) -> None:
-        self._generation += 1
-        self._cache.clear()
+        super().__init__(conn, ApiKeyRecord, kv_prefix=KV_PREFIX, size=CACHE_SIZE)
 
     async def lookup(self, key: str) -> ApiKeyRecord | None:
         """The record of ``key``; raises a MeshError when the bucket cannot be read (fail closed)."""
-        kv_key = KV_PREFIX + hash_key(key)
-        if kv_key in self._cache:
-            self._cache.move_to_end(kv_key)
-            return self._cache[kv_key]
-        generation = self._generation
-        latest = await asyncio.shield(
-            read_latest(self.conn, self.conn.ns.gateway_keys_bucket, [kv_key], timeout=2.0)
-        )
-        entry = (latest or {}).get(kv_key)
-        record: ApiKeyRecord | None = None
-        if entry is not None and entry.value is not None:
-            try:
-                record = ApiKeyRecord.model_validate_json(entry.value)
-            except ValueError:
-                log.warning(
-                    "unreadable API key record: refused", key_id=kv_key[len(KV_PREFIX) : len(KV_PREFIX) + 12]
-                )
-        if generation == self._generation:
-            self._cache[kv_key] = record
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return record
+        return await self.get(KV_PREFIX + hash_key(key))
