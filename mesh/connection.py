@@ -5,16 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-import nats
-import nats.errors
-import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
@@ -24,13 +18,15 @@ from mesh.aio import wait_for
 from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
-    MeshError,
-    MeshTimeout,
-    NotProvisioned,
-    PermissionDenied,
 )
 from mesh.identity import inbox_prefix, parse_token
 from mesh.logs import ensure_configured
+from mesh.natserrors import (
+    is_auth_error,
+    note_permission_violation,
+    recent_permission_violation,
+    translate_error,
+)
 from mesh.settings import Settings
 from mesh.subjects import Namespace
 
@@ -66,94 +62,6 @@ def jittered_reconnect(servers: list[Server], _info: dict[str, Any]) -> tuple[Se
     choice = random.choice([s for s in servers if s.reconnects == fewest])
     ceiling = min(RECONNECT_MAX, RECONNECT_BASE * (2 ** min(choice.reconnects, 8)))
     return choice, random.uniform(0.0, ceiling)
-
-
-#: Recent "Permissions Violation" errors sent by the server: (monotonic time, subject, text).
-#: nats-server reports a denied publish only asynchronously (to ``error_cb``); the request that
-#: caused it just times out. Remembering them lets ``translate_error`` say "permission denied"
-#: instead of "timed out". Process-wide: a process normally connects as one user.
-_VIOLATIONS: deque[tuple[float, str, str]] = deque(maxlen=256)
-_VIOLATION_SUBJECT = re.compile(r'permissions violation for (?:publish|subscription) to "?([^"\s]+)', re.I)
-
-
-def note_permission_violation(exc: BaseException | str) -> bool:
-    """Remember a server "Permissions Violation" error; returns whether ``exc`` was one."""
-    text = str(exc)
-    if "permissions violation" not in text.lower():
-        return False
-    match = _VIOLATION_SUBJECT.search(text)
-    _VIOLATIONS.append((time.monotonic(), (match.group(1) if match else "").lower(), text))
-    return True
-
-
-def recent_permission_violation(subject: str = "", within: float = 30.0) -> str | None:
-    """The text of a violation noted in the last ``within`` seconds whose subject contains
-    ``subject`` (any violation when ``subject`` is empty), else ``None``.
-
-    Case-insensitive: nats-py lower-cases the server's error text, subject included.
-    """
-    now = time.monotonic()
-    subject = subject.lower()
-    for when, denied, text in reversed(_VIOLATIONS):
-        if now - when > within:
-            break
-        if not subject or subject in denied:
-            return text
-    return None
-
-
-def translate_error(
-    exc: BaseException, operation: str, *, subject: str = "", timeout: float = 0.0
-) -> MeshError:
-    """Map a nats-py exception to the most specific :class:`MeshError` (callers ``raise ... from``)."""
-    if isinstance(exc, MeshError):
-        return exc
-    text = str(exc)
-    if "permissions violation" in text.lower():
-        return PermissionDenied(operation, subject, text)
-    if isinstance(exc, nats.errors.NoRespondersError):
-        # nats-server answers a denied request with an -ERR, not "no responders"; no responders
-        # means JetStream is off for the account or (in a cluster) has no leader for the asset yet.
-        seen = recent_permission_violation(subject, within=10.0)
-        if seen is not None:
-            return PermissionDenied(operation, subject, seen)
-        return MeshError(
-            f"{operation} failed: JetStream did not answer (no responders: JetStream off for this "
-            "account, or a cluster electing a leader); try again"
-        )
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
-        # A denied publish/request is never answered: the server's -ERR went to error_cb.
-        window = max(timeout, 5.0) + (5.0 if subject else 2.0)
-        seen = recent_permission_violation(subject, within=window)
-        if seen is not None:
-            return PermissionDenied(operation, subject, seen)
-    if isinstance(exc, nats.js.errors.BucketNotFoundError) or (
-        isinstance(exc, nats.js.errors.NotFoundError) and "stream not found" in text.lower()
-    ):
-        return NotProvisioned(subject or operation)
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
-        return MeshTimeout(operation, timeout)
-    if isinstance(exc, nats.errors.AuthorizationError):
-        return AuthenticationFailed(subject or "server", text)
-    if isinstance(
-        exc,
-        nats.errors.NoServersError
-        | nats.errors.ConnectionClosedError
-        | nats.errors.ConnectionReconnectingError
-        | nats.errors.StaleConnectionError
-        | OSError,
-    ):
-        return ConnectionFailed(subject or "server", type(exc).__name__)
-    return MeshError(f"{operation} failed: {type(exc).__name__}: {text or 'no detail'}")
-
-
-def _is_auth_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return (
-        isinstance(exc, nats.errors.AuthorizationError)
-        or "authorization violation" in text
-        or ("authentication" in text)
-    )
 
 
 class _NotConnected:
@@ -310,7 +218,7 @@ class Connection:
                     log.warning("error listener failed", error=repr(bug))
             if not first_done:
                 self.errors.append(exc)
-                if _is_auth_error(exc):
+                if is_auth_error(exc):
                     auth_failed.set()
                 return
             if self._on_error is not None:
@@ -384,7 +292,7 @@ class Connection:
         with contextlib.suppress(Exception):
             await nc.close()
         failure = task.exception() if task.done() and not task.cancelled() else None
-        if auth_failed.is_set() or (failure is not None and _is_auth_error(failure)):
+        if auth_failed.is_set() or (failure is not None and is_auth_error(failure)):
             raise AuthenticationFailed(url, "authorization violation")
         detail = self.errors[-1] if self.errors else failure
         reason = (str(detail) or type(detail).__name__) if detail else "no answer"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.connection import Connection
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
@@ -75,4 +75,4 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSe
     finally:
         server.stop()
         # the violations these tests provoked must not colour later tests' error mapping
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()

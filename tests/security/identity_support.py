@@ -14,7 +14,7 @@ import pytest
 
 from controller.callout import CalloutService
 from controller.natsjwt import IssuerKey, new_account_seed
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.connection import Connection
 from mesh.identity import Identity, Role
 from mesh.identity_store import issue, open_bucket, revoke
@@ -165,4 +165,4 @@ def identity_server_fixture(tmp: Path) -> Iterator[IdentityServer]:
     finally:
         ident.stop_callout()
         server.stop()
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()

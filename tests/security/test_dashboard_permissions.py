@@ -13,7 +13,7 @@ import pytest
 
 from controller.dashboard.config import DashboardConfig
 from controller.dashboard.server import run_dashboard
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.operator import AsyncMesh
 from tests.waiting import HANG
 
@@ -47,7 +47,7 @@ async def _records(secure: SecureServer) -> list[str]:
 
 
 async def test_a_dashboard_with_auditor_credentials_cannot_kill(secure_server: SecureServer) -> None:
-    mesh_connection._VIOLATIONS.clear()
+    natserrors._VIOLATIONS.clear()
     async with dashboard_as(secure_server, "auditor") as client:
         body = {"target": TARGET, "reason": "from a read-only role", "user": "alice"}
         response = await client.post("api/kill", json=body)

@@ -14,7 +14,7 @@ import pytest
 
 from controller.callout import CalloutService
 from controller.natsjwt import IssuerKey, new_account_seed
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.connection import Connection, recent_permission_violation
 from mesh.errors import AuthenticationFailed
 from mesh.identity import Identity, Role
@@ -86,7 +86,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for server in servers:
             server.stop()
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()
 
 
 async def _provisioned(cluster: Cluster) -> None:

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.codec import encode
 from mesh.connection import Connection, recent_permission_violation
 from mesh.errors import AuthenticationFailed, PermissionDenied
@@ -335,7 +335,7 @@ async def test_nobody_but_the_callout_sees_the_servers_auth_requests(
 
     try:
         for conn in conns:
-            mesh_connection._VIOLATIONS.clear()  # each connection's own refusal, not the previous one's
+            natserrors._VIOLATIONS.clear()  # each connection's own refusal, not the previous one's
             await conn.nc.subscribe("$SYS.REQ.USER.AUTH", cb=on_msg)
             await conn.nc.subscribe("$SYS.>", cb=on_msg)
             await conn.nc.flush()

@@ -16,7 +16,7 @@ import nats.errors
 import pytest
 from nats.js.api import StreamConfig
 
-from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.audit import publish_event
 from mesh.codec import decode, encode
 from mesh.connection import Connection, recent_permission_violation, translate_error
@@ -59,7 +59,7 @@ async def assert_denied(
 ) -> PermissionDenied:
     """The call fails, and it fails because the server refused ``subject`` to this user."""
     if fresh:
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()
     with pytest.raises(PermissionDenied) as info:
         await through_mesh(aw, operation, subject)
     assert subject.lower() in info.value.detail.lower()
@@ -68,7 +68,7 @@ async def assert_denied(
 
 
 async def assert_subscribe_denied(conn: Any, subject: str) -> None:
-    mesh_connection._VIOLATIONS.clear()
+    natserrors._VIOLATIONS.clear()
     received: list[Any] = []
 
     async def cb(msg: Any) -> None:
@@ -326,7 +326,7 @@ async def test_no_user_can_delete_purge_or_rewrite_the_audit_stream(
         js = conn.nc.jetstream(timeout=DENY_TIMEOUT)
         lax = StreamConfig(name=AUDIT, subjects=[NS.audit_wildcard], deny_delete=False, deny_purge=False)
         control_stream = f"KV_{NS.control_bucket}"
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()
         await asyncio.gather(
             assert_denied(
                 js.delete_stream(AUDIT),
@@ -597,7 +597,7 @@ async def test_nobody_can_forge_the_control_republish(secure_server: SecureServe
     ``Nats-Sequence`` and ``KV-Operation: DEL`` would otherwise resume a killed agent."""
     conn = await secure_server.connect(user)
     try:
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()
         subject = f"mesh.ctl.acme.prod.forged-{user}"
         await conn.nc.publish(subject, b"", headers={"Nats-Sequence": "999999999", "KV-Operation": "DEL"})
         await conn.nc.flush()

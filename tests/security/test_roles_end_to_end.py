@@ -18,6 +18,7 @@ import pytest
 from agent_sdk import AgentKilled, AsyncAgent
 from controller import ControllerOptions, serve
 from mesh import connection as mesh_connection
+from mesh import natserrors
 from mesh.connection import translate_error
 from mesh.errors import PermissionDenied
 from mesh.models import EventType, Status
@@ -45,7 +46,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str 
 
 
 async def test_every_component_works_under_its_own_role(secure_server: SecureServer) -> None:
-    mesh_connection._VIOLATIONS.clear()
+    natserrors._VIOLATIONS.clear()
     stop = asyncio.Event()
     ctl = asyncio.create_task(serve(secure_server.settings("controller"), stop=stop, options=FAST))
     agent = AsyncAgent(
@@ -95,7 +96,7 @@ async def test_every_component_works_under_its_own_role(secure_server: SecureSer
             async for event in auditor.events(URI):
                 types.add(event.type)
             assert {EventType.STARTED, EventType.KILL, EventType.HALTED, EventType.RESUME} <= types
-            denied = [text for _, _, text in mesh_connection._VIOLATIONS]
+            denied = [text for _, _, text in natserrors._VIOLATIONS]
             assert denied == [], f"a role was refused something it needs: {denied}"
             with pytest.raises(
                 PermissionDenied, match=r"^permission denied: this user may not write kill records$"
@@ -139,7 +140,7 @@ async def test_a_killed_agent_with_agent_credentials_stays_killed(secure_server:
         with pytest.raises(AgentKilled):
             await agent.heartbeat()
         kv = await agent._core.conn.js.key_value("mesh_control")  # what a hostile agent would try
-        mesh_connection._VIOLATIONS.clear()
+        natserrors._VIOLATIONS.clear()
         with pytest.raises(PermissionDenied):
             await _as_mesh_does(kv.delete("acme.prod.stuck"), "$KV.mesh_control.acme.prod.stuck")
         assert mesh_connection.recent_permission_violation("mesh_control") is not None
@@ -197,7 +198,7 @@ async def spend_until_stopped(agent: AsyncAgent, sent: list[int]) -> None:
 async def test_spending_under_the_agent_role_holds_the_budget(secure_server: SecureServer) -> None:
     """Quota leases with every component under its role: the agent asks, the controller grants
     from its ledger, the operator reads usage; the budget is gone and the policy stops the agent."""
-    mesh_connection._VIOLATIONS.clear()
+    natserrors._VIOLATIONS.clear()
     uri = "agent://acme/prod/e2e-budget"
     stop = asyncio.Event()
     ctl = asyncio.create_task(serve(secure_server.settings("controller"), stop=stop, options=FAST))
@@ -231,7 +232,7 @@ async def test_a_usage_policy_under_the_roles(secure_server: SecureServer) -> No
     """README's policies with each component under its nats.conf role: the operator stores the
     policy, the controller reads it and writes the kill record and the policy_violation event,
     the agent is killed, and the auditor reads both events."""
-    mesh_connection._VIOLATIONS.clear()
+    natserrors._VIOLATIONS.clear()
     uri = "agent://acme/prod/e2e-policy"
     stop = asyncio.Event()
     ctl = asyncio.create_task(
