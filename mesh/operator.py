@@ -17,9 +17,9 @@ from nats.aio.subscription import Subscription
 from mesh import tracing
 from mesh.acks import AckCollector
 from mesh.audit import audit_subject_for, publish_event
-from mesh.codec import decode, encode
+from mesh.codec import encode
 from mesh.connection import Connection
-from mesh.errors import InvalidTarget, MalformedMessage, NotFound, NotProvisioned
+from mesh.errors import InvalidTarget, NotFound
 from mesh.eventlog import parse_since, read_events, subscribe_audit
 from mesh.killcommand import (
     AckMatch,
@@ -34,13 +34,12 @@ from mesh.killcommand import (
 )
 from mesh.kvscan import delete_key, put_key, scan_latest
 from mesh.kvwire import KVEntry
-from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, Status
+from mesh.models import AuditEvent, EventType, InstanceStatus, Status
 from mesh.policy import Limit, Policy
-from mesh.quota import Ledger
 from mesh.refusals import Refusals
 from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
-from mesh.stored import decode_checkpoint, decode_statuses
+from mesh.stored import decode_checkpoints, decode_statuses
 from mesh.target import Target, parse_agent_uri, parse_target
 from mesh.usage import UsageReport, build_usage
 
@@ -301,12 +300,7 @@ class AsyncMesh:
             scan_latest(conn, ns.instances_bucket, key_filter),
             scan_latest(conn, ns.checkpoints_bucket, key_filter),
         )
-        saved: dict[str, Checkpoint] = {}
-        for key, entry in checkpoints.items():
-            name = key.rsplit(".", 1)[-1]
-            checkpoint = decode_checkpoint(entry, tgt.uri, name)
-            if checkpoint is not None:
-                saved[name] = checkpoint
+        saved = decode_checkpoints(checkpoints, tgt.uri)
         return AgentStatus(
             agent_uri=str(tgt),
             records=records_over(control, tgt),
@@ -389,15 +383,7 @@ class AsyncMesh:
         conn = self.connection
         statuses = await self.list_instances(tgt)
         policies = await policystore.list_policies(conn)
-        ledgers: dict[str, Ledger] = {}
-        if any(p.budgets() for p in policies):
-            try:
-                entries = await scan_latest(conn, conn.ns.quota_bucket)
-            except NotProvisioned:  # a mesh provisioned before quota leases: nothing granted yet
-                entries = {}
-            for key, entry in entries.items():
-                with contextlib.suppress(MalformedMessage):
-                    ledgers[key] = decode(Ledger, entry.value)
+        ledgers = await policystore.read_ledgers(conn) if any(p.budgets() for p in policies) else {}
         now = time.time()
         return build_usage(
             str(tgt),

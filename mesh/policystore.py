@@ -9,14 +9,15 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from mesh.codec import encode
+from mesh.codec import decode, encode
 from mesh.connection import Connection
-from mesh.errors import ConfigError, InvalidTarget, NotFound
+from mesh.errors import ConfigError, InvalidTarget, MalformedMessage, NotFound, NotProvisioned
 from mesh.kvscan import delete_key, put_key, scan_latest
 from mesh.policy import Limit, Policy, parse_limit
+from mesh.quota import Ledger
 from mesh.target import parse_target
 
-__all__ = ["build_policy", "list_policies", "remove_policy", "set_policy"]
+__all__ = ["build_policy", "list_policies", "read_ledgers", "remove_policy", "set_policy"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -90,3 +91,16 @@ async def remove_policy(conn: Connection, name: str) -> int:
     if name not in await scan_latest(conn, bucket, name):
         raise NotFound(f"no policy named {name!r}: see `mesh policy list`")
     return await delete_key(conn, bucket, name)
+
+
+async def read_ledgers(conn: Connection) -> dict[str, Ledger]:
+    """The quota ledgers of every budget (what was granted and spent), by key."""
+    try:
+        entries = await scan_latest(conn, conn.ns.quota_bucket)
+    except NotProvisioned:  # a mesh provisioned before quota leases: nothing granted yet
+        return {}
+    ledgers: dict[str, Ledger] = {}
+    for key, entry in entries.items():
+        with contextlib.suppress(MalformedMessage):
+            ledgers[key] = decode(Ledger, entry.value)
+    return ledgers

@@ -11,7 +11,7 @@ from mesh.errors import MalformedMessage
 from mesh.kvwire import KVEntry
 from mesh.models import Checkpoint, InstanceStatus
 
-__all__ = ["decode_checkpoint", "decode_statuses"]
+__all__ = ["decode_checkpoint", "decode_checkpoints", "decode_statuses"]
 
 
 def decode_statuses(entries: Mapping[str, KVEntry]) -> list[InstanceStatus]:
@@ -33,3 +33,14 @@ def decode_checkpoint(entry: KVEntry, agent_uri: str, instance: str) -> Checkpoi
         except ValueError:
             return None
         return Checkpoint(agent_uri=agent_uri, instance=instance, seq=entry.revision, state=state)
+
+
+def decode_checkpoints(entries: Mapping[str, KVEntry], agent_uri: str) -> dict[str, Checkpoint]:
+    """One agent's stored checkpoints, by instance (the last segment of each key)."""
+    saved: dict[str, Checkpoint] = {}
+    for key, entry in entries.items():
+        instance = key.rsplit(".", 1)[-1]
+        checkpoint = decode_checkpoint(entry, agent_uri, instance)
+        if checkpoint is not None:
+            saved[instance] = checkpoint
+    return saved
