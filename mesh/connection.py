@@ -12,6 +12,8 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from mesh.aio import wait_for
@@ -176,6 +178,19 @@ class Connection:
     def _links_up(self) -> None:
         for callback in list(self._link_up):
             callback()
+
+    async def subscribe_all(
+        self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
+    ) -> list[Subscription]:
+        """Subscribe ``cb`` to each of ``subjects``."""
+        return [await self.nc.subscribe(s, cb=cb) for s in subjects]
+
+    @staticmethod
+    async def unsubscribe_all(subs: list[Subscription]) -> None:
+        """Unsubscribe each of ``subs``; one that fails (the connection gone, say) is skipped."""
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     @classmethod
     async def open(cls, settings: Settings, **kwargs: Any) -> Connection:

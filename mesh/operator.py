@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
-
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from mesh import tracing
 from mesh.acks import AckCollector
@@ -40,19 +36,13 @@ from mesh.refusals import Refusals
 from mesh.reports import AgentStatus, HeldBy, KillReport, ResumeReport
 from mesh.settings import Settings
 from mesh.stored import decode_checkpoints, decode_statuses
-from mesh.target import Target, parse_agent_uri, parse_target
+from mesh.target import Target, as_target, parse_agent_uri
 from mesh.usage import UsageReport, build_usage
 
 __all__ = ["AsyncMesh"]
 
 T = TypeVar("T")
 ALL = "agent://*/*/*"
-
-
-def _as_target(target: str | Target, instance: str | None = None) -> Target:
-    if isinstance(target, Target):
-        return target.with_instance(instance) if instance is not None else target
-    return parse_target(target, instance)
 
 
 class AsyncMesh:
@@ -129,18 +119,6 @@ class AsyncMesh:
             out.update(await scan_latest(conn, bucket, key_filter))
         return out
 
-    async def _subscribe(
-        self, subjects: list[str], cb: Callable[[Msg], Awaitable[None]]
-    ) -> list[Subscription]:
-        nc = self.connection.nc
-        return [await nc.subscribe(s, cb=cb) for s in subjects]
-
-    @staticmethod
-    async def _unsubscribe(subs: list[Subscription]) -> None:
-        for sub in subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
     # -- commands -------------------------------------------------------------------------------
     async def kill(
         self,
@@ -159,7 +137,7 @@ class AsyncMesh:
         ``actor`` names who kills in the audit log (default: the settings' ``MESH_ACTOR`` or OS user).
         """
         command = kill_command(
-            _as_target(target, instance),
+            as_target(target, instance),
             actor=actor or self.settings.resolve_actor(),
             reason=reason,
             grace=grace,
@@ -175,7 +153,7 @@ class AsyncMesh:
         conn = self.connection
         ns = conn.ns
         collector = AckCollector(tgt, command.acks)
-        subs = await self._subscribe(
+        subs = await self.connection.subscribe_all(
             [ns.audit_filter(EventType.HALTED.value, tgt), ns.audit_filter(EventType.TERMINATED.value, tgt)],
             collector.on_msg,
         )
@@ -198,11 +176,11 @@ class AsyncMesh:
             # them (the SDK acks every new record), but do not call them silent if they are not.
             collector.expect(plan.expected)
             await collector.wait(wait)
-            await self._unsubscribe(subs)
+            await Connection.unsubscribe_all(subs)
             subs = []
             await audit
         finally:
-            await self._unsubscribe(subs)
+            await Connection.unsubscribe_all(subs)
             if audit is not None and not audit.done():
                 audit.cancel()
             tracing.end_kill(span, command.record, collector.rows.values())
@@ -222,13 +200,15 @@ class AsyncMesh:
         The report names every other record in force that still holds part of the target.
         """
         command = resume_command(
-            _as_target(target, instance), actor=actor or self.settings.resolve_actor(), reason=reason
+            as_target(target, instance), actor=actor or self.settings.resolve_actor(), reason=reason
         )
         tgt = command.target
         conn = self.connection
         ns = conn.ns
         collector = AckCollector(tgt, AckMatch(frozenset({command.command_id}), or_later=True))
-        subs = await self._subscribe([ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg)
+        subs = await self.connection.subscribe_all(
+            [ns.audit_filter(EventType.RESUMED.value, tgt)], collector.on_msg
+        )
         try:
             scan = asyncio.ensure_future(scan_latest(conn, ns.instances_bucket, ns.instance_key_filter(tgt)))
             records = await self._records_over(tgt)
@@ -248,7 +228,7 @@ class AsyncMesh:
                 await collector.wait(wait)
             await audit
         finally:
-            await self._unsubscribe(subs)
+            await Connection.unsubscribe_all(subs)
         return resume_report(command, revision, plan, collector.rows)
 
     async def _audit(self, event: AuditEvent) -> None:
@@ -264,7 +244,7 @@ class AsyncMesh:
         self, pattern: str | Target = ALL, status: Status | str | None = None
     ) -> list[InstanceStatus]:
         """Instances under ``pattern`` as the controller last recorded them, optionally of one status."""
-        tgt = _as_target(pattern)
+        tgt = as_target(pattern)
         conn = self.connection
         wanted = Status(status) if status is not None else None
         entries = await scan_latest(conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(tgt))
@@ -277,7 +257,7 @@ class AsyncMesh:
 
     async def get(self, uri: str, instance: str | None = None) -> InstanceStatus:
         """One instance (``agent://ORG/ENV/NAME#INSTANCE``); NotFound if the mesh has no record of it."""
-        tgt = _as_target(uri, instance)
+        tgt = as_target(uri, instance)
         if not tgt.is_exact or tgt.instance is None:
             raise InvalidTarget(
                 str(tgt), "instance", "get() needs one instance: agent://ORG/ENV/NAME#INSTANCE"
@@ -289,7 +269,7 @@ class AsyncMesh:
 
     async def status(self, uri: str, instance: str | None = None) -> AgentStatus:
         """One agent: the kill records in force over it, its instances, their last checkpoints."""
-        tgt = _as_target(uri, instance)
+        tgt = as_target(uri, instance)
         if not tgt.is_exact:
             raise InvalidTarget(str(tgt), "uri", "status needs one agent, not a pattern: use `mesh list`")
         conn = self.connection
@@ -310,7 +290,7 @@ class AsyncMesh:
 
     async def records(self, pattern: str | Target = ALL) -> list[HeldBy]:
         """The kill records in force that overlap ``pattern``."""
-        tgt = _as_target(pattern)
+        tgt = as_target(pattern)
         return records_over(await self._records_over(tgt), tgt)
 
     # -- policies and usage ---------------------------------------------------------------------
@@ -379,7 +359,7 @@ class AsyncMesh:
         from mesh import policystore
         from mesh.budgets import budget_rows
 
-        tgt = _as_target(pattern)
+        tgt = as_target(pattern)
         conn = self.connection
         statuses = await self.list_instances(tgt)
         policies = await policystore.list_policies(conn)
@@ -399,8 +379,8 @@ class AsyncMesh:
         follow: bool = False,
     ) -> AsyncIterator[AuditEvent]:
         """Audit events under ``pattern``, oldest first (``since``: datetime, timedelta, ``1h`` or ISO)."""
-        return read_events(self.connection, _as_target(pattern), since=parse_since(since), follow=follow)
+        return read_events(self.connection, as_target(pattern), since=parse_since(since), follow=follow)
 
     def subscribe_audit(self, pattern: str | Target = ALL, *, durable: str) -> AsyncIterator[AuditEvent]:
         """Follow the audit log through the durable consumer ``durable``, resuming where it left off."""
-        return subscribe_audit(self.connection, _as_target(pattern), durable=durable)
+        return subscribe_audit(self.connection, as_target(pattern), durable=durable)

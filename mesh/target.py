@@ -13,6 +13,7 @@ __all__ = [
     "WILDCARD",
     "AgentURI",
     "Target",
+    "as_target",
     "default_instance_id",
     "parse_agent_uri",
     "parse_target",
@@ -173,3 +174,10 @@ def parse_target(value: str, instance: str | None = None) -> Target:
         for part, seg in zip(_SEGMENT_NAMES, segments, strict=True)
     ]
     return Target(*checked).with_instance(instance)
+
+
+def as_target(target: str | Target, instance: str | None = None) -> Target:
+    """``target`` as a :class:`Target` (parsed if a string), narrowed to ``instance`` if given."""
+    if isinstance(target, Target):
+        return target.with_instance(instance) if instance is not None else target
+    return parse_target(target, instance)
