@@ -25,6 +25,7 @@ from agent_sdk.killmachine import HaltPlan, KillMachine, Verdict
 from agent_sdk.killstate import InForce
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.quota import AgentQuota
+from agent_sdk.router import ControlRouter, router_for
 from agent_sdk.usage import UsageCounters
 from mesh.aio import raise_if_cancelling, wait_for
 from mesh.audit import AuditChain, publish_event
@@ -76,6 +77,9 @@ class AgentCore:
         #: instance subscribes on it and reports on it, but never closes it.
         self.shared = connection
         self._listener: object | None = None
+        #: On a shared connection: its control router (one subscription per subject, batched reads).
+        self.router: ControlRouter | None = router_for(connection) if connection is not None else None
+        self.resync_interval = cfg.resync_interval
         self._link_token: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
@@ -177,9 +181,13 @@ class AgentCore:
         try:
             self.control_kv, ckpt_kv = await self._buckets()
             # Subscribe first, then read: a kill written in between arrives by one path or both.
-            for subject in self.ns.instance_control_subjects(self.cfg.uri, self.cfg.instance):
-                self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
-            await conn.nc.flush()
+            subjects = self.ns.instance_control_subjects(self.cfg.uri, self.cfg.instance)
+            if self.router is not None:
+                await self.router.attach(self, subjects, self.control_kv)
+            else:
+                for subject in subjects:
+                    self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
+                await conn.nc.flush()
             await self._read_records()
             restored = await self.ckpt.load(ckpt_kv, conn.js, self.ns.checkpoints_bucket, scoped=conn.scoped)
             self._last_contact = time.monotonic()
@@ -203,9 +211,10 @@ class AgentCore:
         await self.send_heartbeat()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
-            asyncio.create_task(self._resync_loop(), name="agent-sdk resync"),
             asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
         ]
+        if self.router is None:  # on a shared connection the router re-reads for all its agents
+            self._tasks.append(asyncio.create_task(self._resync_loop(), name="agent-sdk resync"))
         if self.cfg.fail_closed_after is not None:
             self._tasks.append(asyncio.create_task(self._fail_closed_loop(), name="agent-sdk fail-closed"))
         if self.cfg.hard_kill and not own_loop:
@@ -244,6 +253,16 @@ class AgentCore:
         except Exception as exc:  # a callback that raises would be logged by nats-py and forgotten
             self._note_malformed(msg.subject, f"{type(exc).__name__}: {exc}")
             return
+        self.on_update(update)
+
+    def on_malformed(self, subject: str, error: str) -> None:
+        """The router got a control message it could not decode on one of our subjects."""
+        self._note_malformed(subject, error)
+
+    def on_update(self, update: ControlUpdate) -> None:
+        """A pushed control update for one of our keys (decoded once, by us or the router)."""
+        if self.closed:
+            return
         if update.record is None:
             # A resume lifts a kill, so it is confirmed against the KV before it counts: a forged
             # or replayed "cleared" push must never let an instance act.
@@ -255,7 +274,10 @@ class AgentCore:
     async def _confirm_clear(self, key: str) -> None:
         assert self.control_kv is not None
         try:
-            updates = await read_records(self.control_kv, [key])
+            if self.router is not None:
+                updates = await self.router.read(self.control_kv, [key])
+            else:
+                updates = await read_records(self.control_kv, [key])
         except MeshError as exc:
             self.log.warning(
                 "confirming a resume failed; staying halted until the next re-read", error=str(exc)
@@ -283,14 +305,19 @@ class AgentCore:
         assert self.control_kv is not None
         kv = self.control_kv
         assert self.conn is not None
-        # One direct multi-get for every matching key: one round trip, not one per key.
-        updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
+        # One direct multi-get for every matching key: one round trip, not one per key; on a
+        # shared connection, one for every agent of the connection reading in this loop turn.
+        if self.router is not None:
+            updates = await self.router.read(kv, self.machine.keys)
+        else:
+            updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
         self._apply(updates, from_kv=True)
         await self._ask_the_leader()
 
-    async def _ask_the_leader(self) -> None:
+    async def _ask_the_leader(self, disputed: list[str] | None = None) -> None:
         """A read contradicted a pushed kill with a clear: only the stream's leader may confirm it."""
-        disputed = self.machine.take_disputed()
+        if disputed is None:
+            disputed = self.machine.take_disputed()
         if disputed:
             assert self.conn is not None
             self._apply(await read_records_from_leader(self.conn, disputed), from_kv=True, leader=True)
@@ -307,6 +334,19 @@ class AgentCore:
                 return False
         self._last_contact = time.monotonic()
         return True
+
+    def periodic_read(self, updates: dict[str, ControlUpdate]) -> None:
+        """The router's periodic re-read, our share of it (what :meth:`resync` would have read)."""
+        if self.closed or self._resync_lock.locked():
+            return  # a re-read of our own is under way and will apply its own result
+        self._apply([updates[k] for k in sorted(updates)], from_kv=True)
+        disputed = self.machine.take_disputed()
+        if disputed:
+            self.spawn(self._ask_the_leader(disputed))
+        self._last_contact = time.monotonic()
+
+    def periodic_read_failed(self, error: str) -> None:
+        self.log.warning("re-reading kill records failed", error=error)
 
     def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False, leader: bool = False) -> None:
         new = self.machine.apply(updates, from_kv=from_kv, leader=leader)
@@ -684,6 +724,8 @@ class AgentCore:
         if self._listener is not None:
             conn.remove_listener(self._listener)
             self._listener = None
+        if self.router is not None:
+            await self.router.detach(self)
         subs, self._subs = self._subs, []
         for sub in subs:
             with contextlib.suppress(Exception):
