@@ -14,9 +14,11 @@ import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agent_sdk import events
+from agent_sdk.ackpipe import pipelined_js
 from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import AgentConfig, OnKill
 from agent_sdk.escalation import Escalation
@@ -110,6 +112,9 @@ class AgentCore:
         self.metadata: dict[str, Any] = dict(cfg.metadata)
         self.started_at = utcnow()
         self.conn: Connection | None = None
+        #: Where events and checkpoints are published: on a shared connection, a context whose
+        #: publishes are pipelined with those of the other agents (agent_sdk/ackpipe.py).
+        self.js: JetStreamContext | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control_kv: KeyValue | None = None
         #: Proof that our event loop runs (agent_sdk.liveness); a placeholder until start().
@@ -177,6 +182,7 @@ class AgentCore:
             )
             await conn.connect()
         self.conn = conn
+        self.js = pipelined_js(conn) if self.shared is not None else conn.js
         self._link_token = conn.on_link_up(self._gate_now)
         try:
             self.control_kv, ckpt_kv = await self._buckets()
@@ -239,9 +245,10 @@ class AgentCore:
             raise NotProvisioned(f"bucket {self.ns.control_bucket}") from exc
 
     async def _open_buckets(self) -> tuple[KeyValue, KeyValue]:
-        assert self.conn is not None
+        assert self.conn is not None and self.js is not None
         js = self.conn.js
-        return await js.key_value(self.ns.control_bucket), await js.key_value(self.ns.checkpoints_bucket)
+        # The checkpoint bucket through self.js: its puts are pipelined with the halted events.
+        return await js.key_value(self.ns.control_bucket), await self.js.key_value(self.ns.checkpoints_bucket)
 
     # -- control path -------------------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
@@ -624,8 +631,8 @@ class AgentCore:
             self.log.warning("background step failed", error=repr(task.exception()))
 
     async def _emit(self, event: AuditEvent, timeout: float = 5.0) -> None:
-        assert self.conn is not None
-        await publish_event(self.conn.js, self.ns, event, timeout=timeout, chain=self.audit_chain)
+        assert self.js is not None
+        await publish_event(self.js, self.ns, event, timeout=timeout, chain=self.audit_chain)
 
     # -- connection events -------------------------------------------------------------------------
     async def _on_disconnect(self) -> None:
