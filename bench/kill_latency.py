@@ -1,6 +1,6 @@
 """Kill latency at fleet scale: kill call -> record written -> each instance observed -> each ack.
 
-N instances (real ``AsyncAgent``s, each with its own subscriptions and state) spread over P
+N instances (real ``AsyncAgent``s, each with its own kill state) spread over P
 fleet processes (:mod:`bench._fleet`), parked in ``await agent.sleep()``. Agents per NATS
 connection (``--agents-per-connection``): 0 = the instances of one fleet process share one
 connection (``AsyncAgent(connection=...)``), 1 = each has its own; several values run each N once
@@ -14,6 +14,10 @@ all wall-clock times from just before the ``kill`` call:
 - ``acked``: each ``halted`` acknowledgement arrives on the operator side (observer connection);
 - ``all_acked``: the last of the N acknowledgements; ``kill_call``: ``kill()`` returns its report;
 - ``resume_all``: from the ``resume`` call to the N-th ``resumed`` event.
+
+CPU per process kind (operator, controller, fleet, nats-server; from /proc via psutil): per
+instance per kill/resume cycle (``cpu_us_per_instance_cycle``), and, sampled for ``--idle-s``
+seconds before the cycles with no kill in flight, per instance-second (``idle_cpu_us_per_instance_s``).
 
 Ratios are to the raw kill floor (:func:`bench.floor.kill_ack_raw`: KV put -> republish -> a
 JetStream-acked reply -> seen), measured on the same server in the same run.
