@@ -184,18 +184,22 @@ class ControlRouter:
         return [got[k] for k in keys]
 
     async def _run(self, batch: _Batch) -> None:
-        await asyncio.sleep(0)  # let the callers of this turn of the loop join the batch
-        if self._batch is batch:
-            self._batch = None
         try:
+            await asyncio.sleep(0)  # let the callers of this turn of the loop join the batch
+            self._seal(batch)
             result = await self._read_union(batch.kv, sorted(batch.keys))
         except BaseException as exc:
+            self._seal(batch)  # cancelled before the read: no later caller may join a dead batch
             batch.done.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
             batch.done.exception()  # retrieved here; each caller re-raises it
             if not isinstance(exc, Exception):
                 raise
             return
         batch.done.set_result(result)
+
+    def _seal(self, batch: _Batch) -> None:
+        if self._batch is batch:
+            self._batch = None
 
     async def _read_union(self, kv: KeyValue, keys: list[str]) -> dict[str, ControlUpdate]:
         conn = self.conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.router import router_for
@@ -108,6 +109,40 @@ async def test_a_malformed_push_on_a_shared_subject_is_counted_and_the_fleet_sta
         assert not any(a.killed for a in agents)
         await put_kill(conn, URI)
         await await_until(lambda: all(a.killed for a in agents), what="the real kill")
+        await asyncio.gather(*(a.stop() for a in agents))
+    finally:
+        await shared.close()
+
+
+async def test_the_agents_that_re_read_together_share_one_direct_multi_get(
+    conn: Connection, settings: Settings
+) -> None:
+    shared = await Connection.open(settings, name="fleet")
+    try:
+        agents = await _fleet(shared, on_kill="raise")
+        router = router_for(shared)
+        for sub in list(router._subs.values()):  # only the reads can bring the kill now
+            await sub.unsubscribe()
+        key, _, _ = await put_kill(conn, URI, "f05")
+        requests: list[str] = []
+
+        async def seen(msg: Msg) -> None:
+            requests.append(msg.subject)
+
+        watch = await conn.nc.subscribe(f"$JS.API.DIRECT.GET.KV_{conn.ns.control_bucket}", cb=seen)
+        await conn.nc.flush()
+        assert all(await asyncio.gather(*(a._core.resync() for a in agents)))
+        await conn.nc.flush()
+        assert len(requests) == 1  # twelve agents, nine keys each: one request
+        assert [a.instance for a in agents if a.killed] == ["f05"]
+        assert agents[5].kill_record is not None and agents[5].kill_record.target
+        await router.resync_all()  # the periodic re-read: one request for the whole connection
+        await conn.nc.flush()
+        assert len(requests) == 2
+        await watch.unsubscribe()
+        await delete_kill(conn, key)
+        await router.resync_all()  # a clear read from the KV lifts the kill
+        await await_until(lambda: not agents[5].killed, what="the clear applied")
         await asyncio.gather(*(a.stop() for a in agents))
     finally:
         await shared.close()
