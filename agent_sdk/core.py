@@ -82,6 +82,7 @@ class AgentCore:
         #: On a shared connection: its control router (one subscription per subject, batched reads).
         self.router: ControlRouter | None = router_for(connection) if connection is not None else None
         self.resync_interval = cfg.resync_interval
+        self.heartbeat_interval = cfg.heartbeat_interval
         self._link_token: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
@@ -215,12 +216,12 @@ class AgentCore:
         self.liveness = for_loop(asyncio.get_running_loop())
         self.liveness.add(self)
         await self.send_heartbeat()
-        self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
-            asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
-        ]
-        if self.router is None:  # on a shared connection the router re-reads for all its agents
+        self._tasks = [asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints")]
+        if self.router is None:  # on a shared connection the router beats and re-reads for all
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"))
             self._tasks.append(asyncio.create_task(self._resync_loop(), name="agent-sdk resync"))
+        else:
+            self.router.beat_for(self)
         if self.cfg.fail_closed_after is not None:
             self._tasks.append(asyncio.create_task(self._fail_closed_loop(), name="agent-sdk fail-closed"))
         if self.cfg.hard_kill and not own_loop:
@@ -582,11 +583,15 @@ class AgentCore:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_interval)
-            self.escalation.tick = time.monotonic()
-            await self.send_heartbeat()
-            # Usage totals are stored at most once per interval, so a restart loses at most that.
-            if self.ckpt.usage_dirty:
-                self.ckpt.wake()
+            await self.beat()
+
+    async def beat(self) -> None:
+        """One heartbeat interval's work (from our own timer, or a shared connection's)."""
+        self.escalation.tick = time.monotonic()  # proof for the watchdog that our loop runs
+        await self.send_heartbeat()
+        # Usage totals are stored at most once per interval, so a restart loses at most that.
+        if self.ckpt.usage_dirty:
+            self.ckpt.wake()
 
     def stalled(self) -> bool:
         """Whether the loop has not proved it runs for STALL_LIMIT: its flags may be out of date."""

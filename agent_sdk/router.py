@@ -40,6 +40,9 @@ class Member(Protocol):
 
     closed: bool
     resync_interval: float
+    heartbeat_interval: float
+
+    async def beat(self) -> None: ...
 
     def on_update(self, update: ControlUpdate) -> None: ...
 
@@ -74,6 +77,9 @@ class ControlRouter:
         self._batch: _Batch | None = None
         self._kv: KeyValue | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        #: heartbeat interval -> the members beating at it, and the one timer loop that drives them.
+        self._beats: dict[float, dict[Member, None]] = {}
+        self._beat_tasks: dict[float, asyncio.Task[None]] = {}
         self.malformed = 0
 
     # -- members ------------------------------------------------------------------------------------
@@ -124,6 +130,16 @@ class ControlRouter:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._resync_loop(), name="agent-sdk shared resync")
 
+    def beat_for(self, member: Member) -> None:
+        """Drive ``member``'s heartbeats from now on (after its start: never before ``started``)."""
+        interval = member.heartbeat_interval
+        self._beats.setdefault(interval, {})[member] = None
+        task = self._beat_tasks.get(interval)
+        if task is None or task.done():
+            self._beat_tasks[interval] = asyncio.create_task(
+                self._beat_loop(interval), name="agent-sdk shared heartbeats"
+            )
+
     async def detach(self, member: Member) -> None:
         """Stop delivering to ``member``; drop the subscriptions no member needs any more."""
         subjects = self._all.pop(member, ())
@@ -142,9 +158,35 @@ class ControlRouter:
         if not self._all and self._loop_task is not None:
             self._loop_task.cancel()
             self._loop_task = None
+        interval = member.heartbeat_interval
+        beating = self._beats.get(interval)
+        if beating is not None:
+            beating.pop(member, None)
+            if not beating:
+                del self._beats[interval]
+                task = self._beat_tasks.pop(interval, None)
+                if task is not None:
+                    task.cancel()
         for sub in idle:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    @property
+    def heartbeat_timers(self) -> int:
+        return len(self._beat_tasks)
+
+    async def _beat_loop(self, interval: float) -> None:
+        # One timer for every member at this interval: their heartbeats (one message per
+        # instance, as ever) leave together, in one write, instead of on a timer each.
+        while True:
+            await asyncio.sleep(interval)
+            for member in list(self._beats.get(interval, ())):
+                if member.closed:
+                    continue
+                try:
+                    await member.beat()
+                except Exception as exc:  # one member's failure must not silence the others
+                    log.warning("heartbeat failed", error=repr(exc))
 
     # -- the push path ------------------------------------------------------------------------------
     async def _on_msg(self, msg: Msg) -> None:

@@ -9,7 +9,9 @@ from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.router import router_for
+from mesh.codec import decode
 from mesh.connection import Connection
+from mesh.models import Heartbeat
 from mesh.settings import Settings
 from tests.integration.sdk_helpers import audit_events, await_until, delete_kill, put_kill
 
@@ -145,4 +147,44 @@ async def test_the_agents_that_re_read_together_share_one_direct_multi_get(
         await await_until(lambda: not agents[5].killed, what="the clear applied")
         await asyncio.gather(*(a.stop() for a in agents))
     finally:
+        await shared.close()
+
+
+async def test_one_timer_per_interval_drives_every_agents_own_heartbeats(
+    conn: Connection, settings: Settings
+) -> None:
+    shared = await Connection.open(settings, name="fleet")
+    beats: dict[str, list[int]] = {}
+    subjects: set[tuple[str, str]] = set()
+
+    async def on_hb(msg: Msg) -> None:
+        hb = decode(Heartbeat, msg.data)
+        subjects.add((msg.subject.rsplit(".", 1)[-1], hb.instance))
+        beats.setdefault(hb.instance, []).append(hb.seq)
+
+    watch = await conn.nc.subscribe(f"{conn.ns.prefix}.hb.>", cb=on_hb)
+    try:
+        agents = [
+            AsyncAgent(URI, instance=f"h{i}", connection=shared, heartbeat_interval=0.2) for i in range(5)
+        ]
+        slow = AsyncAgent(URI, instance="slow", connection=shared, heartbeat_interval=0.3)
+        await asyncio.gather(*(a.start() for a in [*agents, slow]))
+        router = router_for(shared)
+        assert router.heartbeat_timers == 2  # one per interval, not one per agent
+        names = [a.instance for a in [*agents, slow]]
+        await await_until(lambda: all(len(beats.get(n, [])) >= 4 for n in names), what="heartbeats")
+        for n in names:
+            assert beats[n] == sorted(set(beats[n]))  # each instance's own sequence, in order
+        assert all(tail == name for tail, name in subjects)  # one message per instance, on its subject
+        await agents[0].stop()
+        stopped = len(beats["h0"])
+        marks = {n: len(beats[n]) for n in names[1:]}
+        await await_until(lambda: all(len(beats[n]) >= marks[n] + 3 for n in names[1:]), what="more beats")
+        assert len(beats["h0"]) == stopped  # a stopped agent's heartbeats end with it
+        await slow.stop()
+        assert router.heartbeat_timers == 1
+        await asyncio.gather(*(a.stop() for a in agents[1:]))
+        assert router.heartbeat_timers == 0
+    finally:
+        await watch.unsubscribe()
         await shared.close()
