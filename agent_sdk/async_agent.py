@@ -37,8 +37,11 @@ class AsyncAgent(InstanceView):
     Agents that poll should wait with ``await agent.sleep(seconds)``, which wakes on a kill.
 
     ``connection=``: a :class:`mesh.connection.Connection` (opened, on the same loop) shared by
-    many agents of one process: each instance keeps its own subscriptions and state, and
-    stopping an agent never closes the shared connection (its owner closes it).
+    many agents of one process: each instance keeps its own kill state, checkpoint and audit
+    chain; the connection's agents share one subscription per control subject, one batched
+    re-read of the kill records and one pipeline of acknowledged publishes
+    (``agent_sdk/router.py``, ``agent_sdk/ackpipe.py``). Stopping an agent never closes the
+    shared connection (its owner closes it).
     """
 
     def __init__(

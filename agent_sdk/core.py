@@ -14,9 +14,11 @@ import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agent_sdk import events
+from agent_sdk.ackpipe import pipelined_js
 from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import AgentConfig, OnKill
 from agent_sdk.escalation import Escalation
@@ -25,6 +27,7 @@ from agent_sdk.killmachine import HaltPlan, KillMachine, Verdict
 from agent_sdk.killstate import InForce
 from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.quota import AgentQuota
+from agent_sdk.router import ControlRouter, router_for
 from agent_sdk.usage import UsageCounters
 from mesh import tracing
 from mesh.aio import raise_if_cancelling, wait_for
@@ -77,6 +80,10 @@ class AgentCore:
         #: instance subscribes on it and reports on it, but never closes it.
         self.shared = connection
         self._listener: object | None = None
+        #: On a shared connection: its control router (one subscription per subject, batched reads).
+        self.router: ControlRouter | None = router_for(connection) if connection is not None else None
+        self.resync_interval = cfg.resync_interval
+        self.heartbeat_interval = cfg.heartbeat_interval
         self._link_token: object | None = None
         self.ns = cfg.settings.namespace
         self.key = self.ns.instance_key(cfg.uri, cfg.instance)
@@ -107,6 +114,9 @@ class AgentCore:
         self.metadata: dict[str, Any] = dict(cfg.metadata)
         self.started_at = utcnow()
         self.conn: Connection | None = None
+        #: Where events and checkpoints are published: on a shared connection, a context whose
+        #: publishes are pipelined with those of the other agents (agent_sdk/ackpipe.py).
+        self.js: JetStreamContext | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control_kv: KeyValue | None = None
         #: Proof that our event loop runs (agent_sdk.liveness); a placeholder until start().
@@ -174,13 +184,18 @@ class AgentCore:
             )
             await conn.connect()
         self.conn = conn
+        self.js = pipelined_js(conn) if self.shared is not None else conn.js
         self._link_token = conn.on_link_up(self._gate_now)
         try:
             self.control_kv, ckpt_kv = await self._buckets()
             # Subscribe first, then read: a kill written in between arrives by one path or both.
-            for subject in self.ns.instance_control_subjects(self.cfg.uri, self.cfg.instance):
-                self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
-            await conn.nc.flush()
+            subjects = self.ns.instance_control_subjects(self.cfg.uri, self.cfg.instance)
+            if self.router is not None:
+                await self.router.attach(self, subjects, self.control_kv)
+            else:
+                for subject in subjects:
+                    self._subs.append(await conn.nc.subscribe(subject, cb=self._on_control))
+                await conn.nc.flush()
             await self._read_records()
             restored = await self.ckpt.load(ckpt_kv, conn.js, self.ns.checkpoints_bucket, scoped=conn.scoped)
             self._last_contact = time.monotonic()
@@ -202,11 +217,12 @@ class AgentCore:
         self.liveness = for_loop(asyncio.get_running_loop())
         self.liveness.add(self)
         await self.send_heartbeat()
-        self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"),
-            asyncio.create_task(self._resync_loop(), name="agent-sdk resync"),
-            asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints"),
-        ]
+        self._tasks = [asyncio.create_task(self.ckpt.run_writer(), name="agent-sdk checkpoints")]
+        if self.router is None:  # on a shared connection the router beats and re-reads for all
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="agent-sdk heartbeat"))
+            self._tasks.append(asyncio.create_task(self._resync_loop(), name="agent-sdk resync"))
+        else:
+            self.router.beat_for(self)
         if self.cfg.fail_closed_after is not None:
             self._tasks.append(asyncio.create_task(self._fail_closed_loop(), name="agent-sdk fail-closed"))
         if self.cfg.hard_kill and not own_loop:
@@ -231,9 +247,10 @@ class AgentCore:
             raise NotProvisioned(f"bucket {self.ns.control_bucket}") from exc
 
     async def _open_buckets(self) -> tuple[KeyValue, KeyValue]:
-        assert self.conn is not None
+        assert self.conn is not None and self.js is not None
         js = self.conn.js
-        return await js.key_value(self.ns.control_bucket), await js.key_value(self.ns.checkpoints_bucket)
+        # The checkpoint bucket through self.js: its puts are pipelined with the halted events.
+        return await js.key_value(self.ns.control_bucket), await self.js.key_value(self.ns.checkpoints_bucket)
 
     # -- control path -------------------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
@@ -244,6 +261,16 @@ class AgentCore:
             return
         except Exception as exc:  # a callback that raises would be logged by nats-py and forgotten
             self._note_malformed(msg.subject, f"{type(exc).__name__}: {exc}")
+            return
+        self.on_update(update)
+
+    def on_malformed(self, subject: str, error: str) -> None:
+        """The router got a control message it could not decode on one of our subjects."""
+        self._note_malformed(subject, error)
+
+    def on_update(self, update: ControlUpdate) -> None:
+        """A pushed control update for one of our keys (decoded once, by us or the router)."""
+        if self.closed:
             return
         if update.record is None:
             # A resume lifts a kill, so it is confirmed against the KV before it counts: a forged
@@ -256,7 +283,10 @@ class AgentCore:
     async def _confirm_clear(self, key: str) -> None:
         assert self.control_kv is not None
         try:
-            updates = await read_records(self.control_kv, [key])
+            if self.router is not None:
+                updates = await self.router.read(self.control_kv, [key])
+            else:
+                updates = await read_records(self.control_kv, [key])
         except MeshError as exc:
             self.log.warning(
                 "confirming a resume failed; staying halted until the next re-read", error=str(exc)
@@ -284,14 +314,19 @@ class AgentCore:
         assert self.control_kv is not None
         kv = self.control_kv
         assert self.conn is not None
-        # One direct multi-get for every matching key: one round trip, not one per key.
-        updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
+        # One direct multi-get for every matching key: one round trip, not one per key; on a
+        # shared connection, one for every agent of the connection reading in this loop turn.
+        if self.router is not None:
+            updates = await self.router.read(kv, self.machine.keys)
+        else:
+            updates = await read_records_batched(self.conn, kv, sorted(self.machine.keys))
         self._apply(updates, from_kv=True)
         await self._ask_the_leader()
 
-    async def _ask_the_leader(self) -> None:
+    async def _ask_the_leader(self, disputed: list[str] | None = None) -> None:
         """A read contradicted a pushed kill with a clear: only the stream's leader may confirm it."""
-        disputed = self.machine.take_disputed()
+        if disputed is None:
+            disputed = self.machine.take_disputed()
         if disputed:
             assert self.conn is not None
             self._apply(await read_records_from_leader(self.conn, disputed), from_kv=True, leader=True)
@@ -308,6 +343,19 @@ class AgentCore:
                 return False
         self._last_contact = time.monotonic()
         return True
+
+    def periodic_read(self, updates: dict[str, ControlUpdate]) -> None:
+        """The router's periodic re-read, our share of it (what :meth:`resync` would have read)."""
+        if self.closed or self._resync_lock.locked():
+            return  # a re-read of our own is under way and will apply its own result
+        self._apply([updates[k] for k in sorted(updates)], from_kv=True)
+        disputed = self.machine.take_disputed()
+        if disputed:
+            self.spawn(self._ask_the_leader(disputed))
+        self._last_contact = time.monotonic()
+
+    def periodic_read_failed(self, error: str) -> None:
+        self.log.warning("re-reading kill records failed", error=error)
 
     def _apply(self, updates: list[ControlUpdate], *, from_kv: bool = False, leader: bool = False) -> None:
         new = self.machine.apply(updates, from_kv=from_kv, leader=leader)
@@ -552,11 +600,15 @@ class AgentCore:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_interval)
-            self.escalation.tick = time.monotonic()
-            await self.send_heartbeat()
-            # Usage totals are stored at most once per interval, so a restart loses at most that.
-            if self.ckpt.usage_dirty:
-                self.ckpt.wake()
+            await self.beat()
+
+    async def beat(self) -> None:
+        """One heartbeat interval's work (from our own timer, or a shared connection's)."""
+        self.escalation.tick = time.monotonic()  # proof for the watchdog that our loop runs
+        await self.send_heartbeat()
+        # Usage totals are stored at most once per interval, so a restart loses at most that.
+        if self.ckpt.usage_dirty:
+            self.ckpt.wake()
 
     def stalled(self) -> bool:
         """Whether the loop has not proved it runs for STALL_LIMIT: its flags may be out of date."""
@@ -601,8 +653,8 @@ class AgentCore:
             self.log.warning("background step failed", error=repr(task.exception()))
 
     async def _emit(self, event: AuditEvent, timeout: float = 5.0) -> None:
-        assert self.conn is not None
-        await publish_event(self.conn.js, self.ns, event, timeout=timeout, chain=self.audit_chain)
+        assert self.js is not None
+        await publish_event(self.js, self.ns, event, timeout=timeout, chain=self.audit_chain)
 
     # -- connection events -------------------------------------------------------------------------
     async def _on_disconnect(self) -> None:
@@ -701,6 +753,8 @@ class AgentCore:
         if self._listener is not None:
             conn.remove_listener(self._listener)
             self._listener = None
+        if self.router is not None:
+            await self.router.detach(self)
         subs, self._subs = self._subs, []
         for sub in subs:
             with contextlib.suppress(Exception):

@@ -2,7 +2,7 @@
 
 ``python -m bench._fleet URL PREFIX RUN PROC --uri agent://bench/kl/n100 --first 0 --count 50``
 
-Each instance is a real SDK instance with its own subscriptions and state, parked in
+Each instance is a real SDK instance with its own kill state, parked in
 ``await agent.sleep()`` (or in a guarded coroutine with ``--guarded``), with ``on_kill`` = ``--mode``.
 The wall-clock time at which the SDK applies a pushed kill (its kill flag goes up: the instance
 *observed* the kill) and at which it applies the resume (flag down) is noted by wrapping the
@@ -10,7 +10,8 @@ instance's internal ``_refresh`` -- a bench-only probe, the SDK itself is not ch
 ``raise`` mode the parked call raises ``AgentKilled``; the task waits for the resume and parks
 again. In ``pause`` mode the parked call blocks until the resume and returns.
 ``--agents-per-connection K``: instances share one NATS connection per K of them (the SDK's
-``AsyncAgent(connection=...)``); 0 = every instance of the process on one connection; 1 = each
+``AsyncAgent(connection=...)``, whose agents share its control subscriptions, re-reads and
+publish pipeline); 0 = every instance of the process on one connection; 1 = each
 instance on its own connection (how a process hosting one agent runs).
 The bench's operator side asks for the notes
 between cycles on ``bench.fleet.RUN.PROC.collect`` and stops the process with

@@ -1,6 +1,6 @@
 """Kill latency at fleet scale: kill call -> record written -> each instance observed -> each ack.
 
-N instances (real ``AsyncAgent``s, each with its own subscriptions and state) spread over P
+N instances (real ``AsyncAgent``s, each with its own kill state) spread over P
 fleet processes (:mod:`bench._fleet`), parked in ``await agent.sleep()``. Agents per NATS
 connection (``--agents-per-connection``): 0 = the instances of one fleet process share one
 connection (``AsyncAgent(connection=...)``), 1 = each has its own; several values run each N once
@@ -14,6 +14,10 @@ all wall-clock times from just before the ``kill`` call:
 - ``acked``: each ``halted`` acknowledgement arrives on the operator side (observer connection);
 - ``all_acked``: the last of the N acknowledgements; ``kill_call``: ``kill()`` returns its report;
 - ``resume_all``: from the ``resume`` call to the N-th ``resumed`` event.
+
+CPU per process kind (operator, controller, fleet, nats-server; from /proc via psutil): per
+instance per kill/resume cycle (``cpu_us_per_instance_cycle``), and, sampled for ``--idle-s``
+seconds before the cycles with no kill in flight, per instance-second (``idle_cpu_us_per_instance_s``).
 
 Ratios are to the raw kill floor (:func:`bench.floor.kill_ack_raw`: KV put -> republish -> a
 JetStream-acked reply -> seen), measured on the same server in the same run.
@@ -180,6 +184,7 @@ async def measure(
     profile: Path | None = None,
     py_spy: Path | None = None,
     agents_per_connection: int = 0,
+    idle_s: float = 5.0,
 ) -> dict[str, Any]:
     """Start a controller and a fleet of ``instances`` on the server at ``url``; run the cycles."""
     from mesh.connection import Connection
@@ -274,6 +279,15 @@ async def measure(
             "fleet": fleet_pids,
             "nats_server": nats_server_pids(),
         }
+        if idle_s > 0:
+            # What an idle instance costs (heartbeats, re-reads, timers): no kill in flight.
+            idle0 = cpu_seconds(cpu_pids)
+            await asyncio.sleep(idle_s)
+            idle1 = cpu_seconds(cpu_pids)
+            out["idle_s"] = idle_s
+            out["idle_cpu_us_per_instance_s"] = {
+                k: round((idle1[k] - idle0.get(k, 0.0)) * 1e6 / (instances * idle_s), 1) for k in idle1
+            }
         cpu0: dict[str, float] = {}
         for c in range(warmup + cycles):
             if c == warmup:
@@ -483,13 +497,16 @@ async def amain(args: Any) -> dict[str, Any]:
                     profile=prof,
                     py_spy=spy,
                     agents_per_connection=apc,
+                    idle_s=args.idle_s,
                 )
                 add_ratios(res, floor)
                 variants[apc].append(res)
                 print(
                     f"N={n:,}, {res['agents_per_connection']} agents/connection: all-acked p50 "
                     f"{fmt_ms(res['all_acked_ms']['p50'])} ms, p99 {fmt_ms(res['all_acked_ms']['p99'])} ms "
-                    f"({res['cycles']} cycles, {res['processes']} procs, startup {res['startup_s']} s)",
+                    f"({res['cycles']} cycles, {res['processes']} procs, startup {res['startup_s']} s); "
+                    f"CPU us per instance per kill cycle {res['cpu_us_per_instance_cycle']}; "
+                    f"idle CPU us per instance-second {res.get('idle_cpu_us_per_instance_s')}",
                     flush=True,
                 )
         floor_after = await measure_floor_for_kill(url, args.floor_n)
@@ -515,6 +532,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode", choices=["pause", "raise"], default="pause")
     parser.add_argument("--guarded", action="store_true", help="instances park in a guarded coroutine")
     parser.add_argument("--floor-n", type=int, default=200)
+    parser.add_argument(
+        "--idle-s", type=float, default=5.0, help="idle CPU sampling per N before the cycles, s (0: off)"
+    )
     parser.add_argument(
         "--agents-per-connection",
         type=int,
