@@ -28,6 +28,8 @@ def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "
     end = time.monotonic() + timeout
     while True:
         value = pred()
+        if asyncio.iscoroutine(value):  # an async predicate: its answer, not the coroutine, counts
+            value = await value
         if value:
             return value
         if time.monotonic() > end:
@@ -39,6 +41,8 @@ async def await_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: 
     end = time.monotonic() + timeout
     while True:
         value = pred()
+        if asyncio.iscoroutine(value):  # an async predicate: its answer, not the coroutine, counts
+            value = await value
         if value:
             return value
         if time.monotonic() > end:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 
@@ -13,10 +14,15 @@ from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.integration.holding_proxy import HoldingProxy
 from tests.integration.sdk_helpers import audit_events, await_until, put_kill
+from tests.waiting import await_until as await_async_until
 
 pytestmark = pytest.mark.chaos
 
 URI = "agent://acme/prod/fleet"
+
+
+async def _equal(got: Awaitable[set[str]], want: set[str]) -> bool:
+    return await got == want
 
 
 async def test_no_agent_of_a_shared_connection_acts_between_reconnect_and_the_batched_reread(
@@ -68,13 +74,8 @@ async def test_no_agent_of_a_shared_connection_acts_between_reconnect_and_the_ba
             halted = await audit_events(op, "halted")
             return {e.instance or "" for e in halted if e.command_id == record.command_id}
 
-        got: set[str] = set()
-        for _ in range(300):
-            got = await acked()
-            if len(got) == len(agents):
-                break
-            await asyncio.sleep(0.1)
-        assert got == {a.instance for a in agents}
+        want = {a.instance for a in agents}
+        await await_async_until(lambda: _equal(acked(), want), what="every agent's ack of the kill")
     finally:
         for t in tasks:
             t.cancel()
