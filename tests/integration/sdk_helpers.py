@@ -28,8 +28,9 @@ def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "
     end = time.monotonic() + timeout
     while True:
         value = pred()
-        if asyncio.iscoroutine(value):  # an async predicate: its answer, not the coroutine, counts
-            value = await value
+        if asyncio.iscoroutine(value):  # a coroutine is always truthy: it would pass at once
+            value.close()
+            raise TypeError(f"wait_until got an async predicate for {what}: use await_until")
         if value:
             return value
         if time.monotonic() > end:
