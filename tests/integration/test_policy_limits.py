@@ -34,6 +34,18 @@ async def _policy(settings: Settings, ctl: Controller, name: str, limit: str) ->
     await await_until(lambda: ctl.stats.policies == 1, what=f"policy {name} loaded")
 
 
+async def _violation_recorded(conn: Connection, limit: str) -> None:
+    """Exactly one ``policy_violation`` of ``limit`` for the mailer is (or soon is) in the audit log.
+
+    The policy writes the kill record before it audits it, so the agent may halt first.
+    """
+
+    async def recorded() -> bool:
+        return await _violation(conn, limit) == [(MAILER, limit)]
+
+    await await_until(recorded, what=f"the audited violation of {limit}")
+
+
 async def _violation(conn: Connection, limit: str) -> list[object]:
     events = await audit_events(conn.js, conn.ns, "policy_violation")
     return [(e.agent_uri, e.data["limit"]) for e in events if e.data.get("limit") == limit]
@@ -53,7 +65,7 @@ async def test_instances_limit_kills_the_agent_with_one_too_many(
         assert record is not None and record.actor == "policy:two-max" and record.target == MAILER
         assert record.reason is not None and "instances<=2" in record.reason and "observed 3" in record.reason
         assert runners[2].running and not runners[2].agent.killed  # the other agent has one
-        assert await _violation(conn, "instances<=2") == [(MAILER, "instances<=2")]
+        await _violation_recorded(conn, "instances<=2")
     finally:
         for r in runners:
             await r.stop()
@@ -69,7 +81,7 @@ async def test_runtime_limit_kills_an_instance_running_too_long(
         record = runner.agent.kill_record
         assert record is not None and record.actor == "policy:short-lived"
         assert record.reason is not None and "runtime<=1s" in record.reason
-        assert await _violation(conn, "runtime<=1s") == [(MAILER, "runtime<=1s")]
+        await _violation_recorded(conn, "runtime<=1s")
     finally:
         await runner.stop()
 
@@ -88,7 +100,7 @@ async def test_silence_limit_kills_the_agent_when_one_instance_falls_silent(
         record = runner.agent.kill_record
         assert record is not None and record.actor == "policy:no-silence" and record.target == MAILER
         assert record.reason is not None and "silence<=1s" in record.reason
-        assert await _violation(conn, "silence<=1s") == [(MAILER, "silence<=1s")]
+        await _violation_recorded(conn, "silence<=1s")
     finally:
         await mute.stop()
         await runner.stop()
