@@ -69,9 +69,14 @@ class Operator:
                 await self.resume(target)
 
     async def _bounded(self, entry: dict[str, Any], call: Any) -> Any:
+        bound = asyncio.timeout(OP_BOUND)
         try:
-            result = await asyncio.wait_for(call, OP_BOUND)
-        except TimeoutError:
+            async with bound:
+                result = await call
+        except TimeoutError as exc:
+            if not bound.expired():  # the call's own timeout (a MeshTimeout is a TimeoutError): bounded
+                entry.update(ok=False, error=repr(exc)[:300], end=_now())
+                return None
             entry.update(ok=False, error="hung", end=_now())
             await self._reset()
             return None
