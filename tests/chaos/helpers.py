@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 
@@ -91,6 +92,21 @@ async def stop_fleet(workers: list[Worker]) -> None:
 def offline(workers: list[Worker]) -> bool:
     """Every worker's connection has noticed that its server is gone."""
     return all(not (c := w.agent._core.conn) or not c.is_connected for w in workers)
+
+
+def left(workers: list[Worker], url: str) -> bool:
+    """Every worker has noticed that the server at ``url`` is gone: it is offline or, in a
+    cluster, already connected to another node (a failover can take less than one poll)."""
+    port = urlsplit(url).port
+
+    def away(w: Worker) -> bool:
+        c = w.agent._core.conn
+        if not c or not c.is_connected:
+            return True
+        now = c.nc.connected_url
+        return now is not None and now.port != port
+
+    return all(away(w) for w in workers)
 
 
 async def stalled(workers: list[Worker], witness: Worker | None = None, turns: int = 3) -> bool:

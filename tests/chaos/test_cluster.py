@@ -16,7 +16,7 @@ from mesh.reports import KillReport
 from mesh.settings import Settings
 
 from .cluster import ClusterNode
-from .helpers import all_events, count, eventually, offline, stalled, start_fleet, stop_fleet
+from .helpers import all_events, count, eventually, left, stalled, start_fleet, stop_fleet
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -57,10 +57,10 @@ async def test_kill_after_a_node_died_reaches_its_agents_through_the_others(
     doomed = [w for w in workers if w.instance.startswith("n0-")]
     operator = role(urls[1], env, "operator")
     try:
-        # Node 0 dies first, and its agents notice: the kill can then reach them only by failing
-        # over to another node and re-reading the records there.
+        # Node 0 dies first, and its agents notice: the kill can then reach them only through
+        # another node (pushed there, or re-read there after failing over).
         nodes[0].server.kill()
-        await eventually(lambda: offline(doomed), timeout=90, what="node 0's agents to see it die")
+        await eventually(lambda: left(doomed, urls[0]), timeout=90, what="node 0's agents to see it die")
         assert not any(w.agent.killed for w in workers)
 
         async def issued() -> KillReport:
