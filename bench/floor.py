@@ -21,17 +21,9 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
-from bench.common import (
-    bench_prefix,
-    bench_server,
-    envelope,
-    fmt_ms,
-    fmt_rate,
-    percentiles,
-    print_table,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, standard_args
+from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, write_json
+from bench.support.stats import percentiles
 
 __all__ = ["measure_floor", "pubsub_throughput"]
 

@@ -35,20 +35,10 @@ import aiohttp
 import nats
 import psutil
 
-from bench.common import (
-    Children,
-    bench_prefix,
-    bench_server,
-    bench_settings,
-    envelope,
-    fmt_rate,
-    fmt_ratio,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, bench_settings, standard_args
+from bench.support.procs import Children
+from bench.support.report import envelope, fmt_rate, fmt_ratio, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["measure"]
 

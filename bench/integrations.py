@@ -21,15 +21,9 @@ from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
-from bench.common import (
-    bench_server,
-    bench_settings,
-    envelope,
-    percentiles,
-    print_table,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, bench_settings, standard_args
+from bench.support.report import envelope, print_table, write_json
+from bench.support.stats import percentiles
 
 __all__ = ["main"]
 

@@ -40,23 +40,11 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import (
-    Children,
-    PySpy,
-    bench_prefix,
-    bench_server,
-    bench_settings,
-    cpu_seconds,
-    envelope,
-    fmt_ms,
-    fmt_ratio,
-    nats_server_pids,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, bench_settings, standard_args
+from bench.support.procs import Children
+from bench.support.profiling import PySpy, cpu_seconds, nats_server_pids
+from bench.support.report import envelope, fmt_ms, fmt_ratio, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["default_processes", "measure", "measure_floor_for_kill"]
 

@@ -24,19 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    ROOT,
-    bench_server,
-    child_env,
-    envelope,
-    fmt_ms,
-    fmt_ratio,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, standard_args
+from bench.support.procs import ROOT, child_env
+from bench.support.report import envelope, fmt_ms, fmt_ratio, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["measure_celery", "redis_server"]
 

@@ -17,18 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    Children,
-    bench_prefix,
-    bench_server,
-    bench_settings,
-    envelope,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, bench_settings, standard_args
+from bench.support.procs import Children
+from bench.support.report import envelope, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["main"]
 
