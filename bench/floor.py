@@ -21,17 +21,9 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
-from bench.common import (
-    bench_prefix,
-    bench_server,
-    envelope,
-    fmt_ms,
-    fmt_rate,
-    percentiles,
-    print_table,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, standard_args
+from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, write_json
+from bench.support.stats import percentiles
 
 __all__ = ["measure_floor", "pubsub_throughput"]
 
@@ -79,14 +71,9 @@ async def request_reply(url: str, n: int) -> list[float]:
     return out
 
 
-async def kv_put(url: str, n: int) -> tuple[list[float], list[float]]:
-    """(put -> ack, put -> republished message arriving elsewhere), both in ms."""
-    prefix = bench_prefix()
-    nc = await nats.connect(url, name="bench-floor-kv")
-    nc_sub = await nats.connect(url, name="bench-floor-kv-sub")
-    js = nc.jetstream()
-    bucket = f"{prefix}_floor"
-    kv = await js.create_key_value(
+async def _control_kv(js: Any, prefix: str, bucket: str) -> Any:
+    """A KV bucket shaped like the control bucket: republished to ``PREFIX.ctl.>`` as it is written."""
+    return await js.create_key_value(
         KeyValueConfig(
             bucket=bucket,
             history=1,
@@ -95,6 +82,16 @@ async def kv_put(url: str, n: int) -> tuple[list[float], list[float]]:
             direct=True,
         )
     )
+
+
+async def kv_put(url: str, n: int) -> tuple[list[float], list[float]]:
+    """(put -> ack, put -> republished message arriving elsewhere), both in ms."""
+    prefix = bench_prefix()
+    nc = await nats.connect(url, name="bench-floor-kv")
+    nc_sub = await nats.connect(url, name="bench-floor-kv-sub")
+    js = nc.jetstream()
+    bucket = f"{prefix}_floor"
+    kv = await _control_kv(js, prefix, bucket)
     got = asyncio.Event()
 
     async def on_msg(_msg: Msg) -> None:
@@ -131,15 +128,7 @@ async def kill_ack_raw(url: str, n: int) -> list[float]:
     js_op = nc_op.jetstream()
     js_ag = nc_ag.jetstream()
     bucket = f"{prefix}_floorkill"
-    kv = await js_op.create_key_value(
-        KeyValueConfig(
-            bucket=bucket,
-            history=1,
-            storage=StorageType.FILE,
-            republish=RePublish(src=f"$KV.{bucket}.>", dest=f"{prefix}.ctl.>"),
-            direct=True,
-        )
-    )
+    kv = await _control_kv(js_op, prefix, bucket)
     stream = f"{prefix.upper()}_FLOORACK"
     await js_op.add_stream(StreamConfig(name=stream, subjects=[f"{prefix}.ack.>"], storage=StorageType.FILE))
     seq = 0

@@ -18,22 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
-from bench.common import (
-    Children,
-    bench_server,
-    bench_settings,
-    envelope,
-    fmt_ms,
-    fmt_rate,
-    percentiles,
-    print_table,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, bench_settings, standard_args
+from bench.support.http_client import Client, add_http_args, http_params, latencies, throughput
+from bench.support.procs import Children
+from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, verdict, write_json
+from bench.support.stats import percentiles
 from gateway.keystore import create_key
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -42,6 +33,7 @@ from mesh.models import KillRecord
 from mesh.provision import provision
 
 AGENT = "agent://bench/prod/gw"
+PATH = "/v1/chat/completions"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
 STREAM = json.dumps({"model": "gpt-4o-mini", "messages": [], "stream": True}).encode()
 ENDLESS = json.dumps({"model": "endless", "messages": [], "stream": True}).encode()
@@ -54,119 +46,25 @@ BUDGETS = {
 }
 
 
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    first_byte: float
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection; just enough protocol for these requests."""
-
-    def __init__(self, port: int, path: str, key: str | None) -> None:
-        self.port, self.path, self.key = port, path, key
-        self.reader: asyncio.StreamReader
-        self.writer: asyncio.StreamWriter
-
-    async def open(self) -> Client:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def send(self, body: bytes) -> None:
-        auth = f"authorization: Bearer {self.key}\r\n" if self.key else ""
-        self.writer.write(
-            f"POST {self.path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}"
-            f"content-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-
-    async def head(self) -> tuple[int, dict[bytes, bytes], float]:
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        at = time.perf_counter()
-        lines = raw.split(b"\r\n")
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers[k.strip().lower()] = v.strip()
-        return int(lines[0].split(b" ")[1]), headers, at
-
-    async def chunk(self) -> bytes:
-        size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-        data = await self.reader.readexactly(size + 2)
-        return data[:-2]
-
-    async def request(self, body: bytes) -> Reply:
-        self.send(body)
-        status, headers, at = await self.head()
-        if b"content-length" in headers:
-            data = await self.reader.readexactly(int(headers[b"content-length"]))
-        else:
-            parts = []
-            first = None
-            while part := await self.chunk():
-                first = first or time.perf_counter()
-                parts.append(part)
-            data = b"".join(parts)
-            at = first or at
-        if headers.get(b"connection") == b"close":
-            self.close()
-            await self.open()
-        return Reply(status, data, at)
-
-
-async def latencies(
-    port: int, path: str, key: str | None, body: bytes, n: int, *, ttfb: bool = False
-) -> list[float]:
-    c = await Client(port, path, key).open()
-    out = []
+async def _series(port: int, key: str | None, body: bytes, n: int, *, ttfb: bool = False) -> list[float]:
+    c = await Client(port, key).open()
     try:
-        for _ in range(n // 10):  # warm-up
-            await c.request(body)
-        for _ in range(n):
-            t0 = time.perf_counter()
-            r = await c.request(body)
-            assert r.status == 200, r.body[:300]
-            out.append(((r.first_byte if ttfb else time.perf_counter()) - t0) * 1000)
+        return await latencies(c, "POST", PATH, body, n, ttfb=ttfb)
     finally:
         c.close()
-    return out
-
-
-async def throughput(port: int, path: str, key: str | None, seconds: float, concurrency: int) -> float:
-    count = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal count
-        c = await Client(port, path, key).open()
-        try:
-            while time.perf_counter() < stop_at:
-                r = await c.request(CHAT)
-                assert r.status == 200
-                count += 1
-        finally:
-            c.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
 
 
 async def kill_latencies(conn: Connection, gw_port: int, key: str, n: int) -> tuple[list[float], list[float]]:
     bucket, ctl_key = conn.ns.control_bucket, "bench.prod.gw"
     refused: list[float] = []
     cut: list[float] = []
-    poll = await Client(gw_port, "/v1/chat/completions", key).open()
+    poll = await Client(gw_port, key).open()
     try:
         for i in range(2 * n):
             stream = None
             if i % 2:  # odd rounds: a stream in flight when the kill lands
-                stream = await Client(gw_port, "/v1/chat/completions", key).open()
-                stream.send(ENDLESS)
+                stream = await Client(gw_port, key).open()
+                stream.send("POST", PATH, ENDLESS)
                 status, _, _ = await stream.head()
                 assert status == 200
                 await stream.chunk()
@@ -180,12 +78,12 @@ async def kill_latencies(conn: Connection, gw_port: int, key: str, n: int) -> tu
                 cut.append((time.perf_counter() - t0) * 1000)
                 stream.close()
             else:
-                while (await poll.request(CHAT)).status != 403:
+                while (await poll.request("POST", PATH, CHAT)).status != 403:
                     pass
                 refused.append((time.perf_counter() - t0) * 1000)
             await delete_key(conn, bucket, ctl_key)
             deadline = time.monotonic() + 10
-            while (await poll.request(CHAT)).status != 200:
+            while (await poll.request("POST", PATH, CHAT)).status != 200:
                 assert time.monotonic() < deadline, "resume never took effect"
                 await asyncio.sleep(0.001)
     finally:
@@ -208,15 +106,14 @@ async def run(args: Any, url: str) -> dict[str, Any]:
             )
             assert gw.stdout is not None
             gw_port = int(await asyncio.to_thread(gw.stdout.readline))
-            direct = await latencies(up_port, "/v1/chat/completions", None, CHAT, args.n)
-            via = await latencies(gw_port, "/v1/chat/completions", key, CHAT, args.n)
-            direct_ttfb = await latencies(up_port, "/v1/chat/completions", None, STREAM, args.n, ttfb=True)
-            via_ttfb = await latencies(gw_port, "/v1/chat/completions", key, STREAM, args.n, ttfb=True)
+            direct = await _series(up_port, None, CHAT, args.n)
+            via = await _series(gw_port, key, CHAT, args.n)
+            direct_ttfb = await _series(up_port, None, STREAM, args.n, ttfb=True)
+            via_ttfb = await _series(gw_port, key, STREAM, args.n, ttfb=True)
             refused, cut = await kill_latencies(conn, gw_port, key, args.kills)
-            rps_direct = await throughput(
-                up_port, "/v1/chat/completions", None, args.seconds, args.concurrency
-            )
-            rps_via = await throughput(gw_port, "/v1/chat/completions", key, args.seconds, args.concurrency)
+            conns = args.concurrency
+            rps_direct = await throughput(up_port, [None] * conns, args.seconds, "POST", PATH, CHAT)
+            rps_via = await throughput(gw_port, [key] * conns, args.seconds, "POST", PATH, CHAT)
     finally:
         children.stop_all()
     return {
@@ -235,19 +132,14 @@ def _over(a: dict[str, Any], b: dict[str, Any], q: str) -> float | None:
     return None if a[q] is None or b[q] is None else round(a[q] - b[q], 4)
 
 
-def verdict(value: float | None, budget: float, *, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "not measured"
-    ok = value >= budget if higher_is_better else value <= budget
-    return "met" if ok else "MISSED"
-
-
 def main() -> None:
     parser = standard_args(__doc__ or "")
-    parser.add_argument("--n", type=int, default=2000, help="requests per latency series")
-    parser.add_argument("--kills", type=int, default=50, help="kill/resume rounds (each: refused and cut)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="throughput duration per side")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections for throughput")
+    add_http_args(
+        parser,
+        kills_help="kill/resume rounds (each: refused and cut)",
+        seconds_help="throughput duration per side",
+        concurrency_help="connections for throughput",
+    )
     args = parser.parse_args()
     with bench_server(args.nats_url) as url:
         r = asyncio.run(run(args, url))
@@ -280,7 +172,6 @@ def main() -> None:
              f"≥ 2,000/s: {verdict(r['rps_via_gateway'], 2000, higher_is_better=True)}"],
         ],
     )  # fmt: skip
-    versions = {d: _v(d) for d in ("httpx", "starlette", "uvicorn", "openai", "anthropic", "mcp")}
     results = {
         **r,
         "overhead_p50_ms": overhead,
@@ -296,16 +187,8 @@ def main() -> None:
             "throughput": verdict(r["rps_via_gateway"], 2000, higher_is_better=True),
         },
     }
-    params = {"n": args.n, "kills": args.kills, "seconds": args.seconds, "concurrency": args.concurrency,
-              "versions": versions}  # fmt: skip
+    params = http_params(args, ("httpx", "starlette", "uvicorn", "openai", "anthropic", "mcp"))
     write_json("gateway_overhead", envelope("gateway_overhead", params, results), args.out)
-
-
-def _v(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

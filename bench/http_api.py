@@ -21,24 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    ROOT,
-    bench_server,
-    bench_settings,
-    child_env,
-    envelope,
-    fmt_ms,
-    fmt_rate,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, bench_settings, standard_args
+from bench.support.http_client import Client, Reply, add_http_args, http_params, latencies, throughput
+from bench.support.procs import ROOT, child_env
+from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, verdict, write_json
+from bench.support.stats import percentiles, ratio
 from gateway.keystore import create_key
 from mesh.codec import encode
 from mesh.connection import Connection
@@ -49,80 +40,17 @@ from mesh.provision import provision
 AGENT = "agent://bench/prod/http"
 BUDGETS = {"heartbeat_p50_ms": 2.0, "heartbeat_rps": 3000, "kill_to_poll_p50_ms": 5.0}
 HEARTBEAT = json.dumps({"metadata": {"step": 1}, "usage": {"emails": 1}}).encode()
+HB = "/api/v1/heartbeat"
 CONFIG = "[gateway]\nport = 0\n\n[api]\nrate = 1000000.0\nburst = 1000000\n"
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection with just enough protocol for these requests."""
+def _killed(expected: bool) -> Callable[[Reply], None]:
+    """A check on each heartbeat answer: the kill record is in it, or not."""
 
-    def __init__(self, port: int, key: str) -> None:
-        self.port, self.key = port, key
-        self.reader: asyncio.StreamReader
-        self.writer: asyncio.StreamWriter
+    def check(r: Reply) -> None:
+        assert (b'"killed":true' in r.body) is expected, r.body[:300]
 
-    async def open(self) -> Client:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def send(self, method: str, path: str, body: bytes = b"") -> None:
-        self.writer.write(
-            f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {self.key}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-
-    async def answer(self) -> tuple[int, bytes]:
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.split(b"\r\n")
-        length = next(
-            int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length"
-        )
-        return int(lines[0].split(b" ")[1]), await self.reader.readexactly(length)
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        self.send(method, path, body)
-        return await self.answer()
-
-
-async def latencies(
-    c: Client, method: str, path: str, body: bytes, n: int, *, killed: bool | None = None
-) -> list[float]:
-    out = []
-    for i in range(n + n // 10):
-        t0 = time.perf_counter()
-        status, data = await c.request(method, path, body)
-        elapsed = (time.perf_counter() - t0) * 1000
-        assert status == 200, data[:300]
-        if killed is not None:
-            assert (b'"killed":true' in data) is killed, data[:300]
-        if i >= n // 10:  # the first tenth warms up
-            out.append(elapsed)
-    return out
-
-
-async def throughput(
-    port: int, keys: list[str], seconds: float, method: str = "POST", path: str = "/api/v1/heartbeat"
-) -> float:
-    count = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(key: str) -> None:
-        nonlocal count
-        c = await Client(port, key).open()
-        try:
-            while time.perf_counter() < stop_at:
-                status, _ = await c.request(method, path, HEARTBEAT if method == "POST" else b"")
-                assert status == 200
-                count += 1
-        finally:
-            c.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in keys))
-    return count / (time.perf_counter() - started)
+    return check
 
 
 async def kill_to_poll(conn: Connection, port: int, key: str, n: int) -> list[float]:
@@ -140,12 +68,12 @@ async def kill_to_poll(conn: Connection, port: int, key: str, n: int) -> list[fl
             record = KillRecord(target=AGENT, instance="p1", actor="bench", reason="bench")
             t0 = time.perf_counter()
             await put_key(conn, bucket, ctl_key, encode(record))
-            status, data = await poll.answer()
+            r = await poll.answer()
             out.append((time.perf_counter() - t0) * 1000)
-            assert status == 200 and b'"killed":true' in data, data[:300]
+            assert r.status == 200 and b'"killed":true' in r.body, r.body[:300]
             await delete_key(conn, bucket, ctl_key)
             deadline = time.monotonic() + 10
-            while b'"killed":false' not in (await check.request("GET", "/api/v1/control"))[1]:
+            while b'"killed":false' not in (await check.request("GET", "/api/v1/control")).body:
                 assert time.monotonic() < deadline, "resume never took effect"
                 await asyncio.sleep(0.001)
     finally:
@@ -184,17 +112,17 @@ async def run(args: Any, url: str) -> dict[str, Any]:
                 poll_key, _ = await create_key(conn, AGENT, instance="p1", upstream=None, actor="bench")
                 c = await Client(port, keys[0]).open()
                 floor = await latencies(c, "GET", "/healthz", b"", args.n)
-                alive = await latencies(c, "POST", "/api/v1/heartbeat", HEARTBEAT, args.n, killed=False)
+                alive = await latencies(c, "POST", HB, HEARTBEAT, args.n, check=_killed(False))
                 rec = KillRecord(target=AGENT, instance="w0", actor="bench", reason="bench")
                 await put_key(conn, conn.ns.control_bucket, "bench.prod.http.w0", encode(rec))
                 await asyncio.sleep(0.2)  # the record reaches the gateway (checked per answer below)
-                killed = await latencies(c, "POST", "/api/v1/heartbeat", HEARTBEAT, args.n, killed=True)
+                killed = await latencies(c, "POST", HB, HEARTBEAT, args.n, check=_killed(True))
                 await delete_key(conn, conn.ns.control_bucket, "bench.prod.http.w0")
                 c.close()
                 polls = await kill_to_poll(conn, port, poll_key, args.kills)
                 await asyncio.sleep(0.5)
                 rps_floor = await throughput(port, keys, args.seconds, "GET", "/healthz")
-                rps = await throughput(port, keys, args.seconds)
+                rps = await throughput(port, keys, args.seconds, "POST", HB, HEARTBEAT)
             finally:
                 proc.terminate()
                 await asyncio.to_thread(proc.wait, 15)
@@ -208,18 +136,14 @@ async def run(args: Any, url: str) -> dict[str, Any]:
     }
 
 
-def verdict(value: float | None, budget: float, *, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "not measured"
-    return "met" if (value >= budget if higher_is_better else value <= budget) else "MISSED"
-
-
 def main() -> None:
     parser = standard_args(__doc__ or "")
-    parser.add_argument("--n", type=int, default=2000, help="requests per latency series")
-    parser.add_argument("--kills", type=int, default=50, help="kill → long-poll rounds")
-    parser.add_argument("--seconds", type=float, default=5.0, help="throughput duration")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections (agent keys) for throughput")
+    add_http_args(
+        parser,
+        kills_help="kill → long-poll rounds",
+        seconds_help="throughput duration",
+        concurrency_help="connections (agent keys) for throughput",
+    )
     args = parser.parse_args()
     with bench_server(args.nats_url) as url:
         r = asyncio.run(run(args, url))
@@ -273,17 +197,8 @@ def main() -> None:
             "kill_to_poll_p50": verdict(r["kill_to_poll_return"]["p50"], BUDGETS["kill_to_poll_p50_ms"]),
         },
     }
-    versions = {d: _v(d) for d in ("starlette", "uvicorn", "httptools", "uvloop", "pydantic")}
-    params = {"n": args.n, "kills": args.kills, "seconds": args.seconds, "concurrency": args.concurrency,
-              "versions": versions}  # fmt: skip
+    params = http_params(args, ("starlette", "uvicorn", "httptools", "uvloop", "pydantic"))
     write_json("http_api", envelope("http_api", params, results), args.out)
-
-
-def _v(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -21,18 +21,10 @@ from typing import Any
 import nats
 import psutil
 
-from bench.common import (
-    ROOT,
-    child_env,
-    envelope,
-    fmt_ms,
-    fmt_rate,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import standard_args
+from bench.support.procs import ROOT, child_env
+from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, write_json
+from bench.support.stats import percentiles, ratio
 from controller.natsjwt import IssuerKey, new_account_seed
 from mesh.connection import Connection
 from mesh.identity import Identity, Role

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    ROOT,
-    bench_server,
-    child_env,
-    envelope,
-    fmt_ms,
-    fmt_ratio,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, standard_args
+from bench.support.procs import ROOT, child_env, free_port
+from bench.support.report import envelope, fmt_ms, fmt_ratio, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["measure_celery", "redis_server"]
 
@@ -45,12 +35,6 @@ REDIS_HINT = (
     "or put a redis-server binary on PATH / in BENCH_REDIS_SERVER. The bench starts it itself "
     "on a free loopback port with no persistence; no service needs to be running."
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_redis_server() -> str:
@@ -79,7 +63,7 @@ def redis_server(tmp: Path) -> Iterator[str]:
     import redis
 
     binary = find_redis_server()
-    port = _free_port()
+    port = free_port()
     log = open(tmp / "redis.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR
+from bench.support.report import RESULTS_DIR
 
 __all__ = ["plot_kill_latency"]
 

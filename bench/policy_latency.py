@@ -22,18 +22,9 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import (
-    bench_server,
-    bench_settings,
-    envelope,
-    fmt_ms,
-    fmt_ratio,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, bench_settings, standard_args
+from bench.support.report import envelope, fmt_ms, fmt_ratio, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 LIMIT = 10.0
 

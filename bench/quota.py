@@ -11,24 +11,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    Children,
-    bench_prefix,
-    bench_server,
-    bench_settings,
-    envelope,
-    percentiles,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_prefix, bench_server, bench_settings, standard_args
+from bench.support.procs import Children, spawn_controller
+from bench.support.report import envelope, print_table, write_json
+from bench.support.stats import percentiles, ratio
 
 __all__ = ["main"]
 
@@ -141,16 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with bench_server(args.nats_url) as url, Children() as kids, tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(url, prefix)
         asyncio.run(_setup(settings))
-        proc = kids.spawn(
-            "-m",
-            "bench._controller_proc",
-            url,
-            prefix,
-            stdout=subprocess.PIPE,
-            log=Path(tmp) / "controller.log",
-        )
-        assert proc.stdout is not None
-        proc.stdout.readline()  # "ready"
+        spawn_controller(kids, url, prefix, log=Path(tmp) / "controller.log")
         asyncio.run(_wait_for_controller(settings))
         floor = percentiles(asyncio.run(request_reply(url, max(50, args.refills))))
         hot = _hot_path(settings, args.n, args.repeats)

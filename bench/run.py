@@ -17,18 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    RESULTS_DIR,
-    ROOT,
-    child_env,
-    fmt_ms,
-    fmt_rate,
-    fmt_ratio,
-    machine_info,
-    print_table,
-    ratio,
-    write_json,
-)
+from bench.support.machine import machine_info
+from bench.support.procs import ROOT, child_env
+from bench.support.report import RESULTS_DIR, fmt_ms, fmt_rate, fmt_ratio, print_table, write_json
+from bench.support.stats import ratio
 
 PROFILES: dict[str, dict[str, list[str]]] = {
     "quick": {

@@ -15,15 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.common import (
-    bench_server,
-    bench_settings,
-    envelope,
-    print_table,
-    ratio,
-    standard_args,
-    write_json,
-)
+from bench.common import bench_server, bench_settings, standard_args
+from bench.support.report import envelope, print_table, write_json
+from bench.support.stats import ratio
 
 __all__ = ["measure"]
 
@@ -200,8 +194,8 @@ def measure(url: str, n: int, repeats: int, floor_us: float | None) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from bench.common import percentiles
     from bench.floor import request_reply
+    from bench.support.stats import percentiles
 
     parser = standard_args("SDK hot-path overhead when not killed")
     parser.add_argument("--n", type=int, default=200_000, help="calls per timed run")

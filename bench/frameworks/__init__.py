@@ -1,0 +1,1 @@
+"""The parts of :mod:`bench.integrations`: the timing, and one module per framework measured."""

@@ -1,0 +1,1 @@
+"""Helpers the bench scripts share: statistics, output, machine facts, child processes, profiling."""
