@@ -10,12 +10,11 @@ from starlette.requests import Request
 
 from gateway.api.apikeys import API_KEY_PREFIX, ApiKeyCache
 from gateway.api.config import ApiConfig, Role
-from gateway.api.errors import Invalid, RateLimited
 from gateway.api.fleet import HttpAgents
 from gateway.api.ratelimit import RateLimiter
 from gateway.api.rights import Right, require
 from gateway.context import Gateway
-from gateway.errors import RevokedKey, UnknownKey
+from gateway.errors import Invalid, RateLimited, RevokedKey, UnknownKey
 from gateway.inbound import key_of
 from gateway.keys import Identity
 from mesh.connection import Connection

@@ -14,9 +14,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.context import Api
-from gateway.api.errors import Invalid
 from gateway.api.http import handler, parse_body, query_bool, query_int, reply
 from gateway.api.models import KillIn, ResumeIn
+from gateway.errors import Invalid
 from mesh.errors import ConfigError
 from mesh.eventlog import parse_since
 from mesh.models import EventType, Status
