@@ -10,10 +10,10 @@ import structlog
 
 from gateway.config import GatewayConfig, Kind, Upstream
 from gateway.errors import GatewayError, InstanceNotAllowed, NoUpstream, Refused, UnknownKey
-from gateway.keys import Identity, check_key_shape, resolve_identity
-from gateway.keystore import KeyCache
+from gateway.keys import Identity, KeyRecord, check_key_shape, resolve_identity
 from gateway.meter import Meter
 from gateway.prices import PriceTable
+from gateway.recordcache import RecordCache
 from gateway.streams import StreamRegistry
 from gateway.tracker import KillTracker
 from gateway.upstream import UpstreamClient
@@ -42,7 +42,7 @@ class Gateway:
         self,
         config: GatewayConfig,
         tracker: KillTracker,
-        keys: KeyCache,
+        keys: RecordCache[KeyRecord],
         meter: Meter,
         prices: PriceTable,
     ) -> None:

@@ -21,28 +21,38 @@ from mesh.kvscan import KVEntry, put_key, scan_latest
 from mesh.models import utcnow
 from mesh.target import parse_agent_uri, validate_instance
 
-__all__ = ["AGENT_KEYS", "KeyCache", "KeyStore", "create_key", "list_keys", "revoke_key"]
+__all__ = ["AGENT_KEYS", "KeyStore", "create_key", "list_keys", "revoke_key"]
 
 log = structlog.get_logger("gateway.keys")
-
-#: Lookups remembered, found or not (a bound, so random keys cannot grow memory without end).
-CACHE_SIZE = 10_000
 
 R = TypeVar("R", bound=StoredKey)
 
 
 class KeyStore(Generic[R]):
     """Records of ``model`` under ``kv_prefix`` + a key's sha256; ``noun`` and ``list_command`` name
-    them in errors, ``order`` sorts a listing."""
+    them in errors, ``order`` sorts a listing; a cache of lookups remembers ``cache_size`` of them, found
+    or not (a bound, so random keys cannot grow memory without end)."""
 
     def __init__(
-        self, model: type[R], *, kv_prefix: str, noun: str, list_command: str, order: Callable[[R], Any]
+        self,
+        model: type[R],
+        *,
+        kv_prefix: str,
+        noun: str,
+        list_command: str,
+        order: Callable[[R], Any],
+        cache_size: int,
     ) -> None:
         self.model = model
         self.kv_prefix = kv_prefix
         self.noun = noun
         self.list_command = list_command
         self.order = order
+        self.cache_size = cache_size
+
+    def cache(self, conn: Connection) -> RecordCache[R]:
+        """The gateway's cache of lookups by key (see :class:`RecordCache`)."""
+        return RecordCache(conn, self.model, kv_prefix=self.kv_prefix, size=self.cache_size)
 
     async def create(self, conn: Connection, key: str, build: Callable[[str], R]) -> R:
         """Store the record ``build(id)`` makes for ``key`` (only its hash is stored); returns it."""
@@ -88,6 +98,7 @@ AGENT_KEYS = KeyStore(
     noun="key",
     list_command="mesh gateway key list",
     order=lambda r: (r.agent_uri, r.created_at),
+    cache_size=10_000,
 )
 
 
@@ -115,14 +126,3 @@ async def list_keys(conn: Connection) -> list[KeyRecord]:
 
 async def revoke_key(conn: Connection, key_id: str, *, actor: str) -> KeyRecord:
     return await AGENT_KEYS.revoke(conn, key_id, actor=actor)
-
-
-class KeyCache(RecordCache[KeyRecord]):
-    """Agent keys by hash, cached (see :class:`RecordCache`)."""
-
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn, KeyRecord, size=CACHE_SIZE)
-
-    async def lookup(self, key: str) -> KeyRecord | None:
-        """The record of ``key``; raises a MeshError when the bucket cannot be read (fail closed)."""
-        return await self.get(hash_key(key))

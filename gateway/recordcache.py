@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
+from gateway.keys import hash_key
 from mesh.connection import Connection
 from mesh.kvscan import read_latest
 
@@ -61,6 +62,11 @@ class RecordCache(Generic[R]):
     async def _on_reconnect(self) -> None:
         self._generation += 1
         self._cache.clear()
+
+    async def lookup(self, key: str) -> R | None:
+        """The record of ``key`` (stored under its hash); raises a MeshError when the bucket cannot be
+        read (fail closed)."""
+        return await self.get(self.kv_prefix + hash_key(key))
 
     async def get(self, kv_key: str) -> R | None:
         """The record under ``kv_key``; raises a MeshError when the bucket cannot be read (fail closed)."""

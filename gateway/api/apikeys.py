@@ -13,15 +13,13 @@ from typing import Literal
 import structlog
 from pydantic import Field
 
-from gateway.keys import StoredKey, hash_key
+from gateway.keys import StoredKey
 from gateway.keystore import KeyStore
-from gateway.recordcache import RecordCache
 from mesh.connection import Connection
 
 __all__ = [
     "API_KEYS",
     "API_KEY_PREFIX",
-    "ApiKeyCache",
     "ApiKeyRecord",
     "OperatorRole",
     "create_api_key",
@@ -34,7 +32,6 @@ log = structlog.get_logger("gateway.api.keys")
 API_KEY_PREFIX = "mo-"
 KV_PREFIX = "api."
 OperatorRole = Literal["operator", "auditor"]
-CACHE_SIZE = 1000
 
 
 class ApiKeyRecord(StoredKey):
@@ -53,6 +50,7 @@ API_KEYS = KeyStore(
     noun="API key",
     list_command="mesh gateway api-key list",
     order=lambda r: (r.name, r.created_at),
+    cache_size=1000,
 )
 
 
@@ -77,14 +75,3 @@ async def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:
 
 async def revoke_api_key(conn: Connection, key_id: str, *, actor: str) -> ApiKeyRecord:
     return await API_KEYS.revoke(conn, key_id, actor=actor)
-
-
-class ApiKeyCache(RecordCache[ApiKeyRecord]):
-    """Operator API keys by hash, cached (see :class:`RecordCache`)."""
-
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn, ApiKeyRecord, kv_prefix=KV_PREFIX, size=CACHE_SIZE)
-
-    async def lookup(self, key: str) -> ApiKeyRecord | None:
-        """The record of ``key``; raises a MeshError when the bucket cannot be read (fail closed)."""
-        return await self.get(KV_PREFIX + hash_key(key))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import structlog
 from starlette.requests import Request
 
-from gateway.api.apikeys import API_KEY_PREFIX, ApiKeyCache
+from gateway.api.apikeys import API_KEY_PREFIX, API_KEYS
 from gateway.api.config import ApiConfig, Role
 from gateway.api.fleet import HttpAgents
 from gateway.api.ratelimit import RateLimiter
@@ -46,7 +46,7 @@ class Api:
         self.conn = conn
         #: The connection each role acts over; the gateway's own for roles not configured.
         self.roles = roles
-        self.keys = ApiKeyCache(conn)
+        self.keys = API_KEYS.cache(conn)
         self.agents = HttpAgents(gw.tracker, self.role_conn("agent"))
         self.limiter = RateLimiter(config.rate, config.burst)
         self._meshes: dict[str, AsyncMesh] = {}
