@@ -18,7 +18,6 @@ from gateway.errors import Invalid, RateLimited, RevokedKey, UnknownKey
 from gateway.inbound import key_of
 from gateway.keys import Identity
 from mesh.connection import Connection
-from mesh.errors import MeshError
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 
@@ -73,12 +72,7 @@ class Api:
         """The operator or auditor behind the request's API key, if its role has ``right``."""
         key = key_of(request)
         if key is not None and key.startswith(API_KEY_PREFIX) and len(key) <= 128 and key.isascii():
-            try:
-                record = await self.keys.lookup(key)
-            except MeshError as exc:
-                raise UnknownKey(
-                    f"cannot verify the API key right now (NATS: {type(exc).__name__})"
-                ) from None
+            record = await self.keys.verify(key, "API key")
             if record is None:
                 raise UnknownKey("unknown API key")
             if record.revoked_at is not None:
