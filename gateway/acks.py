@@ -31,11 +31,13 @@ __all__ = ["GatewayAcks", "halted_event"]
 log = structlog.get_logger("gateway.acks")
 
 
-def halted_event(ident: Identity, held: InForce) -> AuditEvent:
-    """The ``halted`` answer to one kill record; its id is derived, so a retry is deduplicated."""
+def halted_event(ident: Identity, held: InForce, ack: HaltAck | None = None) -> AuditEvent:
+    """The ``halted`` answer to one kill record; its id is derived as the SDK's is, so a retry is
+    deduplicated. ``ack`` is what the instance says (by default the gateway's own: paused)."""
     rec = held.record
     seed = f"halted:{rec.command_id}:{held.revision}:{ident.agent_uri}:{ident.instance}"
-    ack = HaltAck(status="paused", metadata={"via": "gateway", "key_id": ident.key_id}, kill_key=held.key)
+    if ack is None:
+        ack = HaltAck(status="paused", metadata={"via": "gateway", "key_id": ident.key_id}, kill_key=held.key)
     return AuditEvent(
         id=hashlib.sha1(seed.encode()).hexdigest(),
         type=EventType.HALTED,

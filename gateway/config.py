@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -97,6 +97,16 @@ def _resolve_key(up: dict[str, object], env: Mapping[str, str]) -> dict[str, obj
     return up
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file at ``path``; a ConfigError naming ``what`` (e.g. "price table") if unreadable."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_config(
     path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: object
 ) -> GatewayConfig:
@@ -106,12 +116,7 @@ def load_config(
     if path is None and env.get("MESH_GATEWAY_CONFIG"):
         path = Path(env["MESH_GATEWAY_CONFIG"])
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"gateway config {path} is not valid TOML: {exc}") from None
+        data = read_toml(path, "gateway config")
         raw.update(data.get("gateway", {}))
         if "api" in data:
             raw["api"] = data["api"]

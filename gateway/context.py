@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.config import GatewayConfig, Kind, Upstream
-from gateway.errors import GatewayError, InstanceNotAllowed, NoUpstream, Refused, UnknownKey
-from gateway.keys import Identity, check_key_shape, resolve_identity
-from gateway.keystore import KeyCache
+from gateway.errors import GatewayError, InstanceNotAllowed, NoUpstream, Refused
+from gateway.keys import Identity, KeyRecord, check_key_shape, resolve_identity
 from gateway.meter import Meter
 from gateway.prices import PriceTable
+from gateway.recordcache import RecordCache
 from gateway.streams import StreamRegistry
 from gateway.tracker import KillTracker
 from gateway.upstream import UpstreamClient
-from mesh.errors import MeshError
 
 __all__ = ["Counters", "Gateway"]
 
@@ -42,7 +41,7 @@ class Gateway:
         self,
         config: GatewayConfig,
         tracker: KillTracker,
-        keys: KeyCache,
+        keys: RecordCache[KeyRecord],
         meter: Meter,
         prices: PriceTable,
     ) -> None:
@@ -75,13 +74,7 @@ class Gateway:
     # -- the checks every request passes ---------------------------------------------------------
     async def identify(self, key: str | None, instance_header: str | None) -> Identity:
         key = check_key_shape(key)
-        try:
-            record = await self.keys.lookup(key)
-        except MeshError as exc:
-            # Unverifiable is refused: a key bucket we cannot read must not let anyone through.
-            raise UnknownKey(
-                f"cannot verify the virtual key right now (NATS: {type(exc).__name__})"
-            ) from None
+        record = await self.keys.verify(key, "virtual key")
         return resolve_identity(record, instance_header, self.config.default_instance)
 
     async def admit(self, ident: Identity, route: str) -> None:

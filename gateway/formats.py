@@ -1,13 +1,13 @@
-"""Error bodies in each upstream protocol's own format, so the official clients raise readable errors."""
+"""Error bodies in each protocol's own format (the official clients raise readable errors), and the API's."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Literal
 
-from gateway.errors import GatewayError, Refused
+from gateway.errors import ApiError, GatewayError, Refused
 
-__all__ = ["Protocol", "error_body", "jsonrpc_error", "mesh_details", "sse_error_event"]
+__all__ = ["Protocol", "api_error_body", "error_body", "jsonrpc_error", "mesh_details", "sse_error_event"]
 
 Protocol = Literal["openai", "anthropic"]
 
@@ -64,6 +64,14 @@ def error_body(protocol: Protocol, exc: GatewayError) -> dict[str, Any]:
             "mesh": mesh_details(exc),
         }
     }
+
+
+def api_error_body(exc: GatewayError) -> dict[str, Any]:
+    """``{"error": {"code", "message", ...}}``: the AXME client and ours both read ``error.message``."""
+    body: dict[str, Any] = {"code": exc.kind, "message": str(exc)}
+    if isinstance(exc, ApiError):
+        body.update(exc.detail)
+    return {"error": body}
 
 
 def sse_error_event(protocol: Protocol, exc: GatewayError) -> bytes:

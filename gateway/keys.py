@@ -18,6 +18,7 @@ __all__ = [
     "KEY_PREFIX",
     "Identity",
     "KeyRecord",
+    "StoredKey",
     "check_key_shape",
     "hash_key",
     "new_key",
@@ -49,23 +50,28 @@ def check_key_shape(key: str | None) -> str:
     return key
 
 
-class KeyRecord(BaseModel):
-    """The value stored under a key's hash: who the key acts as, and whether it still works."""
+class StoredKey(BaseModel):
+    """What every record in the keys bucket holds: its id, who made it, and whether it was revoked."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     v: int = 1
     #: The first 12 hex digits of the hash: how a key is named in lists, logs and errors.
     id: str = Field(min_length=12, max_length=12)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="unknown", max_length=256)
+    revoked_at: datetime | None = None
+    revoked_by: str | None = Field(default=None, max_length=256)
+
+
+class KeyRecord(StoredKey):
+    """The value stored under a virtual key's hash: who the key acts as, and whether it still works."""
+
     agent_uri: str = Field(max_length=256)
     #: The one instance this key acts as; None lets the caller choose with X-Mesh-Instance.
     instance: str | None = Field(default=None, max_length=64)
     #: The only upstream this key may use; None allows every configured one.
     upstream: str | None = Field(default=None, max_length=64)
-    created_at: datetime = Field(default_factory=utcnow)
-    created_by: str = Field(default="unknown", max_length=256)
-    revoked_at: datetime | None = None
-    revoked_by: str | None = Field(default=None, max_length=256)
 
     @property
     def agent(self) -> AgentURI:

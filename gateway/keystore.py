@@ -1,29 +1,105 @@
-"""Virtual keys in the keys bucket: create, list, revoke, and the gateway's cache of lookups.
+"""The keys bucket: one store for each kind of key (create, list, revoke), and the gateway's cache.
 
-The cache drops an entry the moment the bucket republishes a write to it, so a revocation
-takes effect on the next request; on reconnect the whole cache is dropped (pushes may be lost).
+Agent virtual keys are stored under their sha256, the API's operator keys under ``api.<sha256>``
+(see ``gateway.api.apikeys``). The cache drops an entry the moment the bucket republishes a write
+to it, so a revocation takes effect on the next request; on reconnect the whole cache is dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import structlog
 
-from gateway.keys import KeyRecord, hash_key, new_key
+from gateway.keys import KeyRecord, StoredKey, hash_key, new_key
 from gateway.recordcache import RecordCache
 from mesh.connection import Connection
 from mesh.errors import NotFound
-from mesh.kvscan import put_key, scan_latest
+from mesh.kvscan import KVEntry, put_key, scan_latest
 from mesh.models import utcnow
 from mesh.target import parse_agent_uri, validate_instance
 
-__all__ = ["KeyCache", "create_key", "list_keys", "revoke_key"]
+__all__ = ["AGENT_KEYS", "KeyStore", "create_key", "list_keys", "revoke_key"]
 
 log = structlog.get_logger("gateway.keys")
 
-#: Lookups remembered, found or not (a bound, so random keys cannot grow memory without end).
-CACHE_SIZE = 10_000
+R = TypeVar("R", bound=StoredKey)
+
+
+class KeyStore(Generic[R]):
+    """Records of ``model`` under ``kv_prefix`` + a key's sha256; ``noun`` and ``list_command`` name
+    them in errors, ``order`` sorts a listing; a cache of lookups remembers ``cache_size`` of them, found
+    or not (a bound, so random keys cannot grow memory without end)."""
+
+    def __init__(
+        self,
+        model: type[R],
+        *,
+        kv_prefix: str,
+        noun: str,
+        list_command: str,
+        order: Callable[[R], Any],
+        cache_size: int,
+    ) -> None:
+        self.model = model
+        self.kv_prefix = kv_prefix
+        self.noun = noun
+        self.list_command = list_command
+        self.order = order
+        self.cache_size = cache_size
+
+    def cache(self, conn: Connection) -> RecordCache[R]:
+        """The gateway's cache of lookups by key (see :class:`RecordCache`)."""
+        return RecordCache(conn, self.model, kv_prefix=self.kv_prefix, size=self.cache_size)
+
+    async def create(self, conn: Connection, key: str, build: Callable[[str], R]) -> R:
+        """Store the record ``build(id)`` makes for ``key`` (only its hash is stored); returns it."""
+        digest = hash_key(key)
+        record = build(digest[:12])
+        await self._put(conn, self.kv_prefix + digest, record)
+        return record
+
+    async def list(self, conn: Connection) -> list[R]:
+        out: list[R] = []
+        for entry in (await self._scan(conn)).values():
+            with contextlib.suppress(ValueError):  # another kind's record, or one from a newer version
+                out.append(self.model.model_validate_json(entry.value))
+        return sorted(out, key=self.order)
+
+    async def revoke(self, conn: Connection, key_id: str, *, actor: str) -> R:
+        """Mark the key whose id (or full hash) starts with ``key_id`` revoked; its record stays (audit)."""
+        wanted = self.kv_prefix + key_id.lower()
+        entries = await self._scan(conn)
+        found = [(k, e) for k, e in entries.items() if len(key_id) >= 6 and k.startswith(wanted)]
+        if len(found) != 1:
+            what = f"no {self.noun}" if not found else f"{len(found)} {self.noun}s"
+            raise NotFound(f"{what} with id {key_id!r}: see `{self.list_command}`")
+        kv_key, entry = found[0]
+        record = self.model.model_validate_json(entry.value)
+        if record.revoked_at is None:
+            record = record.model_copy(update={"revoked_at": utcnow(), "revoked_by": actor})
+            await self._put(conn, kv_key, record)
+        return record
+
+    async def _scan(self, conn: Connection) -> dict[str, KVEntry]:
+        return await scan_latest(
+            conn, conn.ns.gateway_keys_bucket, self.kv_prefix + "*" if self.kv_prefix else ">"
+        )
+
+    async def _put(self, conn: Connection, kv_key: str, record: R) -> None:
+        await put_key(conn, conn.ns.gateway_keys_bucket, kv_key, record.model_dump_json().encode())
+
+
+AGENT_KEYS = KeyStore(
+    KeyRecord,
+    kv_prefix="",
+    noun="key",
+    list_command="mesh gateway key list",
+    order=lambda r: (r.agent_uri, r.created_at),
+    cache_size=10_000,
+)
 
 
 async def create_key(
@@ -34,43 +110,19 @@ async def create_key(
     if instance is not None:
         validate_instance(instance)
     key = new_key()
-    digest = hash_key(key)
-    record = KeyRecord(
-        id=digest[:12], agent_uri=str(agent), instance=instance, upstream=upstream, created_by=actor
+    record = await AGENT_KEYS.create(
+        conn,
+        key,
+        lambda key_id: KeyRecord(
+            id=key_id, agent_uri=str(agent), instance=instance, upstream=upstream, created_by=actor
+        ),
     )
-    await put_key(conn, conn.ns.gateway_keys_bucket, digest, record.model_dump_json().encode())
     return key, record
 
 
 async def list_keys(conn: Connection) -> list[KeyRecord]:
-    out: list[KeyRecord] = []
-    for entry in (await scan_latest(conn, conn.ns.gateway_keys_bucket)).values():
-        with contextlib.suppress(ValueError):
-            out.append(KeyRecord.model_validate_json(entry.value))
-    return sorted(out, key=lambda r: (r.agent_uri, r.created_at))
+    return await AGENT_KEYS.list(conn)
 
 
 async def revoke_key(conn: Connection, key_id: str, *, actor: str) -> KeyRecord:
-    """Mark the key whose id (or full hash) starts with ``key_id`` revoked; the record stays, for audit."""
-    entries = await scan_latest(conn, conn.ns.gateway_keys_bucket)
-    found = [(k, e) for k, e in entries.items() if len(key_id) >= 6 and k.startswith(key_id.lower())]
-    if len(found) != 1:
-        what = "no key" if not found else f"{len(found)} keys"
-        raise NotFound(f"{what} with id {key_id!r}: see `mesh gateway key list`")
-    digest, entry = found[0]
-    record = KeyRecord.model_validate_json(entry.value)
-    if record.revoked_at is None:
-        record = record.model_copy(update={"revoked_at": utcnow(), "revoked_by": actor})
-        await put_key(conn, conn.ns.gateway_keys_bucket, digest, record.model_dump_json().encode())
-    return record
-
-
-class KeyCache(RecordCache[KeyRecord]):
-    """Agent keys by hash, cached (see :class:`RecordCache`)."""
-
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn, KeyRecord, size=CACHE_SIZE)
-
-    async def lookup(self, key: str) -> KeyRecord | None:
-        """The record of ``key``; raises a MeshError when the bucket cannot be read (fail closed)."""
-        return await self.get(hash_key(key))
+    return await AGENT_KEYS.revoke(conn, key_id, actor=actor)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.config import read_toml
 from mesh.errors import ConfigError
 
 __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "load_prices"]
@@ -50,12 +50,7 @@ class PriceTable:
 
 def load_prices(path: Path | None = None) -> PriceTable:
     path = path or DEFAULT_PRICES
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read price table {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"price table {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "price table")
     try:
         models = {name: Price.model_validate(v) for name, v in data.get("models", {}).items()}
     except ValidationError as exc:

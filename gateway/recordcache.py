@@ -13,7 +13,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
+from gateway.errors import UnknownKey
+from gateway.keys import hash_key
 from mesh.connection import Connection
+from mesh.errors import MeshError
 from mesh.kvscan import read_latest
 
 __all__ = ["RecordCache"]
@@ -61,6 +64,19 @@ class RecordCache(Generic[R]):
     async def _on_reconnect(self) -> None:
         self._generation += 1
         self._cache.clear()
+
+    async def lookup(self, key: str) -> R | None:
+        """The record of ``key`` (stored under its hash); raises a MeshError when the bucket cannot be
+        read (fail closed)."""
+        return await self.get(self.kv_prefix + hash_key(key))
+
+    async def verify(self, key: str, what: str) -> R | None:
+        """:meth:`lookup`, failing closed: a bucket we cannot read must not let anyone through, so
+        that is :class:`UnknownKey` (``what`` names the kind of key)."""
+        try:
+            return await self.lookup(key)
+        except MeshError as exc:
+            raise UnknownKey(f"cannot verify the {what} right now (NATS: {type(exc).__name__})") from None
 
     async def get(self, kv_key: str) -> R | None:
         """The record under ``kv_key``; raises a MeshError when the bucket cannot be read (fail closed)."""

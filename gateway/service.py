@@ -18,7 +18,7 @@ from gateway.context import Gateway
 from gateway.egress import EgressProxy
 from gateway.errors import Refused
 from gateway.keys import Identity
-from gateway.keystore import KeyCache
+from gateway.keystore import AGENT_KEYS
 from gateway.meter import Meter
 from gateway.prices import load_prices
 from gateway.tracker import KillTracker
@@ -38,7 +38,7 @@ async def running_gateway(
     prices = load_prices(config.prices)
     conn = await Connection.open(settings, name="mesh-gateway")
     tracker = KillTracker(conn, fail_closed_after=config.fail_closed_after)
-    keys = KeyCache(conn)
+    keys = AGENT_KEYS.cache(conn)
     meter = Meter(
         conn,
         interval=meter_interval,

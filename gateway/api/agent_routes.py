@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -9,9 +11,13 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.context import Api
 from gateway.api.http import handler, parse_body, query_bool, query_float, reply
 from gateway.api.models import CheckpointIn, HaltedIn, HeartbeatIn
+from gateway.keys import Identity
 from mesh.models import Checkpoint
 
 __all__ = ["agent_routes"]
+
+#: The bodies that may name the instance the request acts as.
+B = TypeVar("B", HeartbeatIn, CheckpointIn, HaltedIn)
 
 
 def _checkpoint_json(
@@ -32,11 +38,15 @@ def agent_routes(api: Api) -> list[BaseRoute]:
     limit = api.config.max_body_bytes
     wrap = handler(api.gw.rejected)
 
+    async def agent_body(request: Request, model: type[B], *, empty_ok: bool = False) -> tuple[Identity, B]:
+        """The agent behind the request and its body, acting as the instance the body names."""
+        ident = await api.agent(request)
+        body = await parse_body(request, model, limit, empty_ok=empty_ok)
+        return await api.with_instance(request, ident, body.instance), body
+
     @wrap
     async def heartbeat(request: Request) -> Response:
-        ident = await api.agent(request)
-        body = await parse_body(request, HeartbeatIn, limit, empty_ok=True)
-        ident = await api.with_instance(request, ident, body.instance)
+        ident, body = await agent_body(request, HeartbeatIn, empty_ok=True)
         return reply(await api.agents.heartbeat(ident, body))
 
     @wrap
@@ -49,9 +59,7 @@ def agent_routes(api: Api) -> list[BaseRoute]:
 
     @wrap
     async def put_checkpoint(request: Request) -> Response:
-        ident = await api.agent(request)
-        body = await parse_body(request, CheckpointIn, limit)
-        ident = await api.with_instance(request, ident, body.instance)
+        ident, body = await agent_body(request, CheckpointIn)
         ckpt, revision = await api.agents.write_checkpoint(ident, body)
         return reply(_checkpoint_json(ident.agent_uri, ident.instance, ckpt, revision))
 
@@ -64,9 +72,7 @@ def agent_routes(api: Api) -> list[BaseRoute]:
 
     @wrap
     async def halted(request: Request) -> Response:
-        ident = await api.agent(request)
-        body = await parse_body(request, HaltedIn, limit, empty_ok=True)
-        ident = await api.with_instance(request, ident, body.instance)
+        ident, body = await agent_body(request, HaltedIn, empty_ok=True)
         return reply(await api.agents.halted(ident, body))
 
     return [

@@ -13,9 +13,9 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api.axme import HEALTH, address_of, agent_rows, metrics_to_usage, newest, parse_address
 from gateway.api.context import Api
-from gateway.api.errors import Invalid, NotFoundError
 from gateway.api.http import handler, parse_body, query_float, query_int, reply
 from gateway.api.models import HeartbeatIn, _In
+from gateway.errors import Invalid, NotFoundError
 from mesh.models import EventType
 from mesh.shapes import event_json
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.api.errors import Invalid, Unavailable
+from gateway.errors import Invalid, Unavailable
 from mesh.codec import decode, encode, encode_state
 from mesh.connection import Connection
 from mesh.errors import InvalidCheckpoint, MalformedMessage, MeshError

@@ -8,18 +8,16 @@ from dataclasses import dataclass
 import structlog
 from starlette.requests import Request
 
-from gateway.api.apikeys import API_KEY_PREFIX, ApiKeyCache
+from gateway.api.apikeys import API_KEY_PREFIX, API_KEYS
 from gateway.api.config import ApiConfig, Role
-from gateway.api.errors import Invalid, RateLimited
 from gateway.api.fleet import HttpAgents
 from gateway.api.ratelimit import RateLimiter
 from gateway.api.rights import Right, require
 from gateway.context import Gateway
-from gateway.errors import RevokedKey, UnknownKey
+from gateway.errors import Invalid, RateLimited, RevokedKey, UnknownKey
 from gateway.inbound import key_of
 from gateway.keys import Identity
 from mesh.connection import Connection
-from mesh.errors import MeshError
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 
@@ -47,7 +45,7 @@ class Api:
         self.conn = conn
         #: The connection each role acts over; the gateway's own for roles not configured.
         self.roles = roles
-        self.keys = ApiKeyCache(conn)
+        self.keys = API_KEYS.cache(conn)
         self.agents = HttpAgents(gw.tracker, self.role_conn("agent"))
         self.limiter = RateLimiter(config.rate, config.burst)
         self._meshes: dict[str, AsyncMesh] = {}
@@ -74,12 +72,7 @@ class Api:
         """The operator or auditor behind the request's API key, if its role has ``right``."""
         key = key_of(request)
         if key is not None and key.startswith(API_KEY_PREFIX) and len(key) <= 128 and key.isascii():
-            try:
-                record = await self.keys.lookup(key)
-            except MeshError as exc:
-                raise UnknownKey(
-                    f"cannot verify the API key right now (NATS: {type(exc).__name__})"
-                ) from None
+            record = await self.keys.verify(key, "API key")
             if record is None:
                 raise UnknownKey("unknown API key")
             if record.revoked_at is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
+from gateway import acks
 from gateway.keys import Identity
 from gateway.kills import InForce
 from mesh.models import AuditEvent, EventType, HaltAck
@@ -42,9 +42,7 @@ def lifecycle_event(ident: Identity, etype: EventType, data: dict[str, Any]) -> 
 def halted_event(
     ident: Identity, held: InForce, status: str, metadata: dict[str, Any], checkpoint: Any, seq: int | None
 ) -> AuditEvent:
-    """The acknowledgement of one record; the id is derived as the SDK's is, so a retry is deduplicated."""
-    rec = held.record
-    seed = f"halted:{rec.command_id}:{held.revision}:{ident.agent_uri}:{ident.instance}"
+    """An HTTP agent's acknowledgement of one record (see :func:`gateway.acks.halted_event`)."""
     ack = HaltAck(
         status="paused" if status == "paused" else "killed",
         metadata={**metadata, "via": "http"},
@@ -52,15 +50,4 @@ def halted_event(
         checkpoint_seq=seq,
         kill_key=held.key,
     )
-    return AuditEvent(
-        id=hashlib.sha1(seed.encode()).hexdigest(),
-        type=EventType.HALTED,
-        target=rec.target,
-        agent_uri=ident.agent_uri,
-        instance=ident.instance,
-        actor=rec.actor,
-        reason=rec.reason,
-        command_id=rec.command_id,
-        revision=held.revision,
-        data=ack.model_dump(mode="json"),
-    )
+    return acks.halted_event(ident, held, ack)

@@ -23,9 +23,9 @@ import structlog
 
 from gateway.api import checkpoints
 from gateway.api.checkpoints import HINT
-from gateway.api.errors import Conflict, Unavailable
 from gateway.api.events import halted_event, lifecycle_event, record_json
 from gateway.api.models import CheckpointIn, HaltedIn, HeartbeatIn
+from gateway.errors import Conflict, Unavailable
 from gateway.keys import Identity
 from gateway.kills import InForce
 from gateway.tracker import SYNC_WAIT, KillTracker

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.api.errors import BadTarget, Invalid, NotFoundError, RateLimited, Unavailable, error_body
-from gateway.errors import GatewayError
+from gateway.errors import BadTarget, GatewayError, Invalid, NotFoundError, RateLimited, Unavailable
+from gateway.formats import api_error_body
 from gateway.inbound import read_body
 from mesh.errors import InvalidTarget, MeshError, NotFound, PermissionDenied
 
@@ -128,7 +128,7 @@ def handler(on_error: Callable[[GatewayError], None]) -> Callable[[Handler], Han
                 headers = None
                 if isinstance(err, RateLimited):
                     headers = {"Retry-After": str(max(1, round(float(err.detail.get("retry_after", 1)))))}
-                return reply(error_body(err), err.status, headers)
+                return reply(api_error_body(err), err.status, headers)
 
         return run
 

@@ -8,24 +8,29 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.context import Api
-from gateway.api.errors import Invalid
 from gateway.api.http import handler, parse_body, query_bool, query_int, reply
 from gateway.api.models import KillIn, ResumeIn
+from gateway.api.rights import Right
+from gateway.errors import Invalid
 from mesh.errors import ConfigError
 from mesh.eventlog import parse_since
 from mesh.models import EventType, Status
+from mesh.operator import AsyncMesh
 from mesh.shapes import event_json, instance_json, policy_json
 from mesh.target import Target, parse_target
 
 __all__ = ["operator_routes"]
 
 ALL = "agent://*/*/*"
+#: The bodies of the two orders, kill and resume.
+Order = TypeVar("Order", KillIn, ResumeIn)
 
 
 def _target(request: Request, name: str = "pattern", default: str | None = ALL) -> Target:
@@ -65,14 +70,18 @@ def operator_routes(api: Api) -> list[BaseRoute]:
     limit = api.config.max_body_bytes
     wrap = handler(api.gw.rejected)
 
-    @wrap
-    async def kill(request: Request) -> Response:
-        caller = await api.caller(request, "kill")
-        body = await parse_body(request, KillIn, limit)
+    async def order(request: Request, right: Right, model: type[Order]) -> tuple[AsyncMesh, Order, Target]:
+        """The caller's mesh, the body and the target of a kill or resume: all checked before any write."""
+        caller = await api.caller(request, right)
+        body = await parse_body(request, model, limit)
         if body.wait > api.config.max_wait:
             raise Invalid(f"wait: at most {api.config.max_wait:g} seconds", field="wait")
-        target = parse_target(body.target, body.instance)  # 400 naming the bad part, before any write
-        mesh = await api.mesh(caller)
+        target = parse_target(body.target, body.instance)  # 400 naming the bad part
+        return await api.mesh(caller), body, target
+
+    @wrap
+    async def kill(request: Request) -> Response:
+        mesh, body, target = await order(request, "kill", KillIn)
         report = await mesh.kill(
             target, reason=body.reason, grace=body.grace, wait=body.wait, action=body.action
         )
@@ -80,12 +89,7 @@ def operator_routes(api: Api) -> list[BaseRoute]:
 
     @wrap
     async def resume(request: Request) -> Response:
-        caller = await api.caller(request, "resume")
-        body = await parse_body(request, ResumeIn, limit)
-        if body.wait > api.config.max_wait:
-            raise Invalid(f"wait: at most {api.config.max_wait:g} seconds", field="wait")
-        target = parse_target(body.target, body.instance)
-        mesh = await api.mesh(caller)
+        mesh, body, target = await order(request, "resume", ResumeIn)
         report = await mesh.resume(target, reason=body.reason, wait=body.wait)
         return reply(report.to_json())
 

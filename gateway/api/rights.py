@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from gateway.api.errors import Forbidden
+from gateway.errors import Forbidden
 
 __all__ = ["RIGHTS", "Right", "require"]
 

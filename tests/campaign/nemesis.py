@@ -110,7 +110,7 @@ class Nemesis:
         entry = self._fault("proxy_cut", [PROXIED], down=round(self.rng.uniform(0.5, 4), 2))
         proxy.cut()
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
-        proxy.accept()
+        proxy.restore()
         self._healed(entry)
 
     async def proxy_stall(self) -> None:
@@ -136,7 +136,7 @@ class Nemesis:
             proc.thaw()
         if self.system.proxy is not None:
             self.system.proxy.flow()
-            self.system.proxy.accept()
+            self.system.proxy.restore()
         for server in self.system.servers:
             if not server.running:
                 await asyncio.to_thread(server.restart_after_exit, 30.0)

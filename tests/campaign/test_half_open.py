@@ -13,8 +13,7 @@ from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.chaos.helpers import all_events, count, eventually, start_fleet, stop_fleet
-
-from .proxy import FaultProxy
+from tests.tcpproxy import TcpProxy
 
 TARGET = "agent://acme/prod/mailer"
 
@@ -24,7 +23,7 @@ async def test_a_kill_reaches_an_agent_whose_link_went_half_open(own_server: Emb
     direct = Settings(nats_url=own_server.url, prefix=prefix, actor="op")
     async with Connection(direct) as conn:
         await provision(conn.js, conn.ns, ProvisionOptions())
-    proxy = FaultProxy(own_server.port)
+    proxy = TcpProxy(own_server.port)
     workers = await start_fleet(direct.model_copy(update={"nats_url": proxy.url}), [(TARGET, "i1")])
     try:
         assert proxy.blackhole() >= 1  # the agent's link now swallows everything, and stays open

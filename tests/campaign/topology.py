@@ -18,8 +18,7 @@ from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.chaos.cluster import loopback_cluster
 from tests.chaos.conftest import ROLES
-
-from .proxy import FaultProxy
+from tests.tcpproxy import TcpProxy
 
 MESH_CLI = str(Path(sys.executable).parent / "mesh")
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +125,7 @@ class System:
     workdir: Path
     servers: list[EmbeddedServer] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
-    proxy: FaultProxy | None = None
+    proxy: TcpProxy | None = None
     controller: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
 
@@ -206,7 +205,7 @@ class System:
 
     def start_agents(self) -> None:
         upstream = self.servers[0].port
-        self.proxy = FaultProxy(upstream)
+        self.proxy = TcpProxy(upstream)
         for name, members in FLEET.items():
             if name == PROXIED:
                 url = self.proxy.url

@@ -20,7 +20,7 @@ from gateway.service import bound_port, running_gateway
 from mesh.connection import Connection
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
-from tests.gateway.upstream import FakeUpstream, start_resetter, start_upstream
+from tests.gateway.upstream import FakeUpstream, running_upstream, start_resetter
 
 UPSTREAM_SECRET = "sk-upstream-REAL-secret-0123456789"
 AGENT = "agent://acme/prod/mailer"
@@ -41,12 +41,8 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float =
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
-    up, server, task = await start_upstream()
-    yield up
-    up.release.set()
-    server.should_exit = True
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(task, 5)
+    async with running_upstream() as up:
+        yield up
 
 
 @pytest.fixture

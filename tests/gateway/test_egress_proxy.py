@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import subprocess
 import time
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -24,7 +22,7 @@ from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.conftest import missing_tool
 from tests.gateway.conftest import AGENT, HeartbeatWatch, Running, eventually, gateway_config, start_gateway
-from tests.gateway.upstream import FakeUpstream
+from tests.gateway.upstream import FakeUpstream, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,21 +72,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         return StreamingResponse(body(), media_type="text/plain")
 
     app = Starlette(routes=[Route("/", index), Route("/slow", slow)])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
-                       ssl_keyfile=str(key), ssl_certfile=str(cert))
-    )  # fmt: skip
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and not task.done(), "the HTTPS site did not start"
-        await asyncio.sleep(0.01)
-    s.port = server.servers[0].sockets[0].getsockname()[1]
-    yield s
-    s.release.set()
-    server.should_exit = True
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(task, 5)
+    async with serving(app, "the HTTPS site", ssl_keyfile=str(key), ssl_certfile=str(cert)) as port:
+        s.port = port
+        try:
+            yield s
+        finally:
+            s.release.set()
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 from starlette.routing import Route
 
 from gateway.api.axme import address_of, agent_rows, health_of, metrics_to_usage, parse_address
-from gateway.api.errors import Forbidden
 from gateway.api.openapi import openapi_document
 from gateway.api.ratelimit import RateLimiter
 from gateway.api.rights import require
 from gateway.config import load_config
+from gateway.errors import Forbidden
 from mesh.errors import ConfigError, InvalidTarget
 from mesh.models import InstanceStatus, KillRecord, Status, utcnow
 from mesh.reports import HeldBy

@@ -8,6 +8,7 @@ the credential it carried and its body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -275,19 +276,36 @@ class FakeUpstream:
         )
 
 
-async def start_upstream() -> tuple[FakeUpstream, uvicorn.Server, asyncio.Task[None]]:
-    up = FakeUpstream()
+@contextlib.asynccontextmanager
+async def serving(app: Any, what: str, **config: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn on a loopback port (yielded) for the block; ``config``: e.g. TLS files."""
     server = uvicorn.Server(
-        uvicorn.Config(up.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **config)
     )
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
     while not server.started:
-        assert time.monotonic() < deadline, "the fake upstream did not start"
-        assert not task.done(), "the fake upstream failed to start"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        assert not task.done(), f"{what} failed to start"
         await asyncio.sleep(0.01)
-    up.port = server.servers[0].sockets[0].getsockname()[1]
-    return up, server, task
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 5)
+
+
+@contextlib.asynccontextmanager
+async def running_upstream() -> AsyncIterator[FakeUpstream]:
+    """A :class:`FakeUpstream` on loopback; held responses are released before it stops."""
+    up = FakeUpstream()
+    async with serving(up.app(), "the fake upstream") as port:
+        up.port = port
+        try:
+            yield up
+        finally:
+            up.release.set()
 
 
 async def start_resetter() -> tuple[int, asyncio.Server]:

@@ -12,8 +12,8 @@ from mesh.connection import Connection
 from mesh.provision import provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
-from tests.integration.holding_proxy import HoldingProxy
 from tests.integration.sdk_helpers import audit_events, await_until, put_kill
+from tests.tcpproxy import TcpProxy
 from tests.waiting import await_until as await_async_until
 
 pytestmark = pytest.mark.chaos
@@ -29,7 +29,7 @@ async def test_no_agent_of_a_shared_connection_acts_between_reconnect_and_the_ba
     own_server: EmbeddedServer, prefix: str
 ) -> None:
     direct = Settings(nats_url=own_server.url, prefix=prefix, actor="tester", connect_timeout=3.0)
-    proxy = HoldingProxy(own_server.port)
+    proxy = TcpProxy(own_server.port)
     via = direct.model_copy(update={"nats_url": proxy.url})
     op = await Connection.open(direct, name="operator")
     await provision(op.js, op.ns)

@@ -16,8 +16,8 @@ import pytest
 from agent_sdk import TERMINATED_EXIT_CODE, AgentKilled
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
-from tests.integration.holding_proxy import HoldingProxy
 from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
+from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.chaos
 
@@ -60,7 +60,7 @@ def test_kill_written_while_disconnected_is_honoured_first(
     """The server restarts while the agent is away; the kill is written before the agent can get
     back (its only way in, a proxy, refuses it until then), and no guarded action runs after it
     reconnects."""
-    proxy = HoldingProxy(own_server.port)
+    proxy = TcpProxy(own_server.port)
     via = Settings(nats_url=proxy.url, prefix=own_settings.prefix, actor="tester", connect_timeout=3.0)
     pool = AgentPool(via)
     try:
@@ -185,7 +185,7 @@ def test_no_guarded_action_runs_between_reconnect_and_the_reread_of_kills(
 ) -> None:
     """nats-py counts itself connected a server round trip before it calls reconnected_cb; held open
     here for 2 s, that window must not let an action pass a kill written during the outage."""
-    proxy = HoldingProxy(own_server.port)
+    proxy = TcpProxy(own_server.port)
     via = Settings(nats_url=proxy.url, prefix=own_settings.prefix, actor="tester", connect_timeout=3.0)
     pool = AgentPool(via)
     ops = Ops(own_settings)  # the operator talks to the server directly

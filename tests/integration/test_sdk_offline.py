@@ -13,8 +13,8 @@ from mesh.operator import AsyncMesh
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
 from tests.heartbeats import watching
-from tests.integration.holding_proxy import HoldingProxy
 from tests.integration.sdk_helpers import AgentPool
+from tests.tcpproxy import TcpProxy
 from tests.waiting import await_until, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
@@ -23,14 +23,14 @@ URI = "agent://acme/prod/mailer"
 
 
 @pytest.fixture
-def proxy(nats_server: EmbeddedServer) -> Iterator[HoldingProxy]:
-    p = HoldingProxy(nats_server.port)
+def proxy(nats_server: EmbeddedServer) -> Iterator[TcpProxy]:
+    p = TcpProxy(nats_server.port)
     yield p
     p.close()
 
 
 @pytest.fixture
-def via_proxy(proxy: HoldingProxy, settings: Settings) -> Settings:
+def via_proxy(proxy: TcpProxy, settings: Settings) -> Settings:
     """The test's namespace, reached through a proxy the test can cut."""
     return settings.model_copy(update={"nats_url": proxy.url})
 
@@ -41,7 +41,7 @@ def _offline(agent: Any) -> bool:
 
 
 def test_safe_points_make_progress_while_nats_is_unreachable(
-    conn: Any, via_proxy: Settings, proxy: HoldingProxy
+    conn: Any, via_proxy: Settings, proxy: TcpProxy
 ) -> None:
     """A non-fail-closed agent keeps working through an outage: heartbeat, checkpoint, a guarded
     call and sleep each return at once (a wait on the network would hang this test)."""
@@ -72,7 +72,7 @@ def test_safe_points_make_progress_while_nats_is_unreachable(
 
 
 def test_fail_closed_does_not_halt_for_an_outage_shorter_than_its_limit(
-    conn: Any, via_proxy: Settings, proxy: HoldingProxy
+    conn: Any, via_proxy: Settings, proxy: TcpProxy
 ) -> None:
     pool = AgentPool(via_proxy)
     try:
@@ -93,7 +93,7 @@ def test_fail_closed_does_not_halt_for_an_outage_shorter_than_its_limit(
 
 
 async def test_fail_closed_async_agent_halts_without_contact_and_clears_on_reconnect(
-    conn: Any, via_proxy: Settings, proxy: HoldingProxy
+    conn: Any, via_proxy: Settings, proxy: TcpProxy
 ) -> None:
     agent = AsyncAgent(URI, instance="f-async", settings=via_proxy, hard_kill=False, fail_closed_after=0.5)
     await agent.start()

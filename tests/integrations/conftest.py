@@ -1,17 +1,7 @@
-"""Fixtures for the integration tests: a synchronous operator for the tests that run the examples."""
+"""Fixtures for the integration tests: the sync-SDK tests' operator, for the tests that run the examples."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.integration.conftest import ops
 
-import pytest
-
-from mesh.settings import Settings
-from tests.integration.sdk_helpers import Ops
-
-
-@pytest.fixture
-def ops(settings: Settings) -> Iterator[Ops]:
-    o = Ops(settings)
-    yield o
-    o.close()
+__all__ = ["ops"]

@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from tests.integrations.oa_fakes import ToolLog
+from tests.integrations.helpers import ToolLog
 
 
 class StepsChatModel(FakeMessagesListChatModel):
@@ -63,18 +63,7 @@ def make_tool(log: ToolLog) -> BaseTool:
     @tool
     async def work(n: int) -> str:
         """Do step n."""
-        log.add("start", n)
-        if n in log.block:
-            log.block.discard(n)
-            log.running.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                log.add("cancelled", n)
-                await asyncio.sleep(0.01)
-                raise
-        log.add("end", n)
-        return f"step {n} done"
+        return await log.work(n)
 
     return work
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from agents import Agent, function_tool, set_tracing_disabled
@@ -11,6 +10,8 @@ from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.testing import assistant_message, function_call
 from agents.usage import Usage
+
+from tests.integrations.helpers import ToolLog
 
 set_tracing_disabled(True)  # offline: no trace export to try
 
@@ -61,45 +62,10 @@ class CountingModel(Model):
         raise NotImplementedError("these tests do not stream")
 
 
-class ToolLog:
-    """What the tool did: ("start", n), ("end", n), ("cancelled", n), each with its wall-clock time.
-
-    ``block`` holds a call to step n mid-way (once: its re-run after a resume goes through).
-    """
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int, datetime]] = []
-        self.block: set[int] = set()
-        self.running = asyncio.Event()
-
-    def ends(self) -> list[int]:
-        return [n for kind, n, _ in self.events if kind == "end"]
-
-    def starts(self) -> list[int]:
-        return [n for kind, n, _ in self.events if kind == "start"]
-
-    def add(self, kind: str, n: int) -> None:
-        self.events.append((kind, n, datetime.now(UTC)))
-
-    def started_after(self, when: datetime) -> list[int]:
-        return [n for kind, n, t in self.events if kind == "start" and t > when]
-
-
 def make_agent(model: CountingModel, log: ToolLog, guardrails: list[Any] | None = None) -> Agent[Any]:
     @function_tool(tool_input_guardrails=guardrails)
     async def work(n: int) -> str:
         """Do step n."""
-        log.add("start", n)
-        if n in log.block:
-            log.block.discard(n)
-            log.running.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                log.add("cancelled", n)
-                await asyncio.sleep(0.01)  # unwinding takes a moment, as closing a connection would
-                raise
-        log.add("end", n)
-        return f"step {n} done"
+        return await log.work(n)
 
     return Agent(name="worker", instructions="Do the steps.", model=model, tools=[work])

@@ -10,23 +10,18 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agent_sdk import AgentKilled, AsyncAgent
+from agent_sdk import AgentKilled
 from agent_sdk.integrations.langgraph import CHECKPOINT_KEY, KILL_INTERRUPT, KillSwitch
 from mesh.connection import Connection
 from mesh.errors import ConfigError
 from mesh.settings import Settings
 from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
-from tests.integrations.helpers import wait_ack
+from tests.integrations.helpers import ToolLog, guarded_agent, kill_mid_tool, kill_while_thinking, wait_ack
 from tests.integrations.lg_fakes import make_graph, make_model, make_tool
-from tests.integrations.oa_fakes import ToolLog
 
 URI = "agent://acme/prod/graph"
 STEPS = 4
 GO = {"messages": [HumanMessage("go")]}
-
-
-def _mesh(settings: Settings, instance: str, on_kill: str) -> AsyncAgent:
-    return AsyncAgent(URI, instance=instance, settings=settings, hard_kill=False, on_kill=on_kill)
 
 
 def _thread(name: str) -> dict[str, Any]:
@@ -42,12 +37,11 @@ async def test_pause_interrupts_before_the_next_node_and_resume_continues_the_th
 ) -> None:
     model, log = make_model(STEPS, hold_at={3}), ToolLog()
     graph = make_graph(model, [make_tool(log)])
-    async with _mesh(settings, "p1", "pause") as mesh:
+    async with guarded_agent(URI, settings, "p1", "pause") as mesh:
         run = asyncio.create_task(KillSwitch(mesh).ainvoke(graph, GO, _thread("p1")))
-        await asyncio.wait_for(model.entered.wait(), 30)  # the third model call is "thinking"
-        key, _, record = await put_kill(conn, URI)
-        await await_until(lambda: mesh.killed)
-        model.release.set()  # it asks for work(2): the "tools" node is interrupted before it starts
+        # Killed while the third model call "thinks"; it then asks for work(2): the "tools" node is
+        # interrupted before it starts.
+        key, record = await kill_while_thinking(conn, mesh, model, URI)
         ack = await wait_ack(conn, record.command_id)
         assert ack.data["status"] == "paused"
         assert ack.data["metadata"]["at"] == "node tools"
@@ -71,13 +65,10 @@ async def test_raise_leaves_the_interrupt_on_the_thread_and_the_next_run_resumes
 ) -> None:
     model, log = make_model(STEPS, hold_at={3}), ToolLog()
     graph = make_graph(model, [make_tool(log)])
-    async with _mesh(settings, "r1", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r1", "raise") as mesh:
         switch = KillSwitch(mesh)
         run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("r1")))
-        await asyncio.wait_for(model.entered.wait(), 30)
-        key, _, record = await put_kill(conn, URI)
-        await await_until(lambda: mesh.killed)
-        model.release.set()
+        key, record = await kill_while_thinking(conn, mesh, model, URI)
         with pytest.raises(AgentKilled):
             await asyncio.wait_for(run, 30)
         ack = await wait_ack(conn, record.command_id)
@@ -94,13 +85,13 @@ async def test_a_new_agent_and_graph_over_the_same_checkpoint_database_continue_
 ) -> None:
     db = str(tmp_path / "threads.db")
     model, log = make_model(STEPS, hold_at={3}), ToolLog()
-    async with AsyncSqliteSaver.from_conn_string(db) as saver, _mesh(settings, "r3", "raise") as mesh:
+    async with (
+        AsyncSqliteSaver.from_conn_string(db) as saver,
+        guarded_agent(URI, settings, "r3", "raise") as mesh,
+    ):
         graph = make_graph(model, [make_tool(log)], saver)
         run = asyncio.create_task(KillSwitch(mesh).ainvoke(graph, GO, _thread("r3")))
-        await asyncio.wait_for(model.entered.wait(), 30)
-        key, _, record = await put_kill(conn, URI)
-        await await_until(lambda: mesh.killed)
-        model.release.set()
+        key, record = await kill_while_thinking(conn, mesh, model, URI)
         with pytest.raises(AgentKilled):
             await asyncio.wait_for(run, 30)
         ack = await wait_ack(conn, record.command_id)
@@ -108,7 +99,10 @@ async def test_a_new_agent_and_graph_over_the_same_checkpoint_database_continue_
     await delete_kill(conn, key)
     # As a restarted process would: another agent, another graph and saver, only the file shared.
     fresh = make_model(STEPS)
-    async with AsyncSqliteSaver.from_conn_string(db) as saver, _mesh(settings, "r3", "raise") as mesh:
+    async with (
+        AsyncSqliteSaver.from_conn_string(db) as saver,
+        guarded_agent(URI, settings, "r3", "raise") as mesh,
+    ):
         graph = make_graph(fresh, [make_tool(log)], saver)
         out = await KillSwitch(mesh).ainvoke(graph, {"messages": [HumanMessage("not used")]}, _thread("r3"))
     assert _answer(out) == f"did {STEPS} steps"
@@ -121,12 +115,11 @@ async def test_pause_cancels_a_guarded_tool_mid_call_and_runs_it_again_after_res
 ) -> None:
     model, log = make_model(STEPS), ToolLog()
     log.block.add(1)
-    async with _mesh(settings, "p2", "pause") as mesh:
+    async with guarded_agent(URI, settings, "p2", "pause") as mesh:
         switch = KillSwitch(mesh)
         graph = make_graph(model, switch.guard_tools([make_tool(log)]))
         run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("p2")))
-        await asyncio.wait_for(log.running.wait(), 30)
-        key, _, record = await put_kill(conn, URI, grace=600.0)
+        key, record = await kill_mid_tool(conn, log, URI, grace=600.0)
         ack = await wait_ack(conn, record.command_id)
         assert ack.data["status"] == "paused"
         assert ack.data["metadata"]["last_tool"] == "work" and ack.data["metadata"]["tool_calls"] == 1
@@ -143,12 +136,11 @@ async def test_raise_mid_tool_fails_the_node_and_the_next_run_reruns_that_node(
 ) -> None:
     model, log = make_model(STEPS), ToolLog()
     log.block.add(1)
-    async with _mesh(settings, "r2", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r2", "raise") as mesh:
         switch = KillSwitch(mesh)
         graph = make_graph(model, switch.guard_tools([make_tool(log)]))
         run = asyncio.create_task(switch.ainvoke(graph, GO, _thread("r2")))
-        await asyncio.wait_for(log.running.wait(), 30)
-        key, _, record = await put_kill(conn, URI)
+        key, record = await kill_mid_tool(conn, log, URI)
         with pytest.raises(AgentKilled):
             await asyncio.wait_for(run, 30)
         ack = await wait_ack(conn, record.command_id)
@@ -163,7 +155,7 @@ async def test_raise_mid_tool_fails_the_node_and_the_next_run_reruns_that_node(
 
 async def test_plain_langchain_model_calls_are_safe_points(conn: Connection, settings: Settings) -> None:
     model = make_model(STEPS)
-    async with _mesh(settings, "lc", "pause") as mesh:
+    async with guarded_agent(URI, settings, "lc", "pause") as mesh:
         config = KillSwitch(mesh).config()
         assert (await model.ainvoke([HumanMessage("hi")], config=config)).tool_calls
         key, _, record = await put_kill(conn, URI)
@@ -177,6 +169,6 @@ async def test_plain_langchain_model_calls_are_safe_points(conn: Connection, set
 
 
 async def test_a_graph_without_a_thread_gets_a_one_line_error(settings: Settings) -> None:
-    async with _mesh(settings, "bad", "raise") as mesh:
+    async with guarded_agent(URI, settings, "bad", "raise") as mesh:
         with pytest.raises(ConfigError, match="thread_id"):
             await KillSwitch(mesh).ainvoke(make_graph(make_model(1), []), GO, {})

@@ -13,27 +13,22 @@ from agent_sdk.integrations.openai_agents import CHECKPOINT_KEY, KillSwitch
 from mesh.connection import Connection
 from mesh.settings import Settings
 from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
-from tests.integrations.helpers import wait_ack
-from tests.integrations.oa_fakes import CountingModel, ToolLog, make_agent
+from tests.integrations.helpers import ToolLog, guarded_agent, kill_mid_tool, kill_while_thinking, wait_ack
+from tests.integrations.oa_fakes import CountingModel, make_agent
 
 URI = "agent://acme/prod/researcher"
 STEPS = 4
-
-
-def _mesh(settings: Settings, instance: str, on_kill: str) -> AsyncAgent:
-    return AsyncAgent(URI, instance=instance, settings=settings, hard_kill=False, on_kill=on_kill)
 
 
 async def test_pause_holds_the_next_tool_call_and_resume_runs_every_remaining_one_once(
     conn: Connection, settings: Settings
 ) -> None:
     model, log = CountingModel(STEPS, hold_at={3}), ToolLog()
-    async with _mesh(settings, "p1", "pause") as mesh:
+    async with guarded_agent(URI, settings, "p1", "pause") as mesh:
         run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
-        await asyncio.wait_for(model.entered.wait(), 30)  # the third model call is "thinking"
-        key, _, record = await put_kill(conn, URI)
-        await await_until(lambda: mesh.killed)
-        model.release.set()  # it answers "work(2)": the tool call is the next safe point
+        # Killed while the third model call "thinks"; it then answers "work(2)": the tool call is the
+        # next safe point.
+        key, record = await kill_while_thinking(conn, mesh, model, URI)
         ack = await wait_ack(conn, record.command_id)
         assert ack.data["status"] == "paused"
         assert ack.data["metadata"] == {"turn": 3, "last_tool": "work", "tool_calls": 2, "at": "tool work"}
@@ -50,11 +45,10 @@ async def test_pause_cancels_the_running_tool_and_runs_it_again_after_resume(
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
     log.block.add(1)
-    async with _mesh(settings, "p2", "pause") as mesh:
+    async with guarded_agent(URI, settings, "p2", "pause") as mesh:
         run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
-        await asyncio.wait_for(log.running.wait(), 30)
         # A long grace: the paused call must not hold the acknowledgement back until it runs out.
-        key, _, record = await put_kill(conn, URI, grace=600.0)
+        key, record = await kill_mid_tool(conn, log, URI, grace=600.0)
         ack = await wait_ack(conn, record.command_id)
         assert ("cancelled", 1) in [(k, n) for k, n, _ in log.events]
         assert ack.data["status"] == "paused"
@@ -71,12 +65,9 @@ async def test_raise_at_a_tool_call_saves_the_run_state_and_the_next_run_continu
     conn: Connection, settings: Settings
 ) -> None:
     model, log = CountingModel(STEPS, hold_at={3}), ToolLog()
-    async with _mesh(settings, "r1", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r1", "raise") as mesh:
         run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
-        await asyncio.wait_for(model.entered.wait(), 30)
-        key, _, record = await put_kill(conn, URI)
-        await await_until(lambda: mesh.killed)
-        model.release.set()
+        key, record = await kill_while_thinking(conn, mesh, model, URI)
         with pytest.raises(AgentKilled):
             await asyncio.wait_for(run, 30)
         ack = await wait_ack(conn, record.command_id)
@@ -89,7 +80,7 @@ async def test_raise_at_a_tool_call_saves_the_run_state_and_the_next_run_continu
 
     # The same instance started again (as a restarted process would) continues the RunState.
     fresh = CountingModel(STEPS)
-    async with _mesh(settings, "r1", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r1", "raise") as mesh:
         result = await KillSwitch(mesh).run(make_agent(fresh, log), "this input is not used")
     assert result.final_output == f"did {STEPS} steps"
     assert log.ends() == list(range(STEPS))
@@ -101,10 +92,9 @@ async def test_raise_mid_tool_cancels_it_and_the_next_run_asks_for_it_again(
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
     log.block.add(1)
-    async with _mesh(settings, "r2", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r2", "raise") as mesh:
         run = asyncio.create_task(KillSwitch(mesh).run(make_agent(model, log), "go"))
-        await asyncio.wait_for(log.running.wait(), 30)
-        key, _, record = await put_kill(conn, URI)
+        key, record = await kill_mid_tool(conn, log, URI)
         with pytest.raises(AgentKilled):
             await asyncio.wait_for(run, 30)
         ack = await wait_ack(conn, record.command_id)
@@ -112,7 +102,7 @@ async def test_raise_mid_tool_cancels_it_and_the_next_run_asks_for_it_again(
         assert [(k, n) for k, n, _ in log.events][-1] == ("cancelled", 1)
         assert log.started_after(ack.time) == []
     await delete_kill(conn, key)
-    async with _mesh(settings, "r2", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r2", "raise") as mesh:
         assert mesh.restore()[CHECKPOINT_KEY]["kind"] == "input"
         result = await KillSwitch(mesh).run(make_agent(CountingModel(STEPS), log), "unused")
     assert result.final_output == f"did {STEPS} steps"
@@ -135,7 +125,7 @@ async def test_raise_before_a_model_call_saves_the_conversation_and_a_new_run_co
     conn: Connection, settings: Settings
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
-    async with _mesh(settings, "r3", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r3", "raise") as mesh:
         hooks = _KillAfterTool(conn, mesh)
         with pytest.raises(AgentKilled):
             await KillSwitch(mesh).run(make_agent(model, log), "go", hooks=hooks)
@@ -159,7 +149,7 @@ async def test_raise_at_a_tool_start_after_its_approval_ends_the_run_and_the_mod
     conn: Connection, settings: Settings
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
-    async with _mesh(settings, "r4", "raise") as mesh:
+    async with guarded_agent(URI, settings, "r4", "raise") as mesh:
         kills: list[Any] = []
 
         @tool_input_guardrail
@@ -197,11 +187,11 @@ async def test_a_run_that_is_not_killed_returns_the_frameworks_result(
     settings: Settings, conn: Connection
 ) -> None:
     model, log = CountingModel(STEPS), ToolLog()
-    async with _mesh(settings, "ok", "raise") as mesh:
+    async with guarded_agent(URI, settings, "ok", "raise") as mesh:
         await mesh.checkpoint({"mine": {"campaign": 7}})  # the program's own checkpoint
         result = await KillSwitch(mesh).run(make_agent(model, log), "go")
         assert result.final_output == f"did {STEPS} steps" and log.ends() == list(range(STEPS))
-    async with _mesh(settings, "ok", "raise") as mesh:
+    async with guarded_agent(URI, settings, "ok", "raise") as mesh:
         saved = mesh.restore()
         assert saved[CHECKPOINT_KEY]["kind"] == "done"  # a restart does not replay a finished run
         assert saved["mine"] == {"campaign": 7}  # and the program's own entry is kept

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +11,7 @@ from mesh.connection import Connection
 from mesh.operator import AsyncMesh
 from mesh.settings import Settings
 from tests.gateway.conftest import Running, eventually, gateway_config, start_gateway
-from tests.gateway.upstream import FakeUpstream, start_upstream
+from tests.gateway.upstream import FakeUpstream, running_upstream
 from tests.observability.dashboard import metric_names, queries
 from tests.observability.helpers import Samples, scrape, series, value
 
@@ -24,12 +22,8 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
-    up, server, task = await start_upstream()
-    yield up
-    up.release.set()
-    server.should_exit = True
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(task, 5)
+    async with running_upstream() as up:
+        yield up
 
 
 async def call(gw: Running, key: str) -> int:

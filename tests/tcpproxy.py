@@ -1,7 +1,11 @@
-"""A TCP proxy between one agent process and a NATS server that cuts, stalls or blackholes its links.
+"""A TCP proxy for tests, between clients and a NATS server, that cuts, stalls, blackholes or holds its links.
 
-- ``cut(seconds)``: drop every connection (a reset) and refuse new ones for a while;
-- ``stall(seconds)``: forward nothing either way for a while, then deliver what was held;
+- ``cut()``: drop every connection (a reset) and refuse new ones until ``restore()``;
+- ``restore(hold=…)``: accept again; with ``hold``, the next client's handshake goes through (INFO,
+  CONNECT, the first PONG) but everything the server sends after it is held for ``hold`` seconds:
+  nats-py then counts itself connected while its post-reconnect flush, and so its
+  ``reconnected_cb``, waits;
+- ``stall()`` / ``flow()``: forward nothing either way until ``flow()``, then deliver what was held;
 - ``blackhole()``: the open connections swallow every byte from now on and are never closed (a
   half-open link: the peer is gone and no FIN or RST ever arrives); new connections work.
 """
@@ -13,6 +17,8 @@ import socket
 import threading
 from collections.abc import Callable
 
+__all__ = ["TcpProxy"]
+
 
 class _Link:
     def __init__(self, writers: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
@@ -22,13 +28,14 @@ class _Link:
         self.dead = False  # blackholed: read and drop
 
 
-class FaultProxy:
+class TcpProxy:
     """Forwards 127.0.0.1:port to ``upstream_port``, in a thread of its own."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.loop = asyncio.new_event_loop()
         self._accepting = True
+        self._hold = 0.0
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: a blackholed link lives on
         sock = socket.socket()
@@ -36,7 +43,7 @@ class FaultProxy:
         sock.bind(("127.0.0.1", 0))
         self.port = int(sock.getsockname()[1])
         self._sock = sock
-        self._thread = threading.Thread(target=self._run, daemon=True, name="campaign-proxy")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tcp-proxy")
         self._thread.start()
 
     @property
@@ -62,11 +69,13 @@ class FaultProxy:
             return
         link = _Link((writer, up_w))
         self._links.add(link)
+        hold = self._hold
+        self._hold = 0.0  # once: the first client after restore(hold=…) only
         me = asyncio.current_task()
         if me is not None:
             self._tasks.add(me)
         try:
-            await asyncio.gather(self._pipe(link, reader, up_w), self._pipe(link, up_r, writer))
+            await asyncio.gather(self._pipe(link, reader, up_w), self._pipe(link, up_r, writer, hold))
         except asyncio.CancelledError:
             pass  # close(): the proxy is going away, and asyncio's stream callback would log it
         finally:
@@ -74,12 +83,24 @@ class FaultProxy:
             if me is not None:
                 self._tasks.discard(me)
 
-    async def _pipe(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: float = 0.0
+    ) -> None:
+        seen = b""  # server bytes so far, while holding: all of them already forwarded
         try:
             while data := await reader.read(65536):
                 await link.flowing.wait()
                 if link.dead:
                     continue
+                at = (seen + data).find(b"PONG\r\n") if hold else -1
+                if at >= 0:  # the handshake's PONG: pass it, then hold what follows
+                    cut = at + 6 - len(seen)
+                    writer.write(data[:cut])
+                    await writer.drain()
+                    await asyncio.sleep(hold)  # the fault itself, not a wait for something
+                    data, hold = data[cut:], 0.0
+                elif hold:
+                    seen += data
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -112,8 +133,9 @@ class FaultProxy:
 
         self._call(do)
 
-    def accept(self) -> None:
+    def restore(self, hold: float = 0.0) -> None:
         def do() -> None:
+            self._hold = hold
             self._accepting = True
 
         self._call(do)
