@@ -13,12 +13,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agent_sdk.usage import UsageCounters
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode, encode, encode_state
-from mesh.connection import translate_error
 from mesh.errors import MalformedMessage
-from mesh.kvwire import is_delete
-from mesh.models import Checkpoint
+from mesh.protocol.codec import decode, encode, encode_state
+from mesh.protocol.kvwire import is_delete
+from mesh.protocol.models import Checkpoint
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport.connection import translate_error
 
 __all__ = ["CheckpointStore"]
 

@@ -19,9 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mesh.logs import configure_logging
-from mesh.server import EmbeddedServer, find_nats_server
-from mesh.settings import Settings
+from mesh.runtime.logs import configure_logging
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer, find_nats_server
 
 # The library's debug/info lines would drown the tables: warnings only, unless MESH_LOG_LEVEL says.
 configure_logging(os.environ.get("MESH_LOG_LEVEL", "WARNING"))

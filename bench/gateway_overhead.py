@@ -35,11 +35,11 @@ from bench.common import (
     write_json,
 )
 from gateway.keystore import create_key
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.kvscan import delete_key, put_key
-from mesh.models import KillRecord
-from mesh.provision import provision
+from mesh.protocol.codec import encode
+from mesh.protocol.models import KillRecord
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import delete_key, put_key
+from mesh.transport.provision import provision
 
 AGENT = "agent://bench/prod/gw"
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()

@@ -133,9 +133,9 @@ async def _request_json(nc: Any, subject: str, timeout: float = 10.0) -> dict[st
 
 
 async def _count_active(conn: Any, uri: str) -> int:
-    from mesh.kvscan import scan_latest
-    from mesh.models import InstanceStatus
-    from mesh.target import parse_target
+    from mesh.protocol.models import InstanceStatus
+    from mesh.protocol.target import parse_target
+    from mesh.transport.kvscan import scan_latest
 
     entries = await scan_latest(
         conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(parse_target(uri))
@@ -187,9 +187,9 @@ async def measure(
     idle_s: float = 5.0,
 ) -> dict[str, Any]:
     """Start a controller and a fleet of ``instances`` on the server at ``url``; run the cycles."""
-    from mesh.connection import Connection
-    from mesh.operator import AsyncMesh
-    from mesh.provision import provision
+    from mesh.client.operator import AsyncMesh
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import provision
 
     procs_n = processes or default_processes(instances)
     prefix = bench_prefix()

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import structlog
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from mesh.connection import Connection
+from mesh.transport.connection import Connection
 
 __all__ = ["LiveConnections", "kick_revoked"]
 

@@ -9,14 +9,14 @@ import structlog
 from nats.js.kv import KeyValue
 
 from controller.stats import Stats
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.killcommand import policy_kill_command
-from mesh.models import AuditEvent, EventType
-from mesh.policy import Limit, Policy
-from mesh.target import AgentURI
+from mesh.protocol.codec import encode
+from mesh.protocol.killcommand import policy_kill_command
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.protocol.policy import Limit, Policy
+from mesh.protocol.target import AgentURI
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
 
 __all__ = ["RECHECK", "REPORT_EVERY", "Enforcer"]
 

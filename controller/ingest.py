@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from controller.state import Fleet, Transition
 from controller.stats import RateLimitedLog, Stats
 from mesh.errors import InvalidTarget
-from mesh.models import WIRE_VERSION, Heartbeat, Status
-from mesh.subjects import Namespace
+from mesh.protocol.models import WIRE_VERSION, Heartbeat, Status
+from mesh.protocol.subjects import Namespace
 
 __all__ = ["Ingest"]
 

@@ -11,7 +11,7 @@ import nats.js.errors
 import structlog
 from nats.js.kv import KeyValue
 
-from mesh.aio import raise_if_cancelling
+from mesh.runtime.aio import raise_if_cancelling
 
 __all__ = ["LEASE_KEY", "Lease", "LeaseValue"]
 

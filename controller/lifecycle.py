@@ -14,11 +14,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from controller.state import LIFECYCLE_TYPES, Fleet, Transition
 from controller.stats import RateLimitedLog, Stats
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.models import AuditEvent
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport.connection import Connection
 
 __all__ = ["LifecycleFeed", "consumer_config"]
 

@@ -16,10 +16,10 @@ from nats.aio.subscription import Subscription
 from controller.metrics import ControllerMetrics
 from controller.metrics_kills import actor_kind
 from controller.stats import RateLimitedLog
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.models import AuditEvent, EventType
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.transport.connection import Connection
 
 __all__ = ["AuditObserver"]
 

@@ -3,7 +3,7 @@
 Only the active controller answers (a standby stays silent and the instance retries). Every ledger
 change is a compare-and-set on the key's revision: a restarted or newly active controller starts
 from what is stored, and a request retried across a takeover finds its grant by request id, so no
-grant is lost or made twice. The arithmetic is :mod:`mesh.quota`; this module only carries it out.
+grant is lost or made twice. The arithmetic is :mod:`mesh.protocol.quota`; this module only carries it out.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from nats.js.kv import KeyValue
 from controller.enforce import Enforcer
 from controller.policybook import PolicyBook
 from controller.stats import RateLimitedLog, Stats
-from mesh import quota
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode, encode
 from mesh.errors import InvalidTarget, MalformedMessage
-from mesh.leasewire import LeaseReply, LeaseRequest, Release
-from mesh.policy import Limit, Policy
-from mesh.subjects import Namespace
-from mesh.target import AgentURI
+from mesh.protocol import quota
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.leasewire import LeaseReply, LeaseRequest, Release
+from mesh.protocol.policy import Limit, Policy
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import AgentURI
+from mesh.runtime.aio import raise_if_cancelling
 
 __all__ = ["UNLIMITED_RECHECK", "QuotaService"]
 

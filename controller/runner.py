@@ -28,11 +28,11 @@ from controller.state import Fleet, Policy
 from controller.stats import Stats
 from controller.sweep import sweep_loop
 from controller.writer import Writer
-from mesh.aio import stop_tasks, wait_for
-from mesh.connection import Connection, translate_error
 from mesh.errors import PermissionDenied
-from mesh.provision import ProvisionOptions, provision
-from mesh.settings import Settings
+from mesh.runtime.aio import stop_tasks, wait_for
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection, translate_error
+from mesh.transport.provision import ProvisionOptions, provision
 
 __all__ = ["Controller"]
 

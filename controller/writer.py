@@ -14,11 +14,11 @@ from nats.js.kv import KeyValue
 
 from controller.state import Fleet, Transition, event_id
 from controller.stats import Stats
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
 from mesh.errors import MeshError
+from mesh.protocol.codec import encode
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
 
 __all__ = ["Writer"]
 

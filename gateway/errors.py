@@ -19,7 +19,7 @@ Messages never hold a credential: keys are named by their short id, upstreams by
 from __future__ import annotations
 
 from mesh.errors import MeshError
-from mesh.models import KillRecord
+from mesh.protocol.models import KillRecord
 
 __all__ = [
     "BadRequest",

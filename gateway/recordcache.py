@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
-from mesh.connection import Connection
-from mesh.kvscan import read_latest
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import read_latest
 
 __all__ = ["RecordCache"]
 

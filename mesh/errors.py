@@ -194,7 +194,7 @@ class PortInUse(ServerError):
 class AgentKilled(MeshError):
     """Raised at an agent's safe point when a kill record in force matches it.
 
-    ``record`` is the :class:`mesh.models.KillRecord` that stopped it (or ``None`` when the
+    ``record`` is the :class:`mesh.protocol.models.KillRecord` that stopped it (or ``None`` when the
     instance halted itself, for example with ``fail_closed_after``).
     """
 

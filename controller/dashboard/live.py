@@ -23,12 +23,12 @@ import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.kvwire import is_delete_operation
-from mesh.models import AuditEvent, InstanceStatus
+from mesh.protocol.codec import decode
+from mesh.protocol.kvwire import is_delete_operation
+from mesh.protocol.models import AuditEvent, InstanceStatus
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.connection import Connection
 
 __all__ = ["FleetFeed", "Subscriber", "sse"]
 

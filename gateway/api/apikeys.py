@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.keys import hash_key
 from gateway.recordcache import RecordCache
-from mesh.connection import Connection
 from mesh.errors import NotFound
-from mesh.kvscan import put_key, scan_latest
-from mesh.models import utcnow
+from mesh.protocol.models import utcnow
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key, scan_latest
 
 __all__ = [
     "API_KEY_PREFIX",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from mesh.connection import Connection
-from mesh.models import AuditEvent
+from mesh.protocol.models import AuditEvent
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import DEADLINE, audit_events
 
 

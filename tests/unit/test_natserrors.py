@@ -6,7 +6,6 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from mesh import natserrors
 from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -15,7 +14,8 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
-from mesh.natserrors import note_permission_violation, translate_error
+from mesh.transport import natserrors
+from mesh.transport.natserrors import note_permission_violation, translate_error
 
 
 @pytest.fixture(autouse=True)
