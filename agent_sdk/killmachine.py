@@ -16,8 +16,8 @@ from enum import StrEnum
 from agent_sdk.config import OnKill
 from agent_sdk.killstate import InForce, KillState
 from mesh.errors import AgentKilled
+from mesh.protocol.controlupdate import ControlUpdate
 from mesh.protocol.models import Status
-from mesh.transport.control import ControlUpdate
 
 __all__ = ["Effects", "HaltPlan", "KillMachine", "Verdict"]
 

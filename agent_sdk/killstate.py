@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mesh.protocol.controlupdate import ControlUpdate
 from mesh.protocol.killorder import InForce, RevisionOrder
-from mesh.transport.control import ControlUpdate
 
 __all__ = ["InForce", "KillState"]
 

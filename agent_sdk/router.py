@@ -19,13 +19,12 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js.kv import KeyValue
 
 from mesh.errors import MalformedMessage
+from mesh.protocol.controlupdate import ControlUpdate
 from mesh.transport.connection import Connection
-from mesh.transport.control import ControlUpdate, parse_control_message, read_records, read_records_batched
+from mesh.transport.control import parse_control_message, read_records, read_records_batched
+from mesh.transport.natstypes import KeyValue, Msg, Subscription
 
 __all__ = ["ControlRouter", "Member", "router_for"]
 

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from nats.js.kv import KeyValue
-
     from mesh.protocol.identity import CredentialRecord, Identity
+    from mesh.transport.natstypes import KeyValue
 
 T = TypeVar("T")
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from controller.calloutkick import LiveConnections, kick_revoked
 from controller.natsjwt import IssuerKey, authorization_response, decode_request, user_jwt
@@ -22,6 +20,7 @@ from mesh.protocol.subjects import Namespace
 from mesh.runtime.settings import Settings
 from mesh.transport.connection import Connection
 from mesh.transport.identity_store import lookup, open_bucket
+from mesh.transport.natstypes import KeyValue, Msg
 
 __all__ = ["AUTH_SUBJECT", "CalloutService", "Verdict", "decide"]
 

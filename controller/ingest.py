@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 
 import structlog
-from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from controller.state import Fleet, Transition
@@ -14,6 +13,7 @@ from controller.stats import RateLimitedLog, Stats
 from mesh.errors import InvalidTarget
 from mesh.protocol.models import WIRE_VERSION, Heartbeat, Status
 from mesh.protocol.subjects import Namespace
+from mesh.transport.natstypes import Msg
 
 __all__ = ["Ingest"]
 

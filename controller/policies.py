@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import structlog
-from nats.js.kv import KeyValue
 
 from controller.enforce import Enforcer
 from controller.policybook import PolicyBook
@@ -21,6 +20,7 @@ from mesh.protocol.policy import Breach, InstanceUsage, Limit, Policy, evaluate,
 from mesh.protocol.target import AgentURI, parse_agent_uri
 from mesh.runtime.aio import raise_if_cancelling, wait_for
 from mesh.transport.connection import Connection
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["PolicyEngine"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mesh.protocol.controlupdate import ControlUpdate
 from mesh.protocol.killorder import InForce, RevisionOrder
 from mesh.protocol.subjects import Namespace
 from mesh.protocol.target import AgentURI
-from mesh.transport.control import ControlUpdate
 
 __all__ = ["Applied", "InForce", "KillBook"]
 

@@ -9,12 +9,11 @@ from collections import OrderedDict
 from typing import Generic, TypeVar
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from mesh.transport.connection import Connection
 from mesh.transport.kvscan import read_latest
+from mesh.transport.natstypes import Msg, Subscription
 
 __all__ = ["RecordCache"]
 

@@ -69,6 +69,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value  # later lookups skip this hook
     return value
 
+
 __all__ = [
     "AckRow",
     "AgentKilled",

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mesh.protocol.controlupdate import ControlUpdate
     from mesh.protocol.models import KillRecord
-    from mesh.transport.control import ControlUpdate
 
 __all__ = ["DISTRUST_AFTER", "InForce", "RevisionOrder"]
 

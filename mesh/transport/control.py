@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from mesh.errors import MalformedMessage
 from mesh.protocol.codec import decode
+from mesh.protocol.controlupdate import ControlUpdate, decode_record
 from mesh.protocol.kvwire import is_delete, is_delete_operation
 from mesh.protocol.models import KillRecord
 from mesh.protocol.subjects import Namespace
@@ -17,26 +16,11 @@ from mesh.transport.connection import Connection, translate_error
 from mesh.transport.kvscan import read_latest
 
 __all__ = [
-    "ControlUpdate",
-    "decode_record",
     "parse_control_message",
     "read_records",
     "read_records_batched",
     "read_records_from_leader",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ControlUpdate:
-    """One state of one control key: a record in force (``record``) or cleared (``None``)."""
-
-    key: str
-    revision: int
-    record: KillRecord | None
-
-    @property
-    def in_force(self) -> bool:
-        return self.record is not None
 
 
 def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
@@ -53,15 +37,6 @@ def parse_control_message(ns: Namespace, msg: Msg) -> ControlUpdate:
     if is_delete(headers):
         return ControlUpdate(key, revision, None)
     return ControlUpdate(key, revision, decode(KillRecord, msg.data))
-
-
-def decode_record(key: str, value: bytes) -> KillRecord:
-    """A stored kill record; one that does not decode counts as in force (never as no kill)."""
-    try:
-        return decode(KillRecord, value)
-    except MalformedMessage:
-        # A corrupt record must not make an instance unkillable: treat it as in force.
-        return KillRecord(target=key, reason="unreadable kill record (treated as in force)")
 
 
 async def read_records_batched(conn: Connection, kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:

@@ -26,7 +26,13 @@ from mesh.errors import (
     PermissionDenied,
 )
 
-__all__ = ["is_auth_error", "note_permission_violation", "recent_permission_violation", "translate_error"]
+__all__ = [
+    "is_auth_error",
+    "note_permission_violation",
+    "recent_permission_violation",
+    "slow_consumer_sid",
+    "translate_error",
+]
 
 
 #: Recent "Permissions Violation" errors sent by the server: (monotonic time, subject, text).
@@ -130,3 +136,10 @@ def is_auth_error(exc: BaseException) -> bool:
         or "authorization violation" in text
         or ("authentication" in text)
     )
+
+
+def slow_consumer_sid(exc: BaseException) -> int | None:
+    """The subscription id whose messages the client dropped, if ``exc`` says a slow consumer."""
+    if isinstance(exc, nats.errors.SlowConsumerError):
+        return int(exc.sid)
+    return None

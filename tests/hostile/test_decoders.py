@@ -22,10 +22,11 @@ from pydantic import BaseModel
 
 from mesh.errors import InvalidTarget, MalformedMessage, PayloadTooLarge
 from mesh.protocol.codec import DEFAULT_MAX_PAYLOAD, decode, encode
+from mesh.protocol.controlupdate import ControlUpdate
 from mesh.protocol.models import AuditEvent, Checkpoint, HaltAck, Heartbeat, InstanceStatus, KillRecord
 from mesh.protocol.subjects import Namespace, key_to_target, target_to_key
 from mesh.protocol.target import parse_agent_uri, parse_target, validate_instance
-from mesh.transport.control import ControlUpdate, parse_control_message
+from mesh.transport.control import parse_control_message
 
 pytestmark = pytest.mark.timeout(300)
 
