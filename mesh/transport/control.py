@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from mesh.errors import MalformedMessage
 from mesh.protocol.codec import decode
 from mesh.protocol.controlupdate import ControlUpdate, decode_record
-from mesh.protocol.kvwire import is_delete, is_delete_operation
+from mesh.protocol.kvwire import is_delete
 from mesh.protocol.models import KillRecord
 from mesh.protocol.subjects import Namespace
-from mesh.transport.connection import Connection, translate_error
+from mesh.transport import kvops
+from mesh.transport.connection import Connection
 from mesh.transport.kvscan import read_latest
 
 __all__ = [
@@ -64,19 +64,11 @@ async def read_records(kv: KeyValue, keys: list[str]) -> list[ControlUpdate]:
     """Current state of ``keys`` (missing keys come back with revision 0 and no record)."""
     out: list[ControlUpdate] = []
     for key in keys:
-        try:
-            entry = await kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError) as exc:
-            # A deleted key still has a revision: the tombstone's. nats-py hides it except here.
-            rev = getattr(exc, "entry", None)
-            out.append(ControlUpdate(key, int(getattr(rev, "revision", 0) or 0), None))
-            continue
-        except Exception as exc:
-            raise translate_error(exc, "read kill records", subject=key) from exc
-        if entry.value is None or is_delete_operation(entry.operation):
-            out.append(ControlUpdate(key, entry.revision or 0, None))
-            continue
-        out.append(ControlUpdate(key, entry.revision or 0, decode_record(key, entry.value)))
+        entry = await kvops.get(kv, key, operation="read kill records")
+        if entry is None or entry.value is None:
+            out.append(ControlUpdate(key, entry.revision if entry is not None else 0, None))
+        else:
+            out.append(ControlUpdate(key, entry.revision, decode_record(key, entry.value)))
     return out
 
 
@@ -94,13 +86,16 @@ async def read_records_from_leader(conn: Connection, keys: list[str]) -> list[Co
     if conn.scoped:
         return out
     for key in keys:
-        try:
-            msg = await conn.js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{key}")
-        except nats.js.errors.NotFoundError:
+        msg = await kvops.last_message(
+            conn.js,
+            f"KV_{bucket}",
+            f"$KV.{bucket}.{key}",
+            operation="read kill records from the leader",
+            about=key,
+        )
+        if msg is None:
             out.append(ControlUpdate(key, 0, None))
             continue
-        except Exception as exc:
-            raise translate_error(exc, "read kill records from the leader", subject=key) from exc
         revision = int(msg.seq or 0)
         if is_delete(msg.headers) or not msg.data:
             out.append(ControlUpdate(key, revision, None))

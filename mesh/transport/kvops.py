@@ -39,7 +39,7 @@ async def open_bucket(js: JetStreamContext, name: str) -> KeyValue:
         raise translate_error(exc, f"open bucket {name}", subject=name) from exc
 
 
-async def get(kv: KeyValue, key: str) -> KVLatest | None:
+async def get(kv: KeyValue, key: str, *, operation: str = "read key") -> KVLatest | None:
     """The latest state of ``key``: ``None`` if it never was, a ``None`` value if deleted or purged."""
     try:
         entry = await kv.get(key)
@@ -49,7 +49,7 @@ async def get(kv: KeyValue, key: str) -> KVLatest | None:
         revision = int(getattr(tombstone, "revision", None) or 0)
         return KVLatest(key, None, revision) if revision else None
     except Exception as exc:
-        raise translate_error(exc, "read key", subject=key) from exc
+        raise translate_error(exc, operation, subject=key) from exc
     if entry.value is None or is_delete_operation(entry.operation):
         return KVLatest(key, None, int(entry.revision or 0))
     return KVLatest(key, entry.value, int(entry.revision or 0))
