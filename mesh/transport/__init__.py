@@ -1,1 +1,1 @@
-"""The NATS boundary: the only layer of agent-mesh that imports nats-py."""
+"""The NATS boundary: the only layer that imports nats-py (besides the controller's nats.micro service)."""
