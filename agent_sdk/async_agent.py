@@ -13,11 +13,11 @@ from agent_sdk.core import AgentCore
 from agent_sdk.outcome import outcome_of
 from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
-from mesh.aio import cancelling, raise_if_cancelling
-from mesh.connection import Connection
 from mesh.errors import ConfigError, MeshTimeout
-from mesh.models import Status
-from mesh.settings import Settings
+from mesh.protocol.models import Status
+from mesh.runtime.aio import cancelling, raise_if_cancelling
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 __all__ = ["AsyncAgent"]
 
@@ -36,11 +36,11 @@ class AsyncAgent(InstanceView):
     interrupted call did not complete, so after ``await agent.wait_resumed()`` re-run it.
     Agents that poll should wait with ``await agent.sleep(seconds)``, which wakes on a kill.
 
-    ``connection=``: a :class:`mesh.connection.Connection` (opened, on the same loop) shared by
+    ``connection=``: a :class:`mesh.transport.connection.Connection` (opened, on the same loop) shared by
     many agents of one process: each instance keeps its own kill state, checkpoint and audit
     chain; the connection's agents share one subscription per control subject, one batched
     re-read of the kill records and one pipeline of acknowledged publishes
-    (``agent_sdk/router.py``, ``agent_sdk/ackpipe.py``). Stopping an agent never closes the
+    (``agent_sdk/router.py``, ``mesh/transport/ackpipe.py``). Stopping an agent never closes the
     shared connection (its owner closes it).
     """
 
@@ -151,7 +151,7 @@ class AsyncAgent(InstanceView):
             await core.safe_point()
 
     def _check_cancel(self) -> None:
-        """Re-raise a cancel that a library swallowed (mesh.aio.cancelling), once per liveness tick.
+        """Re-raise a cancel that a library swallowed (mesh.runtime.aio.cancelling), once per liveness tick.
 
         Asking the task costs about 0.3 µs, half of a heartbeat; the ticker's stamp changes every
         0.1 s, so a loop that lost its cancel still stops within a tick, at a float comparison a call.

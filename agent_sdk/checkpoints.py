@@ -7,18 +7,17 @@ import json
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import nats.js.errors
 import structlog
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from agent_sdk.usage import UsageCounters
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode, encode, encode_state
-from mesh.connection import translate_error
 from mesh.errors import MalformedMessage
-from mesh.kvwire import is_delete
-from mesh.models import Checkpoint
+from mesh.protocol.codec import decode, encode, encode_state
+from mesh.protocol.kvwire import is_delete
+from mesh.protocol.models import Checkpoint
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport.connection import translate_error
+from mesh.transport.kvops import last_message
+from mesh.transport.natstypes import JetStreamContext, KeyValue
 
 __all__ = ["CheckpointStore"]
 
@@ -71,13 +70,11 @@ class CheckpointStore:
         self.kv = kv
         # A scoped identity may read its own key only by a direct get (the leader's API names the
         # key in the request body): on a replicated bucket its restore may then be one write late.
-        try:
-            msg = await js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{self.key}", direct=scoped)
-        except nats.js.errors.NotFoundError:
-            return None
-        except Exception as exc:
-            raise translate_error(exc, "read checkpoint", subject=self.key) from exc
-        if is_delete(msg.headers) or not msg.data:
+        stream, subject = f"KV_{bucket}", f"$KV.{bucket}.{self.key}"
+        msg = await last_message(
+            js, stream, subject, direct=scoped, operation="read checkpoint", about=self.key
+        )
+        if msg is None or is_delete(msg.headers) or not msg.data:
             return None
         try:
             saved = decode(Checkpoint, msg.data)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mesh.errors import ConfigError
-from mesh.settings import Settings
-from mesh.target import AgentURI, default_instance_id, parse_agent_uri, validate_instance
+from mesh.protocol.target import AgentURI, default_instance_id, parse_agent_uri, validate_instance
+from mesh.runtime.settings import Settings
 
 __all__ = ["SDK_VERSION", "TERMINATED_EXIT_CODE", "AgentConfig", "OnKill"]
 

@@ -10,15 +10,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import nats.js.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from agent_sdk import events
-from agent_sdk.ackpipe import pipelined_js
 from agent_sdk.checkpoints import CheckpointStore
 from agent_sdk.config import AgentConfig, OnKill
 from agent_sdk.escalation import Escalation
@@ -29,18 +23,6 @@ from agent_sdk.liveness import LoopLiveness, for_loop
 from agent_sdk.quota import AgentQuota
 from agent_sdk.router import ControlRouter, router_for
 from agent_sdk.usage import UsageCounters
-from mesh import tracing
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import AuditChain, publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.control import (
-    ControlUpdate,
-    parse_control_message,
-    read_records,
-    read_records_batched,
-    read_records_from_leader,
-)
 from mesh.errors import (
     AgentKilled,
     ConfigError,
@@ -50,9 +32,24 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
-from mesh.logs import ensure_configured
-from mesh.models import AuditEvent, EventType, Heartbeat, Status, utcnow
-from mesh.provision import provision
+from mesh.protocol.codec import encode
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat, Status, utcnow
+from mesh.runtime import tracing
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.runtime.logs import ensure_configured
+from mesh.transport.ackpipe import pipelined_js
+from mesh.transport.audit import AuditChain, publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.control import (
+    parse_control_message,
+    read_records,
+    read_records_batched,
+    read_records_from_leader,
+)
+from mesh.transport.natstypes import JetStreamContext, KeyValue, Msg, Subscription
+from mesh.transport.natstypes import nats_py as nats
+from mesh.transport.provision import provision
 
 __all__ = ["AgentCore"]
 
@@ -115,7 +112,7 @@ class AgentCore:
         self.started_at = utcnow()
         self.conn: Connection | None = None
         #: Where events and checkpoints are published: on a shared connection, a context whose
-        #: publishes are pipelined with those of the other agents (agent_sdk/ackpipe.py).
+        #: publishes are pipelined with those of the other agents (mesh/transport/ackpipe.py).
         self.js: JetStreamContext | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control_kv: KeyValue | None = None

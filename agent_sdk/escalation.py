@@ -12,11 +12,11 @@ from agent_sdk import events
 from agent_sdk.config import TERMINATED_EXIT_CODE
 from agent_sdk.killstate import InForce
 from agent_sdk.watchdog import schedule
-from mesh.audit import AuditChain, publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.control import read_records
-from mesh.models import EventType, Status
+from mesh.protocol.codec import encode
+from mesh.protocol.models import EventType, Status
+from mesh.transport.audit import AuditChain, publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.control import read_records
 
 if TYPE_CHECKING:
     from agent_sdk.core import AgentCore

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent_sdk.config import SDK_VERSION, AgentConfig
 from agent_sdk.killstate import InForce
-from mesh.models import AuditEvent, EventType, HaltAck, Heartbeat, Status
+from mesh.protocol.models import AuditEvent, EventType, HaltAck, Heartbeat, Status
 
 __all__ = ["ack_event", "heartbeat", "lifecycle_event"]
 

@@ -15,9 +15,9 @@ from enum import StrEnum
 
 from agent_sdk.config import OnKill
 from agent_sdk.killstate import InForce, KillState
-from mesh.control import ControlUpdate
 from mesh.errors import AgentKilled
-from mesh.models import Status
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import Status
 
 __all__ = ["Effects", "HaltPlan", "KillMachine", "Verdict"]
 

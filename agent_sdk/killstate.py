@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mesh.control import ControlUpdate
-from mesh.killorder import InForce, RevisionOrder
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.killorder import InForce, RevisionOrder
 
 __all__ = ["InForce", "KillState"]
 
@@ -11,7 +11,7 @@ __all__ = ["InForce", "KillState"]
 class KillState:
     """Per key: the record in force at the highest revision applied (None = cleared).
 
-    Which updates apply is ``mesh.killorder`` (rule 8 of docs/kill-contract.md). A pushed *clear*
+    Which updates apply is ``mesh.protocol.killorder`` (rule 8 of docs/kill-contract.md). A pushed *clear*
     is never applied directly: the caller confirms it with a KV read.
     """
 
@@ -24,7 +24,7 @@ class KillState:
         """Apply the updates that are newer than what we hold; True if anything changed.
 
         ``from_kv`` marks a read of the bucket itself rather than a republished push; ``leader`` a
-        read answered by the stream's leader (see ``mesh.killorder``).
+        read answered by the stream's leader (see ``mesh.protocol.killorder``).
         """
         changed = False
         for update in updates:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from mesh.errors import AgentKilled
-from mesh.models import Status
+from mesh.protocol.models import Status
 
 __all__ = ["outcome_of"]
 

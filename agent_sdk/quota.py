@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mesh.errors import ConfigError, MeshTimeout
-from mesh.leases import QuotaClient, Wallet
+from mesh.transport.leases import QuotaClient, Wallet
 
 if TYPE_CHECKING:
     from agent_sdk.core import AgentCore

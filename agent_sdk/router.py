@@ -1,6 +1,6 @@
 """One shared connection's control path: one subscription per control subject, one read per batch.
 
-The agents of a shared :class:`mesh.connection.Connection` each need the same few control
+The agents of a shared :class:`mesh.transport.connection.Connection` each need the same few control
 subjects (the agent, env, org and everything patterns) plus their own. Subscribed once per agent,
 a republished kill reaches the process once per agent; here each subject is subscribed once for
 the connection and every message is decoded once, then handed to the agents whose matching
@@ -19,13 +19,12 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js.kv import KeyValue
 
-from mesh.connection import Connection
-from mesh.control import ControlUpdate, parse_control_message, read_records, read_records_batched
 from mesh.errors import MalformedMessage
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.transport.connection import Connection
+from mesh.transport.control import parse_control_message, read_records, read_records_batched
+from mesh.transport.natstypes import KeyValue, Msg, Subscription
 
 __all__ = ["ControlRouter", "Member", "router_for"]
 
@@ -246,7 +245,7 @@ class ControlRouter:
     async def _read_union(self, kv: KeyValue, keys: list[str]) -> dict[str, ControlUpdate]:
         conn = self.conn
         chunks = [keys[i : i + READ_CHUNK] for i in range(0, len(keys), READ_CHUNK)]
-        if conn.scoped:  # a scoped identity reads key by key anyway (mesh/control.py)
+        if conn.scoped:  # a scoped identity reads key by key anyway (mesh/transport/control.py)
             parts = [await read_records(kv, c) for c in chunks]
         else:
             parts = list(await asyncio.gather(*(read_records_batched(conn, kv, c) for c in chunks)))

@@ -18,8 +18,8 @@ from agent_sdk.outcome import outcome_of
 from agent_sdk.signals import release_sigterm, stop_on_sigterm
 from agent_sdk.view import InstanceView
 from mesh.errors import ConfigError
-from mesh.models import Status
-from mesh.settings import Settings
+from mesh.protocol.models import Status
+from mesh.runtime.settings import Settings
 
 __all__ = ["Agent"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_sdk.config import AgentConfig
 from agent_sdk.core import AgentCore
-from mesh.models import KillRecord, Status
+from mesh.protocol.models import KillRecord, Status
 
 __all__ = ["InstanceView"]
 

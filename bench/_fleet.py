@@ -44,7 +44,7 @@ async def run(args: argparse.Namespace) -> None:
     failed: list[str] = []
     stop = asyncio.Event()
     gate = asyncio.Semaphore(args.start_concurrency)
-    from mesh.connection import Connection
+    from mesh.transport.connection import Connection
 
     per_conn = args.agents_per_connection or max(1, args.count)
     shared: dict[int, Connection] = {}

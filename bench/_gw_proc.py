@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from gateway.config import GatewayConfig, Upstream
 from gateway.service import serve
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 
 async def main(url: str, prefix: str, upstream: str) -> None:

@@ -18,7 +18,7 @@ import time
 
 import nats
 
-from mesh.models import Heartbeat
+from mesh.protocol.models import Heartbeat
 
 URI = "agent://bench/ingest/sim"
 TICK = 0.01

@@ -15,7 +15,7 @@ import json
 import nats
 from nats.aio.msg import Msg
 
-from mesh.models import Heartbeat
+from mesh.protocol.models import Heartbeat
 
 
 async def run(url: str, prefix: str, decode: bool) -> None:

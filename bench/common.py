@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.support.report import RESULTS_DIR
-from mesh.logs import configure_logging
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.logs import configure_logging
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer
 
 # The library's debug/info lines would drown the tables: warnings only, unless MESH_LOG_LEVEL says.
 configure_logging(os.environ.get("MESH_LOG_LEVEL", "WARNING"))

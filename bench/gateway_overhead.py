@@ -26,11 +26,11 @@ from bench.support.procs import Children
 from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, verdict, write_json
 from bench.support.stats import percentiles
 from gateway.keystore import create_key
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.kvscan import delete_key, put_key
-from mesh.models import KillRecord
-from mesh.provision import provision
+from mesh.protocol.codec import encode
+from mesh.protocol.models import KillRecord
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import delete_key, put_key
+from mesh.transport.provision import provision
 
 AGENT = "agent://bench/prod/gw"
 PATH = "/v1/chat/completions"

@@ -31,11 +31,11 @@ from bench.support.procs import ROOT, child_env
 from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, verdict, write_json
 from bench.support.stats import percentiles, ratio
 from gateway.keystore import create_key
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.kvscan import delete_key, put_key
-from mesh.models import KillRecord
-from mesh.provision import provision
+from mesh.protocol.codec import encode
+from mesh.protocol.models import KillRecord
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import delete_key, put_key
+from mesh.transport.provision import provision
 
 AGENT = "agent://bench/prod/http"
 BUDGETS = {"heartbeat_p50_ms": 2.0, "heartbeat_rps": 3000, "kill_to_poll_p50_ms": 5.0}

@@ -26,12 +26,12 @@ from bench.support.procs import ROOT, child_env
 from bench.support.report import envelope, fmt_ms, fmt_rate, print_table, write_json
 from bench.support.stats import percentiles, ratio
 from controller.natsjwt import IssuerKey, new_account_seed
-from mesh.connection import Connection
-from mesh.identity import Identity, Role
-from mesh.identity_store import issue, open_bucket
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol.identity import Identity, Role
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.identity_store import issue, open_bucket
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 
 USERS = ("admin", "controller", "gateway", "callout", "sys")
 

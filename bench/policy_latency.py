@@ -93,9 +93,9 @@ async def measure(url: str, ns: list[int], cycles: int) -> dict[str, Any]:
     from bench.floor import kill_ack_raw
     from controller import ControllerOptions
     from controller.runner import Controller
-    from mesh.connection import Connection
-    from mesh.operator import AsyncMesh
-    from mesh.provision import provision
+    from mesh.client.operator import AsyncMesh
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import provision
 
     floor = percentiles(await kill_ack_raw(url, 100))
     settings = bench_settings(url)

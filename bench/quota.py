@@ -42,8 +42,8 @@ def _per_call_us(fn: Any, n: int, repeats: int) -> list[float]:
 
 
 async def _setup(settings: Any) -> None:
-    from mesh.operator import AsyncMesh
-    from mesh.provision import provision
+    from mesh.client.operator import AsyncMesh
+    from mesh.transport.provision import provision
 
     async with AsyncMesh(settings) as mesh:
         await provision(mesh.connection.js, mesh.connection.ns)

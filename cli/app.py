@@ -80,7 +80,7 @@ SERVICES = frozenset({"up", "controller", "dashboard", "callout"})
 def main() -> None:
     """Console entry point: mesh errors become one line on stderr and a non-zero exit."""
     from cli.errors import run_app
-    from mesh import stopsignals
+    from mesh.runtime import stopsignals
 
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     if command not in SERVICES:

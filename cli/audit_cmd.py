@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from mesh.auditverify import Anchor, VerifyReport
-    from mesh.operator import AsyncMesh
+    from mesh.client.operator import AsyncMesh
+    from mesh.protocol.auditverify import Anchor, VerifyReport
 
 app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
 
@@ -18,8 +18,8 @@ app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
 def _anchors(path: Path) -> dict[str, Anchor]:
     from pydantic import ValidationError
 
-    from mesh.auditverify import Anchor
     from mesh.errors import ConfigError
+    from mesh.protocol.auditverify import Anchor
 
     try:
         doc = json.loads(path.read_text())
@@ -84,10 +84,10 @@ def verify(
     Example: mesh audit verify --json > audit-heads.json; later: mesh audit verify --anchor audit-heads.json
     """
     from cli.common import with_mesh
-    from mesh.auditverify import report_json
-    from mesh.auditwalk import verify_stream
     from mesh.errors import AuditChainBroken
-    from mesh.eventlog import parse_since
+    from mesh.protocol.auditverify import report_json
+    from mesh.transport.auditwalk import verify_stream
+    from mesh.transport.eventlog import parse_since
 
     start = parse_since(since)
     anchors = _anchors(anchor) if anchor else None

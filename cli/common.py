@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from mesh.operator import AsyncMesh
+    from mesh.client.operator import AsyncMesh
 
 T = TypeVar("T")
 
@@ -19,7 +19,7 @@ def debug_enabled() -> bool:
 
 def quiet_logging() -> None:
     """Operator commands log only errors (to stderr) unless --debug or MESH_LOG_LEVEL says otherwise."""
-    from mesh.logs import configure_logging
+    from mesh.runtime.logs import configure_logging
 
     level = os.environ.get("MESH_LOG_LEVEL") or ("DEBUG" if debug_enabled() else "ERROR")
     configure_logging(level)
@@ -27,8 +27,8 @@ def quiet_logging() -> None:
 
 def with_mesh(fn: Callable[[AsyncMesh], Awaitable[T]]) -> T:
     """Connect with settings from the environment, run ``fn``, close (draining) and return its result."""
-    from mesh.operator import AsyncMesh
-    from mesh.settings import Settings
+    from mesh.client.operator import AsyncMesh
+    from mesh.runtime.settings import Settings
 
     quiet_logging()
     settings = Settings.from_env()

@@ -37,9 +37,9 @@ def controller(
     import asyncio
 
     from controller import ControllerOptions, serve
-    from mesh.logs import configure_logging
-    from mesh.settings import Settings
-    from mesh.stopsignals import stop_on_signals
+    from mesh.runtime.logs import configure_logging
+    from mesh.runtime.settings import Settings
+    from mesh.runtime.stopsignals import stop_on_signals
 
     configure_logging()
     settings = Settings.from_env()

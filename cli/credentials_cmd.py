@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from nats.js.kv import KeyValue
-
-    from mesh.identity import CredentialRecord, Identity
+    from mesh.protocol.identity import CredentialRecord, Identity
+    from mesh.transport.natstypes import KeyValue
 
 T = TypeVar("T")
 
@@ -35,9 +34,9 @@ def _with_bucket(fn: Callable[[KeyValue], Awaitable[T]], *, create: bool = False
     import asyncio
 
     from cli.common import quiet_logging
-    from mesh.connection import Connection
-    from mesh.identity_store import open_bucket
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
+    from mesh.transport.connection import Connection
+    from mesh.transport.identity_store import open_bucket
 
     quiet_logging()
     settings = Settings.from_env()
@@ -50,13 +49,13 @@ def _with_bucket(fn: Callable[[KeyValue], Awaitable[T]], *, create: bool = False
 
 
 def _issuer() -> str:
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
 
     return Settings.from_env().resolve_actor()
 
 
 def _issue(identity: Identity, as_json: bool) -> None:
-    from mesh.identity_store import issue
+    from mesh.transport.identity_store import issue
 
     record, token = _with_bucket(lambda kv: issue(kv, identity, issued_by=_issuer()), create=True)
     if as_json:
@@ -71,7 +70,7 @@ def _identity(**values: object) -> Identity:
     from pydantic import ValidationError
 
     from mesh.errors import ConfigError
-    from mesh.identity import Identity
+    from mesh.protocol.identity import Identity
 
     try:
         return Identity.model_validate(values)
@@ -115,7 +114,7 @@ def operator(
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """The credentials in force (never their secrets)."""
-    from mesh.identity_store import list_records
+    from mesh.transport.identity_store import list_records
 
     records: list[CredentialRecord] = _with_bucket(list_records)
     if as_json:
@@ -135,7 +134,7 @@ def revoke(
 ) -> None:
     """Revoke a credential: its next connect is refused; a live connection ends when its JWT expires."""
     from mesh.errors import ConfigError
-    from mesh.identity_store import revoke as revoke_record
+    from mesh.transport.identity_store import revoke as revoke_record
 
     if not _with_bucket(lambda kv: revoke_record(kv, cred_id)):
         raise ConfigError(f"no credential {cred_id!r}: see `mesh credentials list`")
@@ -166,10 +165,10 @@ def callout(
 
     from controller.callout import CalloutService
     from controller.natsjwt import IssuerKey
-    from mesh import stopsignals
     from mesh.errors import ConfigError
-    from mesh.logs import configure_logging
-    from mesh.settings import Settings
+    from mesh.runtime import stopsignals
+    from mesh.runtime.logs import configure_logging
+    from mesh.runtime.settings import Settings
 
     configure_logging()
     raw = os.environ.get("MESH_CALLOUT_SEED", "")

@@ -29,7 +29,7 @@ def dashboard(
 
     from controller.dashboard.config import DashboardConfig
     from controller.dashboard.server import serve_dashboard
-    from mesh.logs import configure_logging
+    from mesh.runtime.logs import configure_logging
 
     configure_logging()
     config = DashboardConfig.from_env(port=port, bind=bind)

@@ -20,8 +20,8 @@ from cli.views import render_event, render_list
 from mesh.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mesh.operator import AsyncMesh
-    from mesh.settings import Settings
+    from mesh.client.operator import AsyncMesh
+    from mesh.runtime.settings import Settings
 
 URI = "agent://myorg/production/email-campaign"
 INSTANCE_IDS = [
@@ -234,10 +234,10 @@ def _verify(run: Run) -> None:
 
 async def _main(run: Run, url: str, kill_after: float) -> None:
     from controller import serve
-    from mesh.connection import Connection
-    from mesh.operator import AsyncMesh
-    from mesh.provision import provision
-    from mesh.settings import Settings
+    from mesh.client.operator import AsyncMesh
+    from mesh.runtime.settings import Settings
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import provision
 
     actor = os.environ.get("MESH_ACTOR") or "demo-operator"
     settings = Settings.from_env(nats_url=url, prefix="demo", actor=actor)
@@ -266,7 +266,7 @@ async def _main(run: Run, url: str, kill_after: float) -> None:
 def run_demo(*, instances: int, kill_after: float, keep: bool) -> int:
     """Run the whole demo; returns the exit code (0 when every check passed)."""
     from cli.common import quiet_logging
-    from mesh.server import EmbeddedServer
+    from mesh.transport.server import EmbeddedServer
 
     os.environ.setdefault("MESH_LOG_LEVEL", "WARNING")
     quiet_logging()

@@ -17,7 +17,7 @@ def main() -> None:
     # the process with a traceback, or before a service could say it stopped.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _remember)
-    from mesh import stopsignals
+    from mesh.runtime import stopsignals
 
     stopsignals.hold(already=bool(_early))
     from cli.app import main as run

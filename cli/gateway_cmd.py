@@ -13,7 +13,7 @@ from cli.apikey_cmd import app as api_keys_app
 
 if TYPE_CHECKING:
     from gateway.keys import KeyRecord
-    from mesh.connection import Connection
+    from mesh.transport.connection import Connection
 
 T = TypeVar("T")
 
@@ -66,8 +66,8 @@ def gateway(
 
     from gateway.config import load_config
     from gateway.service import serve
-    from mesh.logs import configure_logging
-    from mesh.settings import Settings
+    from mesh.runtime.logs import configure_logging
+    from mesh.runtime.settings import Settings
 
     configure_logging()
     settings = Settings.from_env()
@@ -97,8 +97,8 @@ def _with_conn(fn: Callable[[Connection], Awaitable[T]]) -> T:
     import asyncio
 
     from cli.common import quiet_logging
-    from mesh.connection import Connection
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
+    from mesh.transport.connection import Connection
 
     quiet_logging()
     settings = Settings.from_env()
@@ -111,7 +111,7 @@ def _with_conn(fn: Callable[[Connection], Awaitable[T]]) -> T:
 
 
 def _actor() -> str:
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
 
     return Settings.from_env().resolve_actor()
 

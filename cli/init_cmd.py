@@ -22,9 +22,9 @@ def init(
     import asyncio
 
     from cli.common import quiet_logging
-    from mesh.connection import Connection
-    from mesh.provision import ProvisionOptions, provision
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import ProvisionOptions, provision
 
     quiet_logging()
     settings = Settings.from_env()

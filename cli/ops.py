@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from mesh.reports import AckRow, KillReport, ResumeReport, SilentInstance
+    from mesh.protocol.reports import AckRow, KillReport, ResumeReport, SilentInstance
 
 EXIT_INCOMPLETE = 3
 
@@ -55,7 +55,7 @@ def _silent_lines(silent: list[SilentInstance], target_uri: str, wait: float, wh
 
 def print_kill(report: KillReport, wait: float) -> None:
     from cli import fmt
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     target_uri = parse_target(report.target).uri
     count = max(report.expected, report.acked)
@@ -86,7 +86,7 @@ def print_kill(report: KillReport, wait: float) -> None:
 
 def print_resume(report: ResumeReport, wait: float) -> None:
     from cli import fmt
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     target_uri = parse_target(report.target).uri
     print(
@@ -134,7 +134,7 @@ def kill(
     Example: mesh kill agent://myorg/production/email-campaign --reason "broken link in template"
     """
     from cli.common import with_mesh
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     parsed = parse_target(target, instance)
     report = with_mesh(lambda m: m.kill(parsed, reason=reason, grace=grace, wait=wait))
@@ -161,7 +161,7 @@ def resume(
     Example: mesh resume agent://myorg/production/email-campaign --reason "template fixed"
     """
     from cli.common import with_mesh
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     parsed = parse_target(target, instance)
     report = with_mesh(lambda m: m.resume(parsed, reason=reason, wait=wait))

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from mesh.policy import Policy
-    from mesh.usage import UsageReport
+    from mesh.protocol.policy import Policy
+    from mesh.protocol.usage import UsageReport
 
 app = typer.Typer(
     name="policy",
@@ -65,7 +65,7 @@ def set_(
     Example: mesh policy set mail-cap 'agent://acme/prod/*' -l 'emails<=10000/1h' -l 'cost_usd<=50/1d'
     """
     from cli.common import with_mesh
-    from mesh.policystore import build_policy
+    from mesh.transport.policystore import build_policy
 
     # Validated here first, so that a bad expression never needs a server to be refused.
     policy = build_policy(
@@ -97,7 +97,7 @@ def _action(p: Policy) -> str:
 
 
 def _policy_json(p: Policy) -> dict[str, object]:
-    from mesh.shapes import policy_json
+    from mesh.protocol.shapes import policy_json
 
     return policy_json(p)
 
@@ -185,8 +185,8 @@ def usage(
     Example: mesh usage 'agent://acme/prod/*' --since 1d --json
     """
     from cli.common import with_mesh
-    from mesh.eventlog import parse_since
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
+    from mesh.transport.eventlog import parse_since
 
     target = parse_target(pattern)
     when = parse_since(since)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mesh.aio import raise_if_cancelling, stop_tasks
-from mesh.logs import configure_logging
-from mesh.restarts import CrashBudget, describe_exit
-from mesh.stopsignals import stop_on_signals
+from mesh.runtime.aio import raise_if_cancelling, stop_tasks
+from mesh.runtime.logs import configure_logging
+from mesh.runtime.restarts import CrashBudget, describe_exit
+from mesh.runtime.stopsignals import stop_on_signals
 
 if TYPE_CHECKING:
-    from mesh.server import EmbeddedServer
+    from mesh.transport.server import EmbeddedServer
 
 #: How often the supervisor looks at its nats-server child (it reaps it at the same time).
 SERVER_POLL = 0.1
@@ -118,9 +118,9 @@ async def _serve(
     gateway: GatewayPart | None = None,
 ) -> str | None:
     """Run until a signal or a give-up; the give-up reason, if any."""
-    from mesh.connection import Connection
-    from mesh.provision import provision
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import provision
 
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -211,7 +211,7 @@ def run_up(
     """Start nats-server and the parts; keep them running; tear everything down on a signal."""
     import typer
 
-    from mesh.server import EmbeddedServer
+    from mesh.transport.server import EmbeddedServer
 
     configure_logging()
     server = EmbeddedServer(data_dir, port=port, host=host)

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from mesh.models import AuditEvent, InstanceStatus
-    from mesh.operator import AsyncMesh
-    from mesh.reports import AgentStatus
+    from mesh.client.operator import AsyncMesh
+    from mesh.protocol.models import AuditEvent, InstanceStatus
+    from mesh.protocol.reports import AgentStatus
 
 PatternArg = Annotated[str, typer.Argument(help="agent://ORG/ENV/NAME; any segment may be *.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def instance_json(s: InstanceStatus) -> dict[str, object]:
-    from mesh.shapes import instance_json as shape
+    from mesh.protocol.shapes import instance_json as shape
 
     return shape(s)
 
@@ -65,8 +65,8 @@ def list_(
     """
     from cli.common import with_mesh
     from mesh.errors import ConfigError
-    from mesh.models import Status
-    from mesh.target import parse_target
+    from mesh.protocol.models import Status
+    from mesh.protocol.target import parse_target
 
     target = parse_target(pattern)
     if status is not None and status not in {s.value for s in Status}:
@@ -97,7 +97,7 @@ def list_(
 
 
 def event_json(e: AuditEvent) -> dict[str, object]:
-    from mesh.shapes import event_json as shape
+    from mesh.protocol.shapes import event_json as shape
 
     return shape(e)
 
@@ -140,8 +140,8 @@ def events(
     Example: mesh events agent://myorg/production/email-campaign --since 1h
     """
     from cli.common import with_mesh
-    from mesh.eventlog import parse_since
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
+    from mesh.transport.eventlog import parse_since
 
     target = parse_target(pattern)
     start = parse_since(since)
@@ -196,7 +196,7 @@ def status(
     Example: mesh status agent://myorg/production/email-campaign
     """
     from cli.common import with_mesh
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     target = parse_target(uri)
     if not target.is_exact:

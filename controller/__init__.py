@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from controller.options import ControllerOptions
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 __all__ = ["ControllerOptions", "serve"]
 

@@ -10,18 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from controller.calloutkick import LiveConnections, kick_revoked
 from controller.natsjwt import IssuerKey, authorization_response, decode_request, user_jwt
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.identity import CredentialRecord, parse_token, secret_matches
-from mesh.identity_store import lookup, open_bucket
-from mesh.permissions import permissions_for
-from mesh.settings import Settings
-from mesh.subjects import Namespace
+from mesh.protocol.identity import CredentialRecord, parse_token, secret_matches
+from mesh.protocol.permissions import permissions_for
+from mesh.protocol.subjects import Namespace
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.identity_store import lookup, open_bucket
+from mesh.transport.natstypes import KeyValue, Msg
 
 __all__ = ["AUTH_SUBJECT", "CalloutService", "Verdict", "decide"]
 

@@ -7,9 +7,10 @@ import json
 from collections import OrderedDict
 
 import structlog
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from mesh.connection import Connection
+from mesh.protocol.kvwire import is_delete_operation
+from mesh.transport.connection import Connection
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["LiveConnections", "kick_revoked"]
 
@@ -43,7 +44,7 @@ async def kick_revoked(kv: KeyValue, system: Connection, live: LiveConnections) 
     watcher = await kv.watchall(include_history=False)
     try:
         async for entry in watcher:
-            if entry is None or entry.operation not in (KV_DEL, KV_PURGE):
+            if entry is None or not is_delete_operation(entry.operation):
                 continue
             victims = live.pop(entry.key)
             for server_id, client_id in victims:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import nats.js.errors
 import structlog
-from nats.js.kv import KeyValue
 
 from controller.stats import Stats
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.errors import MeshError
-from mesh.killcommand import policy_kill_command
-from mesh.models import AuditEvent, EventType
-from mesh.policy import Limit, Policy
-from mesh.target import AgentURI
+from mesh.errors import MeshError, RevisionConflict
+from mesh.protocol.codec import encode
+from mesh.protocol.killcommand import policy_kill_command
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.protocol.policy import Limit, Policy
+from mesh.protocol.target import AgentURI
+from mesh.transport import kvops
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["RECHECK", "REPORT_EVERY", "Enforcer"]
 
@@ -81,8 +81,8 @@ class Enforcer:
         try:
             # create, not put: a record already in force (ours or an operator's) is never replaced,
             # so a policy never re-kills and never rewrites who stopped the agent.
-            revision = await self.control_kv.create(command.key, encode(command.record))
-        except nats.js.errors.KeyWrongLastSequenceError:
+            revision = await kvops.create(self.control_kv, command.key, encode(command.record))
+        except RevisionConflict:
             return
         except Exception as exc:
             self._holding.pop((policy.name if not policy.enforces else "", key), None)

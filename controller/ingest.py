@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable
 
 import structlog
-from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from controller.state import Fleet, Transition
 from controller.stats import RateLimitedLog, Stats
 from mesh.errors import InvalidTarget
-from mesh.models import WIRE_VERSION, Heartbeat, Status
-from mesh.subjects import Namespace
+from mesh.protocol.models import WIRE_VERSION, Heartbeat, Status
+from mesh.protocol.subjects import Namespace
+from mesh.transport.natstypes import Msg
 
 __all__ = ["Ingest"]
 

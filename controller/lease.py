@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import nats.js.errors
 import structlog
-from nats.js.kv import KeyValue
 
-from mesh.aio import raise_if_cancelling
+from mesh.errors import RevisionConflict
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport import kvops
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["LEASE_KEY", "Lease", "LeaseValue"]
 
@@ -68,20 +69,18 @@ class Lease:
         now = self.clock()
         mine = LeaseValue(self.holder, now + self.ttl)
         try:
-            try:
-                entry = await self.kv.get(LEASE_KEY)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                await self.kv.create(LEASE_KEY, mine.encode())
+            entry = await kvops.get(self.kv, LEASE_KEY)
+            if entry is None or entry.value is None:
+                await kvops.create(self.kv, LEASE_KEY, mine.encode())
                 return self._took(mine, now)
             value = LeaseValue.decode(entry.value)
             self.current = value
             if value is not None and value.holder != self.holder and value.expires_at > now:
                 self._valid_until = 0.0
                 return False
-            assert entry.revision is not None
-            await self.kv.update(LEASE_KEY, mine.encode(), last=entry.revision)
+            await kvops.update(self.kv, LEASE_KEY, mine.encode(), entry.revision)
             return self._took(mine, now)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except RevisionConflict:
             self._valid_until = 0.0  # somebody else got there first
             return False
         except Exception as exc:

@@ -7,18 +7,17 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-import nats.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from controller.state import LIFECYCLE_TYPES, Fleet, Transition
 from controller.stats import RateLimitedLog, Stats
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.models import AuditEvent
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport.connection import Connection
+from mesh.transport.kvops import fetch
+from mesh.transport.natstypes import AckPolicy, ConsumerConfig, DeliverPolicy, Msg
 
 __all__ = ["LifecycleFeed", "consumer_config"]
 
@@ -89,9 +88,8 @@ class LifecycleFeed:
         psub = await js.pull_subscribe_bind(durable=self.durable, stream=stream)
         try:
             while True:
-                try:
-                    msgs = await psub.fetch(BATCH, timeout=1.0)
-                except nats.errors.TimeoutError:
+                msgs = await fetch(psub, BATCH, timeout=1.0)
+                if not msgs:
                     continue
                 await self._apply(msgs)
         finally:

@@ -16,9 +16,9 @@ from prometheus_client.registry import Collector
 from controller.metrics_kills import ACTOR_KINDS, KillClock
 from controller.state import Fleet, Transition
 from controller.stats import Stats
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.models import Status
+from mesh.protocol.models import Status
+from mesh.transport.connection import Connection
 
 __all__ = ["KILL_BUCKETS", "OTHER", "ControllerMetrics", "MetricsSource", "fleet_series"]
 

@@ -10,16 +10,15 @@ import time
 from collections.abc import Callable
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from controller.metrics import ControllerMetrics
 from controller.metrics_kills import actor_kind
 from controller.stats import RateLimitedLog
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.models import AuditEvent, EventType
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.transport.connection import Connection
+from mesh.transport.natstypes import Msg, Subscription
 
 __all__ = ["AuditObserver"]
 

@@ -8,19 +8,19 @@ import time
 from collections.abc import Callable
 
 import structlog
-from nats.js.kv import KeyValue
 
 from controller.enforce import Enforcer
 from controller.policybook import PolicyBook
 from controller.state import Fleet
 from controller.stats import Stats
 from controller.usage import BASELINE, UsageSamples
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.connection import Connection
 from mesh.errors import InvalidTarget
-from mesh.models import LIVE_STATUSES, Heartbeat
-from mesh.policy import Breach, InstanceUsage, Limit, Policy, evaluate, observe
-from mesh.target import AgentURI, parse_agent_uri
+from mesh.protocol.models import LIVE_STATUSES, Heartbeat
+from mesh.protocol.policy import Breach, InstanceUsage, Limit, Policy, evaluate, observe
+from mesh.protocol.target import AgentURI, parse_agent_uri
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.connection import Connection
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["PolicyEngine"]
 

@@ -8,11 +8,11 @@ import structlog
 from pydantic import ValidationError
 
 from controller.stats import RateLimitedLog, Stats
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.kvscan import scan_latest
-from mesh.policy import Policy
-from mesh.target import AgentURI, Target, parse_target
+from mesh.protocol.policy import Policy
+from mesh.protocol.target import AgentURI, Target, parse_target
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import scan_latest
 
 __all__ = ["LoadedPolicy", "PolicyBook"]
 

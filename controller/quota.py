@@ -3,7 +3,7 @@
 Only the active controller answers (a standby stays silent and the instance retries). Every ledger
 change is a compare-and-set on the key's revision: a restarted or newly active controller starts
 from what is stored, and a request retried across a takeover finds its grant by request id, so no
-grant is lost or made twice. The arithmetic is :mod:`mesh.quota`; this module only carries it out.
+grant is lost or made twice. The arithmetic is :mod:`mesh.protocol.quota`; this module only carries it out.
 """
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import nats.js.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from controller.enforce import Enforcer
 from controller.policybook import PolicyBook
 from controller.stats import RateLimitedLog, Stats
-from mesh import quota
-from mesh.aio import raise_if_cancelling
-from mesh.codec import decode, encode
-from mesh.errors import InvalidTarget, MalformedMessage
-from mesh.leasewire import LeaseReply, LeaseRequest, Release
-from mesh.policy import Limit, Policy
-from mesh.subjects import Namespace
-from mesh.target import AgentURI
+from mesh.errors import InvalidTarget, MalformedMessage, RevisionConflict
+from mesh.protocol import quota
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.leasewire import LeaseReply, LeaseRequest, Release
+from mesh.protocol.policy import Limit, Policy
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import AgentURI
+from mesh.runtime.aio import raise_if_cancelling
+from mesh.transport import kvops
+from mesh.transport.natstypes import KeyValue, Msg
 
 __all__ = ["UNLIMITED_RECHECK", "QuotaService"]
 
@@ -120,16 +119,14 @@ class QuotaService:
     async def _load(self, key: str, policy: Policy, limit: Limit, agent: AgentURI) -> _Budget:
         cached = self._cache.get(key)
         if cached is None:
-            try:
-                entry = await self.kv.get(key)
-                ledger = decode(quota.Ledger, entry.value or b"")
-                cached = (ledger, int(entry.revision or 0))
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError) as exc:
-                revision = int(getattr(getattr(exc, "entry", None), "revision", None) or 0)
+            entry = await kvops.get(self.kv, key)
+            if entry is not None and entry.value is not None:
+                cached = (decode(quota.Ledger, entry.value), entry.revision)
+            else:  # never written, or deleted: a fresh ledger, written over the tombstone's revision
                 fresh = quota.Ledger(
                     policy=policy.name, agent_uri=str(agent), counter=limit.counter, limit=limit
                 )
-                cached = (fresh, revision)
+                cached = (fresh, entry.revision if entry is not None else 0)
             self._cache[key] = cached
         ledger, revision = cached
         if ledger.limit != limit:  # the policy was edited: the new limit applies to what was granted
@@ -141,10 +138,10 @@ class QuotaService:
         data = encode(ledger)
         try:
             if b.revision == 0:
-                revision = await self.kv.create(b.key, data)
+                revision = await kvops.create(self.kv, b.key, data)
             else:
-                revision = await self.kv.update(b.key, data, last=b.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+                revision = await kvops.update(self.kv, b.key, data, b.revision)
+        except RevisionConflict:
             self.stats.lease_conflicts += 1
             self._cache.pop(b.key, None)
             return False

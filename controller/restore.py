@@ -5,11 +5,11 @@ from __future__ import annotations
 import structlog
 
 from controller.state import Fleet
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.kvscan import scan_latest
-from mesh.models import InstanceStatus
+from mesh.protocol.codec import decode
+from mesh.protocol.models import InstanceStatus
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import scan_latest
 
 __all__ = ["restore"]
 

@@ -7,11 +7,7 @@ import contextlib
 import time
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 import structlog
-from nats.aio.subscription import Subscription
-from nats.js.kv import KeyValue
 
 from controller.discovery import ServiceAPI
 from controller.ingest import Ingest
@@ -28,11 +24,14 @@ from controller.state import Fleet, Policy
 from controller.stats import Stats
 from controller.sweep import sweep_loop
 from controller.writer import Writer
-from mesh.aio import stop_tasks, wait_for
-from mesh.connection import Connection, translate_error
-from mesh.errors import PermissionDenied
-from mesh.provision import ProvisionOptions, provision
-from mesh.settings import Settings
+from mesh.errors import NotProvisioned, PermissionDenied
+from mesh.runtime.aio import stop_tasks, wait_for
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection, translate_error
+from mesh.transport.kvops import open_bucket
+from mesh.transport.natserrors import slow_consumer_sid
+from mesh.transport.natstypes import KeyValue, Subscription
+from mesh.transport.provision import ProvisionOptions, provision
 
 __all__ = ["Controller"]
 
@@ -95,10 +94,10 @@ class Controller:
         }
 
     async def _on_error(self, exc: Exception) -> None:
-        if isinstance(exc, nats.errors.SlowConsumerError):
-            sub = self._hb_sub
-            if sub is not None and exc.sid == sub._id:
-                self.stats.dropped += 1
+        sid = slow_consumer_sid(exc)
+        sub = self._hb_sub
+        if sid is not None and sub is not None and sid == sub._id:
+            self.stats.dropped += 1
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -172,11 +171,9 @@ class Controller:
         again: the controller used to exit on it."""
         ns = conn.ns
         try:
-            return await conn.js.key_value(ns.control_bucket), await conn.js.key_value(ns.quota_bucket)
-        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError) as exc:
-            raise translate_error(
-                exc, "open the control and quota buckets", subject=ns.control_bucket
-            ) from exc
+            return await open_bucket(conn.js, ns.control_bucket), await open_bucket(conn.js, ns.quota_bucket)
+        except NotProvisioned:
+            raise
         except Exception as exc:
             log.warning("could not open the control or quota bucket, will retry", error=str(exc) or repr(exc))
             await _wait(stop, self.options.lease_ttl / 3)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from mesh.models import AuditEvent, EventType, Heartbeat, InstanceStatus, Status
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat, InstanceStatus, Status
 
 __all__ = [
     "LIFECYCLE_TYPES",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 
 from controller.state import Fleet, Transition
-from mesh.aio import raise_if_cancelling
+from mesh.runtime.aio import raise_if_cancelling
 
 __all__ = ["sweep_loop"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
-from mesh.models import Heartbeat
+from mesh.protocol.models import Heartbeat
 
 __all__ = ["BASELINE", "UsageSamples"]
 

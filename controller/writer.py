@@ -8,17 +8,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import nats.js.errors
 import structlog
-from nats.js.kv import KeyValue
 
 from controller.state import Fleet, Transition, event_id
 from controller.stats import Stats
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
 from mesh.errors import MeshError
+from mesh.protocol.codec import encode
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport import kvops
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.natstypes import KeyValue
 
 __all__ = ["Writer"]
 
@@ -137,9 +137,7 @@ class Writer:
         keys = self.fleet.take_expired()
         for i, key in enumerate(keys):
             try:
-                await self.kv.delete(key)
-            except nats.js.errors.KeyNotFoundError:
-                pass
+                await kvops.delete(self.kv, key)
             except Exception as exc:
                 self.fleet.expired.update(keys[i:])
                 log.warning("delete failed, will retry", key=key, error=str(exc) or type(exc).__name__)

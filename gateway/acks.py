@@ -20,11 +20,11 @@ from gateway.keys import Identity
 from gateway.kills import InForce
 from gateway.meter import Meter
 from gateway.tracker import KillTracker
-from mesh.audit import publish_event
-from mesh.connection import Connection
 from mesh.errors import InvalidTarget, MeshError
-from mesh.models import AuditEvent, EventType, HaltAck
-from mesh.subjects import key_to_target
+from mesh.protocol.models import AuditEvent, EventType, HaltAck
+from mesh.protocol.subjects import key_to_target
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
 
 __all__ = ["GatewayAcks", "halted_event"]
 

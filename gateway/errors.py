@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.errors import MeshError
-from mesh.models import KillRecord
+from mesh.protocol.models import KillRecord
 
 __all__ = [
     "ApiError",

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import InstanceNotAllowed, RevokedKey, UnknownKey
 from mesh.errors import InvalidTarget
-from mesh.models import utcnow
-from mesh.target import AgentURI, parse_agent_uri, validate_instance
+from mesh.protocol.models import utcnow
+from mesh.protocol.target import AgentURI, parse_agent_uri, validate_instance
 
 __all__ = [
     "DEFAULT_INSTANCE",

@@ -15,11 +15,11 @@ import structlog
 
 from gateway.keys import KeyRecord, StoredKey, hash_key, new_key
 from gateway.recordcache import RecordCache
-from mesh.connection import Connection
 from mesh.errors import NotFound
-from mesh.kvscan import KVEntry, put_key, scan_latest
-from mesh.models import utcnow
-from mesh.target import parse_agent_uri, validate_instance
+from mesh.protocol.models import utcnow
+from mesh.protocol.target import parse_agent_uri, validate_instance
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import KVEntry, put_key, scan_latest
 
 __all__ = ["AGENT_KEYS", "KeyStore", "create_key", "list_keys", "revoke_key"]
 

@@ -1,7 +1,7 @@
 """Kill records of every agent at once (pure): per control key, newest revision wins; who is refused.
 
 The same rules as an agent's own view (docs/kill-contract.md, rule 8), over the whole control
-bucket rather than one instance's nine keys: which updates apply is ``mesh.killorder``; a pushed
+bucket rather than one instance's nine keys: which updates apply is ``mesh.protocol.killorder``; a pushed
 *clear* is never applied directly (the caller confirms it with a KV read, so a forged or replayed
 push cannot lift a kill).
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mesh.control import ControlUpdate
-from mesh.killorder import InForce, RevisionOrder
-from mesh.subjects import Namespace
-from mesh.target import AgentURI
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.killorder import InForce, RevisionOrder
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import AgentURI
 
 __all__ = ["Applied", "InForce", "KillBook"]
 

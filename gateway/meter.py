@@ -20,13 +20,13 @@ import structlog
 
 from gateway.keys import Identity
 from gateway.refusals import Refusals
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.kvscan import read_latest
-from mesh.models import Heartbeat, InstanceStatus, Status, utcnow
+from mesh.protocol.codec import encode
+from mesh.protocol.models import Heartbeat, InstanceStatus, Status, utcnow
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import read_latest
 
 __all__ = ["GATEWAY_SDK", "Meter"]
 

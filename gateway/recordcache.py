@@ -9,15 +9,14 @@ from collections import OrderedDict
 from typing import Generic, TypeVar
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from gateway.errors import UnknownKey
 from gateway.keys import hash_key
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.kvscan import read_latest
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import read_latest
+from mesh.transport.natstypes import Msg, Subscription
 
 __all__ = ["RecordCache"]
 

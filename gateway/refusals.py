@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mesh.models import AuditEvent, EventType, utcnow
+from mesh.protocol.models import AuditEvent, EventType, utcnow
 
 __all__ = ["RefusalGroup", "Refusals"]
 

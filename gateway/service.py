@@ -22,8 +22,8 @@ from gateway.keystore import AGENT_KEYS
 from gateway.meter import Meter
 from gateway.prices import load_prices
 from gateway.tracker import KillTracker
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 __all__ = ["running_gateway", "serve"]
 

@@ -15,18 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from gateway.errors import Refused
 from gateway.kills import Applied, InForce, KillBook
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.connection import Connection
-from mesh.control import ControlUpdate, decode_record, parse_control_message, read_records_batched
 from mesh.errors import MalformedMessage, MeshError
-from mesh.kvscan import scan_latest
-from mesh.models import KillRecord
-from mesh.target import AgentURI
+from mesh.protocol.controlupdate import ControlUpdate, decode_record
+from mesh.protocol.models import KillRecord
+from mesh.protocol.target import AgentURI
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.connection import Connection
+from mesh.transport.control import parse_control_message, read_records_batched
+from mesh.transport.kvscan import scan_latest
+from mesh.transport.natstypes import Msg, Subscription
 
 __all__ = ["KillTracker", "refusal_message"]
 

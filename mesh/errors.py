@@ -14,6 +14,7 @@
     ├── MeshTimeout (TimeoutError)          NATS did not answer in time
     ├── NotProvisioned (LookupError)        a bucket or stream is missing
     ├── ProvisioningConflict                an existing bucket/stream has a different config
+    ├── RevisionConflict                    a compare-and-set lost: the key changed first
     ├── NotFound (LookupError)              an agent or instance that the mesh does not know
     ├── AuditChainBroken                    the audit stream is not what its writers wrote
     ├── ServerError (RuntimeError)          the embedded nats-server failed
@@ -46,6 +47,7 @@ __all__ = [
     "PermissionDenied",
     "PortInUse",
     "ProvisioningConflict",
+    "RevisionConflict",
     "ServerError",
 ]
 
@@ -161,6 +163,16 @@ class ProvisioningConflict(MeshError):
         )
 
 
+class RevisionConflict(MeshError):
+    """A compare-and-set write lost: ``key`` is no longer at revision ``expected`` (0: it was empty)."""
+
+    def __init__(self, key: str, expected: int) -> None:
+        self.key = key
+        self.expected = expected
+        held = "already holds a value" if expected == 0 else f"is no longer at revision {expected}"
+        super().__init__(f"{key} {held}: somebody else wrote it first")
+
+
 class NotFound(MeshError, LookupError):
     """An agent or instance the mesh has no record of."""
 
@@ -194,7 +206,7 @@ class PortInUse(ServerError):
 class AgentKilled(MeshError):
     """Raised at an agent's safe point when a kill record in force matches it.
 
-    ``record`` is the :class:`mesh.models.KillRecord` that stopped it (or ``None`` when the
+    ``record`` is the :class:`mesh.protocol.models.KillRecord` that stopped it (or ``None`` when the
     instance halted itself, for example with ``fail_closed_after``).
     """
 

@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 import json
 
-from mesh.audit import publish_event
-from mesh.auditverify import StoredMessage
-from mesh.auditwalk import read_stored
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType
-from mesh.provision import ProvisionOptions, provision
-from mesh.settings import Settings
+from mesh.protocol.auditverify import StoredMessage
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.auditwalk import read_stored
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
 
 
 def event(writer: int, n: int) -> AuditEvent:

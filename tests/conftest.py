@@ -14,10 +14,10 @@ import hypothesis
 import nats
 import pytest
 
-from mesh.connection import Connection
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 
 # In CI (MESH_REQUIRE_TOOLS, set by .ci/run) property tests draw the same examples every run, so
 # that a failure there reproduces; a developer's runs stay random and find new cases.

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from mesh.codec import decode
-from mesh.models import Heartbeat
-from mesh.subjects import Namespace
+from mesh.protocol.codec import decode
+from mesh.protocol.models import Heartbeat
+from mesh.protocol.subjects import Namespace
 from tests.waiting import HANG, await_until
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.kvscan import put_key
-from mesh.models import InstanceStatus, Status
-from mesh.settings import Settings
-from mesh.target import parse_agent_uri
+from mesh.protocol.codec import encode
+from mesh.protocol.models import InstanceStatus, Status
+from mesh.protocol.target import parse_agent_uri
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key
 from tests.waiting import HANG, await_until
 
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -42,7 +42,7 @@ async def listed_by_a_controller(
     wanted = {(uri, name) for uri, name in [*instances, *ghosts]}
     try:
         async with running_controller(settings, fast_options(lost_after=600.0)) as ctl:
-            from mesh.operator import AsyncMesh
+            from mesh.client.operator import AsyncMesh
 
             async with AsyncMesh(settings) as op:
 

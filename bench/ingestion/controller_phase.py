@@ -34,10 +34,10 @@ async def controller_phase(
     metrics_port: int | None = None,
     scrape_every: float = 1.0,
 ) -> dict[str, Any]:
-    from mesh.connection import Connection
-    from mesh.kvscan import scan_latest
-    from mesh.models import InstanceStatus
-    from mesh.provision import provision
+    from mesh.protocol.models import InstanceStatus
+    from mesh.transport.connection import Connection
+    from mesh.transport.kvscan import scan_latest
+    from mesh.transport.provision import provision
 
     settings = bench_settings(url, prefix)
     conn = await Connection.open(settings, name="bench-ingest")

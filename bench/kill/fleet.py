@@ -79,9 +79,9 @@ async def wait_ready(nc: Any, run_id: str, procs_n: int, instances: int, log_dir
 
 async def count_active(conn: Any, uri: str) -> int:
     """Instances under ``uri`` that the controller's instances KV holds as active."""
-    from mesh.kvscan import scan_latest
-    from mesh.models import InstanceStatus
-    from mesh.target import parse_target
+    from mesh.protocol.models import InstanceStatus
+    from mesh.protocol.target import parse_target
+    from mesh.transport.kvscan import scan_latest
 
     entries = await scan_latest(
         conn, conn.ns.instances_bucket, conn.ns.instance_key_filter(parse_target(uri))

@@ -54,9 +54,9 @@ async def measure(
     idle_s: float = 5.0,
 ) -> dict[str, Any]:
     """Start a controller and a fleet of ``instances`` on the server at ``url``; run the cycles."""
-    from mesh.connection import Connection
-    from mesh.operator import AsyncMesh
-    from mesh.provision import provision
+    from mesh.client.operator import AsyncMesh
+    from mesh.transport.connection import Connection
+    from mesh.transport.provision import provision
 
     procs_n = processes or default_processes(instances)
     prefix = bench_prefix()

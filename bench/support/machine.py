@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mesh.server import find_nats_server
+from mesh.transport.server import find_nats_server
 
 __all__ = ["machine_info", "nats_server_version", "package_version", "package_versions"]
 

@@ -36,7 +36,7 @@ from controller.dashboard.auth import check_token, dashboard_actor
 from controller.dashboard.commands import STOP_EVERYTHING, CommandRequest, Commands
 from controller.dashboard.config import DashboardConfig
 from controller.dashboard.live import FleetFeed, sse
-from mesh.connection import Connection
+from mesh.transport.connection import Connection
 
 __all__ = ["create_app"]
 

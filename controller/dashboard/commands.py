@@ -8,7 +8,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from mesh.connection import Connection
+from mesh.client.operator import ALL, AsyncMesh
 from mesh.errors import (
     ConfigError,
     ConnectionFailed,
@@ -18,8 +18,8 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
-from mesh.operator import ALL, AsyncMesh
-from mesh.target import parse_target
+from mesh.protocol.target import parse_target
+from mesh.transport.connection import Connection
 
 __all__ = ["STOP_EVERYTHING", "CommandRequest", "Commands"]
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 __all__ = ["DEFAULT_BIND", "DEFAULT_PORT", "DashboardConfig", "is_loopback"]
 

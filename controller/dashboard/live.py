@@ -18,17 +18,16 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats.errors
 import structlog
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.kv import KeyValue
 
-from mesh.aio import raise_if_cancelling, wait_for
-from mesh.codec import decode
-from mesh.connection import Connection
 from mesh.errors import MalformedMessage
-from mesh.kvwire import is_delete_operation
-from mesh.models import AuditEvent, InstanceStatus
+from mesh.protocol.codec import decode
+from mesh.protocol.kvwire import is_delete_operation
+from mesh.protocol.models import AuditEvent, InstanceStatus
+from mesh.runtime.aio import raise_if_cancelling, wait_for
+from mesh.transport.connection import Connection
+from mesh.transport.kvops import NO_NEWS, fetch, next_update
+from mesh.transport.natstypes import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValue
 
 __all__ = ["FleetFeed", "Subscriber", "sse"]
 
@@ -247,15 +246,12 @@ class FleetFeed:
             while not self._stopping.is_set():
                 if resync.is_set():
                     raise _Restart("resync requested")
-                try:
-                    entry = await watcher.updates(timeout=POLL)
-                except nats.errors.TimeoutError:
-                    entry = False  # no news
+                entry = await next_update(watcher, POLL)
                 now = time.monotonic()
                 if now - last_check >= self.health_interval:
                     last_check = now
                     await self._healthy(watcher._sub, progress)  # the watch's push subscription
-                if entry is False:
+                if entry is NO_NEWS:
                     continue
                 if entry is None:  # the marker: every initial value has been delivered
                     if not loaded:
@@ -311,10 +307,7 @@ class FleetFeed:
             while not self._stopping.is_set():
                 if resync.is_set():
                     raise _Restart("resync requested")
-                try:
-                    msgs = await psub.fetch(256, timeout=POLL)
-                except nats.errors.TimeoutError:
-                    msgs = []
+                msgs = await fetch(psub, 256, timeout=POLL)
                 now = time.monotonic()
                 if now - last_check >= self.health_interval:
                     last_check = now

@@ -12,9 +12,9 @@ import uvicorn
 
 from controller.dashboard.app import create_app
 from controller.dashboard.config import DashboardConfig
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.stopsignals import stop_on_signals
+from mesh.runtime.stopsignals import stop_on_signals
+from mesh.transport.connection import Connection
 
 __all__ = ["run_dashboard", "serve_dashboard"]
 

@@ -12,7 +12,7 @@ from gateway.api.context import Api
 from gateway.api.http import handler, parse_body, query_bool, query_float, reply
 from gateway.api.models import CheckpointIn, HaltedIn, HeartbeatIn
 from gateway.keys import Identity
-from mesh.models import Checkpoint
+from mesh.protocol.models import Checkpoint
 
 __all__ = ["agent_routes"]
 

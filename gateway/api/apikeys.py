@@ -15,7 +15,7 @@ from pydantic import Field
 
 from gateway.keys import StoredKey
 from gateway.keystore import KeyStore
-from mesh.connection import Connection
+from mesh.transport.connection import Connection
 
 __all__ = [
     "API_KEYS",

@@ -11,9 +11,9 @@ from collections import deque
 from typing import Any
 
 from mesh.errors import InvalidTarget
-from mesh.models import InstanceStatus, Status
-from mesh.reports import HeldBy
-from mesh.target import Target, parse_agent_uri, parse_target
+from mesh.protocol.models import InstanceStatus, Status
+from mesh.protocol.reports import HeldBy
+from mesh.protocol.target import Target, parse_agent_uri, parse_target
 
 __all__ = ["HEALTH", "address_of", "agent_rows", "health_of", "metrics_to_usage", "parse_address"]
 

@@ -16,8 +16,8 @@ from gateway.api.context import Api
 from gateway.api.http import handler, parse_body, query_float, query_int, reply
 from gateway.api.models import HeartbeatIn, _In
 from gateway.errors import Invalid, NotFoundError
-from mesh.models import EventType
-from mesh.shapes import event_json
+from mesh.protocol.models import EventType
+from mesh.protocol.shapes import event_json
 
 __all__ = ["axme_routes"]
 

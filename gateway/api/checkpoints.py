@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import Invalid, Unavailable
-from mesh.codec import decode, encode, encode_state
-from mesh.connection import Connection
 from mesh.errors import InvalidCheckpoint, MalformedMessage, MeshError
-from mesh.kvscan import put_key, read_latest
-from mesh.models import Checkpoint
+from mesh.protocol.codec import decode, encode, encode_state
+from mesh.protocol.models import Checkpoint
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key, read_latest
 
 __all__ = ["HINT", "read_checkpoint", "write_checkpoint"]
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 __all__ = ["ApiConfig", "NatsLogin", "Role"]
 

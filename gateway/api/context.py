@@ -17,9 +17,9 @@ from gateway.context import Gateway
 from gateway.errors import Invalid, RateLimited, RevokedKey, UnknownKey
 from gateway.inbound import key_of
 from gateway.keys import Identity
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 __all__ = ["Api", "Caller", "open_api"]
 

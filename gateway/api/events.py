@@ -7,7 +7,7 @@ from typing import Any
 from gateway import acks
 from gateway.keys import Identity
 from gateway.kills import InForce
-from mesh.models import AuditEvent, EventType, HaltAck
+from mesh.protocol.models import AuditEvent, EventType, HaltAck
 
 __all__ = ["halted_event", "lifecycle_event", "record_json"]
 

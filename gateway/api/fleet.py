@@ -29,14 +29,14 @@ from gateway.errors import Conflict, Unavailable
 from gateway.keys import Identity
 from gateway.kills import InForce
 from gateway.tracker import SYNC_WAIT, KillTracker
-from mesh.aio import wait_for
-from mesh.audit import AuditChain, publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
 from mesh.errors import InvalidTarget, MeshError
-from mesh.models import AuditEvent, Checkpoint, EventType, Heartbeat, Status, utcnow
-from mesh.subjects import key_to_target
-from mesh.target import AgentURI
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, Checkpoint, EventType, Heartbeat, Status, utcnow
+from mesh.protocol.subjects import key_to_target
+from mesh.protocol.target import AgentURI
+from mesh.runtime.aio import wait_for
+from mesh.transport.audit import AuditChain, publish_event
+from mesh.transport.connection import Connection
 
 __all__ = ["HTTP_SDK", "HttpAgents"]
 

@@ -1,7 +1,7 @@
 """Request and response bodies of /api/v1 (pydantic): what the OpenAPI document is generated from.
 
 Responses that the CLI also prints with ``--json`` are produced by the same serializers
-(``KillReport.to_json``, ``mesh.shapes``); the models here only describe them, and every test
+(``KillReport.to_json``, ``mesh.protocol.shapes``); the models here only describe them, and every test
 response is validated against that description, so the two cannot drift apart unnoticed.
 """
 

@@ -19,12 +19,12 @@ from gateway.api.http import handler, parse_body, query_bool, query_int, reply
 from gateway.api.models import KillIn, ResumeIn
 from gateway.api.rights import Right
 from gateway.errors import Invalid
+from mesh.client.operator import AsyncMesh
 from mesh.errors import ConfigError
-from mesh.eventlog import parse_since
-from mesh.models import EventType, Status
-from mesh.operator import AsyncMesh
-from mesh.shapes import event_json, instance_json, policy_json
-from mesh.target import Target, parse_target
+from mesh.protocol.models import EventType, Status
+from mesh.protocol.shapes import event_json, instance_json, policy_json
+from mesh.protocol.target import Target, parse_target
+from mesh.transport.eventlog import parse_since
 
 __all__ = ["operator_routes"]
 
@@ -158,7 +158,7 @@ def operator_routes(api: Api) -> list[BaseRoute]:
 
 async def _sse(source: AsyncIterator[object], types: set[str] | None) -> AsyncIterator[bytes]:
     """Server-sent events, one audit event each (``id`` is the event's id, ``event`` its type)."""
-    from mesh.models import AuditEvent
+    from mesh.protocol.models import AuditEvent
 
     yield b": following the audit log\n\n"
     async for event in source:

@@ -16,9 +16,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from controller import ControllerOptions, serve
 from controller.dashboard.config import DashboardConfig
 from controller.dashboard.server import run_dashboard
-from mesh.connection import Connection
-from mesh.provision import provision
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
 from tests.conftest import missing_tool
 
 #: Whatever `chromium` is on PATH: what .ci/run checks for (`command -v chromium`) and installs.

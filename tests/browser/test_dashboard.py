@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
 from tests.browser.conftest import AGENT, BYSTANDER, TOKEN, running_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]

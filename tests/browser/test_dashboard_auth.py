@@ -9,7 +9,7 @@ from starlette.requests import Request
 from controller.dashboard.auth import check_token, dashboard_actor, token_matches
 from controller.dashboard.config import DashboardConfig, is_loopback
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 TOKEN = "0123456789abcdef"
 

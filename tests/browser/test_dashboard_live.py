@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from controller.dashboard.live import FleetFeed
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType, InstanceStatus, Status
-from mesh.provision import provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, EventType, InstanceStatus, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
+from mesh.transport.server import EmbeddedServer
 from tests.waiting import HANG
 
 pytestmark = pytest.mark.timeout(60)

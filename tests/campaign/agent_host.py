@@ -15,7 +15,7 @@ import time
 from typing import IO, Any
 
 from agent_sdk import AsyncAgent
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 #: How long one instance sleeps between actions (a safe point each time).
 STEP = 0.1

@@ -10,8 +10,8 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 
-from mesh.subjects import target_to_key
-from mesh.target import parse_target
+from mesh.protocol.subjects import target_to_key
+from mesh.protocol.target import parse_target
 
 from .timeline import (
     ACK_DEADLINE,

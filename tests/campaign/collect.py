@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.chaos.helpers import all_events
 
 from .topology import MESH_CLI, System

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import uuid
 
-from mesh.connection import Connection
-from mesh.models import EventType
-from mesh.operator import AsyncMesh
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import EventType
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 from tests.chaos.helpers import all_events, count, eventually, start_fleet, stop_fleet
 from tests.tcpproxy import TcpProxy
 

@@ -10,13 +10,13 @@ import asyncio
 import pytest
 from nats.js.api import StreamConfig
 
-from mesh.audit import publish_event
-from mesh.connection import Connection
 from mesh.errors import MeshError, NotProvisioned
-from mesh.kvscan import put_key
-from mesh.models import AuditEvent, EventType
-from mesh.provision import ProvisionOptions, audit_stream_config
-from mesh.settings import Settings
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key
+from mesh.transport.provision import ProvisionOptions, audit_stream_config
 
 
 async def test_an_event_waits_out_a_stream_without_leader(settings: Settings) -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mesh.subjects import key_to_target
-from mesh.target import parse_agent_uri
+from mesh.protocol.subjects import key_to_target
+from mesh.protocol.target import parse_agent_uri
 
 #: A healthy instance acknowledges a kill within this long (it is pushed; typically milliseconds).
 ACK_DEADLINE = 5.0

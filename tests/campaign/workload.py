@@ -7,9 +7,9 @@ import contextlib
 import random
 from typing import Any
 
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
-from mesh.subjects import key_to_target
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.subjects import key_to_target
+from mesh.runtime.settings import Settings
 
 from .history import History
 from .topology import FLEET

@@ -8,7 +8,7 @@ import sys
 import time
 
 from agent_sdk import Agent, AgentKilled
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 
 def say(**fields: object) -> None:

@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 import nats.errors
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.models import AuditEvent, Checkpoint, EventType
-from mesh.settings import Settings
-from mesh.subjects import Namespace
-from mesh.target import parse_agent_uri
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent, Checkpoint, EventType
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import parse_agent_uri
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:

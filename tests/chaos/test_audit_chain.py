@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mesh.audit import publish_event
-from mesh.auditverify import BreakKind
-from mesh.auditwalk import verify_stream
-from mesh.connection import Connection
 from mesh.errors import MeshError
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol.auditverify import BreakKind
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.auditwalk import verify_stream
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 from tests.audit_support import event, stored, write_concurrently
 
 from .blockfile import records, replace_payload

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mesh import quota
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol import quota
+from mesh.protocol.codec import decode
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
 from tests.integration.test_budgets import (
     BUDGET_KEY,

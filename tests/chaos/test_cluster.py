@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.models import EventType
-from mesh.operator import AsyncMesh
-from mesh.provision import ProvisionOptions, provision
-from mesh.reports import KillReport
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import EventType
+from mesh.protocol.reports import KillReport
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
 
 from .cluster import ClusterNode
 from .helpers import all_events, count, eventually, left, stalled, start_fleet, stop_fleet

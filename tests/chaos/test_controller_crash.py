@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.models import EventType, Heartbeat, Status
-from mesh.operator import AsyncMesh
-from mesh.provision import ProvisionOptions, provision
-from mesh.reports import KillReport
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
-from mesh.target import parse_agent_uri
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.codec import encode
+from mesh.protocol.models import EventType, Heartbeat, Status
+from mesh.protocol.reports import KillReport
+from mesh.protocol.target import parse_agent_uri
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import Pacer
 
 from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet

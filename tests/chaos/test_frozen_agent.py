@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from controller import ControllerOptions, serve
-from mesh.connection import Connection
-from mesh.models import EventType, Status
-from mesh.operator import AsyncMesh
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import EventType, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 
 from .helpers import all_events, count, eventually
 

@@ -18,11 +18,11 @@ import pytest
 from nats.aio.msg import Msg
 
 from controller import ControllerOptions, serve
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.models import Heartbeat, KillRecord, Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.codec import encode
+from mesh.protocol.models import Heartbeat, KillRecord, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 from .helpers import eventually, start_fleet, stop_fleet
 
@@ -133,6 +133,7 @@ async def test_garbage_and_replays_change_nothing(settings: Settings, conn: Conn
             done = alpha.done
             await eventually(lambda: alpha.done > done + 5, what="alpha to keep working")
             assert not alpha.agent.killed and beta.agent.killed
+
             # Evidence that both sides had every bad message to act on: each counted it.
             async def bad_total() -> int:
                 reply = await nc.request("$SRV.STATS.mesh-controller", b"", timeout=5)

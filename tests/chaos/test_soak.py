@@ -27,16 +27,16 @@ import pytest
 from nats.aio.msg import Msg
 
 from controller import ControllerOptions, serve
-from mesh.audit import publish_event
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.control import parse_control_message, read_records
+from mesh.client.operator import AsyncMesh
 from mesh.errors import MalformedMessage
-from mesh.models import AuditEvent, EventType, Heartbeat, Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
-from mesh.subjects import key_to_target
-from mesh.target import AgentURI
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat, Status
+from mesh.protocol.subjects import key_to_target
+from mesh.protocol.target import AgentURI
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
+from mesh.transport.control import parse_control_message, read_records
 
 from .helpers import all_events, eventually
 

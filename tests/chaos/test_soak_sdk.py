@@ -16,11 +16,11 @@ import random
 import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.connection import Connection
-from mesh.models import EventType
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
-from mesh.target import AgentURI, parse_agent_uri, parse_target
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import EventType
+from mesh.protocol.target import AgentURI, parse_agent_uri, parse_target
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 from .helpers import all_events, eventually
 

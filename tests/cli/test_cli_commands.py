@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.models import Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import fast_options, running_controller
 from tests.operator_support import MESH, URI, Worker, listed_by_a_controller, register, wait_until
 

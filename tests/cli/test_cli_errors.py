@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer
 from tests.cli.test_cli_commands import env_for
 from tests.operator_support import MESH, URI
 

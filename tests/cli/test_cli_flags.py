@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.cli.test_cli_commands import env_for, mesh_cli
 from tests.integration.controller_helpers import Pacer, fast_options, running_controller
 from tests.operator_support import MESH, URI

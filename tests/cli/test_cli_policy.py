@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.kvscan import put_key
-from mesh.models import InstanceStatus, Status
-from mesh.policy import GRAMMAR, parse_limit
-from mesh.quota import Grant, Ledger
-from mesh.settings import Settings
+from mesh.protocol.codec import encode
+from mesh.protocol.models import InstanceStatus, Status
+from mesh.protocol.policy import GRAMMAR, parse_limit
+from mesh.protocol.quota import Grant, Ledger
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key
 from tests.cli.test_cli_commands import env_for, mesh_cli
 from tests.operator_support import MESH, URI
 

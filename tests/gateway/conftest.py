@@ -17,9 +17,9 @@ from gateway.config import GatewayConfig, Upstream
 from gateway.context import Gateway
 from gateway.keystore import create_key
 from gateway.service import bound_port, running_gateway
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.upstream import FakeUpstream, running_upstream, start_resetter
 
 UPSTREAM_SECRET = "sk-upstream-REAL-secret-0123456789"
@@ -112,7 +112,7 @@ class HeartbeatWatch:
         self.last: dict[str, Any] = {}
 
     async def on_msg(self, msg: Any) -> None:
-        from mesh.models import Heartbeat
+        from mesh.protocol.models import Heartbeat
 
         hb = Heartbeat.model_validate_json(msg.data)
         self.last[f"{hb.agent_uri}#{hb.instance}"] = hb

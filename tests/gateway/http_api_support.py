@@ -19,8 +19,8 @@ from gateway.api.apikeys import create_api_key
 from gateway.config import GatewayConfig
 from gateway.keystore import create_key
 from gateway.service import bound_port, running_gateway
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 AGENT = "agent://acme/prod/mailer"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mesh.models import Status
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import Status
 from tests.gateway.conftest import AGENT, HeartbeatWatch, Running, eventually
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,7 +7,7 @@ import time
 import anthropic
 import pytest
 
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
 from tests.gateway.conftest import AGENT, UPSTREAM_SECRET, HeartbeatWatch, Running, eventually
 from tests.gateway.upstream import ANTHROPIC_USAGE, STREAM_ANTHROPIC_IN, STREAM_ANTHROPIC_OUT, FakeUpstream
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from gateway.keystore import list_keys, revoke_key
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
 from tests.gateway.conftest import UPSTREAM_SECRET, Running, eventually
 from tests.gateway.upstream import FakeUpstream
 

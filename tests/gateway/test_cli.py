@@ -12,8 +12,8 @@ from typing import Any
 import openai
 import pytest
 
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
 from tests.cli.test_cli_commands import env_for, mesh_cli
 from tests.gateway.conftest import AGENT, UPSTREAM_SECRET, eventually
 from tests.gateway.upstream import FakeUpstream

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.conftest import missing_tool
 from tests.gateway.conftest import AGENT, HeartbeatWatch, Running, eventually, gateway_config, start_gateway
 from tests.gateway.upstream import FakeUpstream, serving

@@ -9,10 +9,10 @@ import pytest
 
 from gateway.keystore import create_key
 from gateway.service import bound_port, running_gateway
-from mesh.audit import publish_event
-from mesh.kvscan import put_key
-from mesh.models import AuditEvent, EventType, Heartbeat
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat
+from mesh.transport.audit import publish_event
+from mesh.transport.kvscan import put_key
 from tests.gateway.conftest import AGENT, eventually, gateway_config
 from tests.gateway.upstream import FakeUpstream
 from tests.security.conftest import SecureServer, secure_server  # noqa: F401 - the fixture

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType, Heartbeat
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.conftest import eventually
 from tests.gateway.http_api_support import AGENT, ApiGateway, api_gateway
 

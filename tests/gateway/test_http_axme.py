@@ -11,8 +11,8 @@ import httpx
 import pytest
 from axme import AxmeAuthError, AxmeClient, AxmeClientConfig, AxmeValidationError
 
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.http_api_support import ApiGateway, api_gateway
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
 from tests.operator_support import URI, Worker

@@ -12,9 +12,9 @@ from gateway.api.config import ApiConfig
 from gateway.config import GatewayConfig
 from gateway.keys import hash_key
 from gateway.keystore import revoke_key
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.conftest import eventually
 from tests.gateway.http_api_support import ApiGateway, api_gateway
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.conftest import missing_tool
 from tests.gateway.conftest import eventually
 from tests.gateway.http_api_support import AGENT, ApiGateway, api_gateway

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig
-from mesh.connection import Connection
-from mesh.provision import provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
+from mesh.transport.server import EmbeddedServer
 from tests.gateway.conftest import eventually
 from tests.gateway.http_api_support import api_gateway
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.http_api_support import AGENT, ApiGateway, api_gateway
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 from tests.cli.test_cli_commands import env_for
 from tests.gateway.conftest import AGENT, eventually
 from tests.gateway.http_api_support import validating_client

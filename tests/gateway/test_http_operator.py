@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mesh.connection import Connection
-from mesh.models import Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.cli.test_cli_commands import mesh_cli
 from tests.gateway.http_api_support import ApiGateway, api_gateway
 from tests.operator_support import URI, Worker, register, wait_until

@@ -13,8 +13,8 @@ from gateway.api.config import ApiConfig, NatsLogin
 from gateway.config import GatewayConfig
 from gateway.keystore import create_key
 from gateway.service import bound_port, running_gateway
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
+from mesh.transport.connection import Connection
 from tests.gateway.http_api_support import validating_client
 from tests.security.conftest import SecureServer, secure_server  # noqa: F401 - the fixture
 

@@ -16,9 +16,9 @@ from gateway.api.rights import require
 from gateway.config import load_config
 from gateway.errors import Forbidden
 from mesh.errors import ConfigError, InvalidTarget
-from mesh.models import InstanceStatus, KillRecord, Status, utcnow
-from mesh.reports import HeldBy
-from mesh.settings import Settings
+from mesh.protocol.models import InstanceStatus, KillRecord, Status, utcnow
+from mesh.protocol.reports import HeldBy
+from mesh.runtime.settings import Settings
 
 
 def test_rate_limiter_refills_per_key() -> None:

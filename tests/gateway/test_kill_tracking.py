@@ -9,13 +9,13 @@ import httpx
 import openai
 import pytest
 
-from mesh.connection import Connection
-from mesh.kvscan import put_key
-from mesh.models import AuditEvent, EventType
-from mesh.operator import AsyncMesh
-from mesh.provision import provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import AuditEvent, EventType
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key
+from mesh.transport.provision import provision
+from mesh.transport.server import EmbeddedServer
 from tests.gateway.conftest import AGENT, Running, eventually, gateway_config, start_gateway
 from tests.gateway.upstream import FakeUpstream
 

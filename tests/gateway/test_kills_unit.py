@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from gateway.kills import KillBook
-from mesh.control import ControlUpdate
-from mesh.models import KillRecord
-from mesh.subjects import Namespace
-from mesh.target import parse_agent_uri
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import KillRecord
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import parse_agent_uri
 
 NS = Namespace("mesh")
 MAILER = parse_agent_uri("agent://acme/prod/mailer")

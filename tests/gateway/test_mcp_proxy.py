@@ -14,9 +14,9 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from gateway.config import Upstream
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.conftest import AGENT, HeartbeatWatch, Running, eventually, gateway_config, start_gateway
 from tests.gateway.mcp_server import Mailer, running_mcp
 from tests.gateway.upstream import FakeUpstream

@@ -47,7 +47,7 @@ async def _line(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
 
 
 async def test_cost_policy_stops_an_sdk_less_agent(upstream: FakeUpstream, tmp_path: Path) -> None:
-    from mesh.settings import Settings
+    from mesh.runtime.settings import Settings
 
     port = _free_port()
     config = tmp_path / "gateway.toml"

@@ -7,7 +7,7 @@ import time
 import openai
 import pytest
 
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
 from tests.gateway.conftest import AGENT, UPSTREAM_SECRET, HeartbeatWatch, Running, eventually
 from tests.gateway.upstream import OPENAI_USAGE, STREAM_OPENAI_USAGE, FakeUpstream
 

@@ -17,7 +17,7 @@ from gateway.prices import DEFAULT_PRICES, PriceTable, load_prices
 from gateway.refusals import Refusals
 from gateway.usage import SSEUsage, usage_from_body
 from mesh.errors import ConfigError
-from mesh.models import EventType, KillRecord, utcnow
+from mesh.protocol.models import EventType, KillRecord, utcnow
 
 
 def test_usage_from_bodies_of_each_api() -> None:

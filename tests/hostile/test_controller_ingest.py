@@ -20,8 +20,8 @@ from controller.ingest import Ingest
 from controller.state import Fleet
 from controller.stats import Stats
 from mesh.errors import InvalidTarget
-from mesh.models import Heartbeat
-from mesh.subjects import Namespace
+from mesh.protocol.models import Heartbeat
+from mesh.protocol.subjects import Namespace
 
 pytestmark = pytest.mark.timeout(300)
 

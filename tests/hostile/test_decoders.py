@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from mesh.codec import DEFAULT_MAX_PAYLOAD, decode, encode
-from mesh.control import ControlUpdate, parse_control_message
 from mesh.errors import InvalidTarget, MalformedMessage, PayloadTooLarge
-from mesh.models import AuditEvent, Checkpoint, HaltAck, Heartbeat, InstanceStatus, KillRecord
-from mesh.subjects import Namespace, key_to_target, target_to_key
-from mesh.target import parse_agent_uri, parse_target, validate_instance
+from mesh.protocol.codec import DEFAULT_MAX_PAYLOAD, decode, encode
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import AuditEvent, Checkpoint, HaltAck, Heartbeat, InstanceStatus, KillRecord
+from mesh.protocol.subjects import Namespace, key_to_target, target_to_key
+from mesh.protocol.target import parse_agent_uri, parse_target, validate_instance
+from mesh.transport.control import parse_control_message
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,7 +73,7 @@ def assert_decodes_or_malformed(model: type[BaseModel], data: bytes) -> None:
 
 
 # -------------------------------------------------------------------------------------------
-# mesh.codec.decode, every model
+# mesh.protocol.codec.decode, every model
 # -------------------------------------------------------------------------------------------
 
 
@@ -150,7 +151,7 @@ def test_heartbeat_cannot_smuggle_out_of_range_values() -> None:
 
 
 # -------------------------------------------------------------------------------------------
-# mesh.control.parse_control_message (what every agent instance decodes from mesh.ctl.>)
+# mesh.transport.control.parse_control_message (what every agent instance decodes from mesh.ctl.>)
 # -------------------------------------------------------------------------------------------
 
 header_names = st.sampled_from(

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import nats.errors
 import pytest
 
-from mesh import quota
-from mesh.codec import decode, encode
-from mesh.connection import Connection
-from mesh.leasewire import LeaseReply, LeaseRequest, Release
-from mesh.operator import AsyncMesh
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol import quota
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.leasewire import LeaseReply, LeaseRequest, Release
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
 
 pytestmark = pytest.mark.timeout(120)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 from tests.integration.sdk_helpers import AgentPool, Ops
 
 

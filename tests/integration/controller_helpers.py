@@ -21,11 +21,11 @@ from nats.js import JetStreamContext
 
 from controller import ControllerOptions
 from controller.runner import Controller
-from mesh.codec import encode
-from mesh.models import AuditEvent, Heartbeat, InstanceStatus, Status
-from mesh.settings import Settings
-from mesh.subjects import Namespace
-from mesh.target import parse_agent_uri
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, Heartbeat, InstanceStatus, Status
+from mesh.protocol.subjects import Namespace
+from mesh.protocol.target import parse_agent_uri
+from mesh.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

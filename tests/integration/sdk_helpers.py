@@ -11,14 +11,14 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.models import AuditEvent, KillRecord
-from mesh.operator import AsyncMesh
-from mesh.provision import provision
-from mesh.settings import Settings
-from mesh.subjects import key_to_target
-from mesh.target import parse_target
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent, KillRecord
+from mesh.protocol.subjects import key_to_target
+from mesh.protocol.target import parse_target
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
 
 DEADLINE = 30.0
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mesh.audit import publish_event
-from mesh.auditverify import BreakKind
-from mesh.auditwalk import verify_stream
-from mesh.codec import encode
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType, utcnow
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.auditverify import BreakKind
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, EventType, utcnow
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.auditwalk import verify_stream
+from mesh.transport.connection import Connection
 from tests.audit_support import (
     edited,
     event,

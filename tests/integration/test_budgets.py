@@ -16,15 +16,15 @@ import pytest
 
 from agent_sdk import Agent, AgentKilled, AsyncAgent
 from controller.runner import Controller
-from mesh import quota
-from mesh.codec import decode
-from mesh.connection import Connection
+from mesh.client.operator import AsyncMesh
 from mesh.errors import ConfigError, MeshTimeout
-from mesh.models import AuditEvent, Status
-from mesh.operator import AsyncMesh
-from mesh.quota import Ledger
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol import quota
+from mesh.protocol.codec import decode
+from mesh.protocol.models import AuditEvent, Status
+from mesh.protocol.quota import Ledger
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import (
     audit_events,
     eventually,

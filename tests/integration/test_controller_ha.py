@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from controller.lease import LEASE_KEY
-from mesh.audit import publish_event
-from mesh.auditwalk import verify_stream
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType, Status
-from mesh.provision import provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol.models import AuditEvent, EventType, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.auditwalk import verify_stream
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
+from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import (
     ControllerProcess,
     Pacer,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.connection import Connection
 from mesh.errors import ProvisioningConflict
-from mesh.models import Status
-from mesh.provision import ProvisionOptions, provision
-from mesh.settings import Settings
+from mesh.protocol.models import Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
 from tests.integration.controller_helpers import (
     fast_options,
     heartbeat,

@@ -6,10 +6,10 @@ import asyncio
 import math
 import time
 
-from mesh.audit import publish_event
-from mesh.connection import Connection
-from mesh.models import AuditEvent, EventType, Status
-from mesh.settings import Settings
+from mesh.protocol.models import AuditEvent, EventType, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import (
     Pacer,
     audit_events,

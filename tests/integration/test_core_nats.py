@@ -10,10 +10,6 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from mesh.audit import publish_event
-from mesh.codec import decode, encode
-from mesh.connection import Connection, jittered_reconnect
-from mesh.control import parse_control_message, read_records
 from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -21,10 +17,14 @@ from mesh.errors import (
     PortInUse,
     ProvisioningConflict,
 )
-from mesh.models import AuditEvent, EventType, KillRecord
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer, port_in_use
-from mesh.settings import Settings
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import AuditEvent, EventType, KillRecord
+from mesh.runtime.settings import Settings
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection, jittered_reconnect
+from mesh.transport.control import parse_control_message, read_records
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer, port_in_use
 
 
 @pytest.mark.timeout(60)  # a hang bound: nats-py alone would retry for minutes

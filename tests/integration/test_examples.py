@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

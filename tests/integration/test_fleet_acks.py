@@ -9,11 +9,11 @@ import nats.js.errors
 import pytest
 
 from agent_sdk import AsyncAgent
-from agent_sdk.ackpipe import pipelined_js
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.models import Checkpoint
-from mesh.settings import Settings
+from mesh.protocol.codec import decode
+from mesh.protocol.models import Checkpoint
+from mesh.runtime.settings import Settings
+from mesh.transport.ackpipe import pipelined_js
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import audit_events, await_until, put_kill
 
 URI = "agent://acme/prod/fleet"

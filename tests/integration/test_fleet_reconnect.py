@@ -8,10 +8,10 @@ from collections.abc import Awaitable
 import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.connection import Connection
-from mesh.provision import provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.provision import provision
+from mesh.transport.server import EmbeddedServer
 from tests.integration.sdk_helpers import audit_events, await_until, put_kill
 from tests.tcpproxy import TcpProxy
 from tests.waiting import await_until as await_async_until

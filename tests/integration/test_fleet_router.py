@@ -10,10 +10,10 @@ from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.router import ControlRouter, router_for
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.models import Heartbeat
-from mesh.settings import Settings
+from mesh.protocol.codec import decode
+from mesh.protocol.models import Heartbeat
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import audit_events, await_until, delete_kill, put_kill
 
 URI = "agent://acme/prod/fleet"

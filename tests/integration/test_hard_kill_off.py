@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent_sdk import TERMINATED_EXIT_CODE
-from mesh.models import InstanceStatus
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import InstanceStatus
+from mesh.runtime.settings import Settings
 from tests.integration.controller_helpers import ControllerProcess
 from tests.integration.sdk_helpers import Ops
 from tests.operator_support import MESH

@@ -7,9 +7,9 @@ import asyncio
 from controller.lifecycle import LifecycleFeed
 from controller.state import Fleet
 from controller.stats import Stats
-from mesh.aio import stop_tasks
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.aio import stop_tasks
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 HANG_BOUND = 10.0  # only stops a hang; a loop that ends at all ends in well under a second
 

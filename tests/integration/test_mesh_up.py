@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 
 MESH = str(Path(sys.executable).parent / "mesh")
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesh import AsyncMesh, EventType, InvalidTarget, Mesh, NotFound, Status
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.heartbeats import watching
 from tests.integration.controller_helpers import fast_options, running_controller
 from tests.operator_support import URI, Worker, listed_by_a_controller, register, wait_until

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
+from mesh.transport.connection import Connection
 
 
 async def test_operator_clients_on_a_shared_connection_leave_no_listener_and_leave_nats_py_alone(

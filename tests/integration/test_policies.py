@@ -12,13 +12,13 @@ import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
 from controller.runner import Controller
-from mesh.codec import decode
-from mesh.connection import Connection
+from mesh.client.operator import AsyncMesh
 from mesh.errors import ConfigError
-from mesh.kvscan import put_key
-from mesh.models import Checkpoint, KillRecord, Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.protocol.codec import decode
+from mesh.protocol.models import Checkpoint, KillRecord, Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
+from mesh.transport.kvscan import put_key
 from tests.integration.controller_helpers import (
     audit_events,
     eventually,

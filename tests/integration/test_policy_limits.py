@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controller.runner import Controller
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import Pacer, audit_events, fast_options, running_controller
 from tests.integration.test_policies import Runner
 from tests.waiting import await_until

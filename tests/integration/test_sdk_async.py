@@ -10,10 +10,10 @@ import pytest
 from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.connection import Connection
-from mesh.models import Status
-from mesh.settings import Settings
-from mesh.subjects import Namespace
+from mesh.protocol.models import Status
+from mesh.protocol.subjects import Namespace
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.heartbeats import watching
 from tests.integration.sdk_helpers import audit_events, await_until, delete_kill, put_kill
 
@@ -172,7 +172,7 @@ async def test_concurrent_kills_and_resumes_converge(conn: Connection, settings:
             if r.random() < 0.5:
                 await put_kill(conn, target, inst)
             else:
-                from mesh.target import parse_target
+                from mesh.protocol.target import parse_target
 
                 await delete_kill(conn, ns.control_key(parse_target(target, inst)))
 
@@ -204,8 +204,8 @@ async def test_concurrent_kills_and_resumes_converge(conn: Connection, settings:
 
 async def test_provisions_itself_and_heartbeats_tell_the_status(settings: Settings) -> None:
     # No `conn` fixture: the namespace does not exist yet, so the agent provisions it.
-    from mesh.codec import decode
-    from mesh.models import Heartbeat
+    from mesh.protocol.codec import decode
+    from mesh.protocol.models import Heartbeat
 
     async with AsyncAgent(
         URI, instance="h1", settings=settings, hard_kill=False, on_kill="pause", heartbeat_interval=0.2

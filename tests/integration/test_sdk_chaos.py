@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from agent_sdk import TERMINATED_EXIT_CODE, AgentKilled
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer
 from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
 from tests.tcpproxy import TcpProxy
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent_sdk import AgentKilled, AgentKilledException
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 from tests.integration.sdk_helpers import AgentPool, Ops, resync, wait_until
 
 URI = "agent://acme/prod/mailer"

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from agent_sdk import Agent, AgentKilled
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 from tests.integration.sdk_helpers import AgentPool, Ops, wait_until
 
 URI = "agent://acme/prod/mailer"

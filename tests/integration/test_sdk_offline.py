@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.operator import AsyncMesh
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer
 from tests.heartbeats import watching
 from tests.integration.sdk_helpers import AgentPool
 from tests.tcpproxy import TcpProxy

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.connection import Connection
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import audit_events, await_until, delete_kill, put_kill
 
 URI = "agent://acme/prod/mailer"

@@ -15,10 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mesh.models import EventType
-from mesh.operator import AsyncMesh
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.models import EventType
+from mesh.runtime.settings import Settings
+from mesh.transport.server import EmbeddedServer
 from tests.integration.test_mesh_up_supervision import _children
 
 BIN = Path(sys.executable).parent

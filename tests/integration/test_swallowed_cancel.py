@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from agent_sdk import AsyncAgent
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
 
 HANG_BOUND = 10.0  # only stops a hang
 

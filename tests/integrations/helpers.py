@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent_sdk import AsyncAgent
-from mesh.connection import Connection
-from mesh.models import AuditEvent, KillRecord
-from mesh.settings import Settings
+from mesh.protocol.models import AuditEvent, KillRecord
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import DEADLINE, audit_events, await_until, put_kill
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import delete_kill, put_kill
 from tests.integrations.helpers import wait_ack
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mesh.models import AuditEvent
-from mesh.settings import Settings
+from mesh.protocol.models import AuditEvent
+from mesh.runtime.settings import Settings
 from tests.integration.sdk_helpers import DEADLINE, Ops, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

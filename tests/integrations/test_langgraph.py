@@ -12,9 +12,9 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_sdk import AgentKilled
 from agent_sdk.integrations.langgraph import CHECKPOINT_KEY, KILL_INTERRUPT, KillSwitch
-from mesh.connection import Connection
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
 from tests.integrations.helpers import ToolLog, guarded_agent, kill_mid_tool, kill_while_thinking, wait_ack
 from tests.integrations.lg_fakes import make_graph, make_model, make_tool

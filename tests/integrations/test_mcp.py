@@ -11,9 +11,9 @@ from mcp.server.mcpserver import MCPServer
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.integrations.mcp import guard_session
-from mesh.connection import Connection
 from mesh.errors import ConfigError
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import delete_kill, put_kill
 from tests.integrations.helpers import wait_ack
 

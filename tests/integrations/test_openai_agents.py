@@ -10,8 +10,8 @@ from agents import RunHooks, ToolGuardrailFunctionOutput, tool_input_guardrail
 
 from agent_sdk import AgentKilled, AsyncAgent
 from agent_sdk.integrations.openai_agents import CHECKPOINT_KEY, KillSwitch
-from mesh.connection import Connection
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.sdk_helpers import await_until, delete_kill, put_kill
 from tests.integrations.helpers import ToolLog, guarded_agent, kill_mid_tool, kill_while_thinking, wait_ack
 from tests.integrations.oa_fakes import CountingModel, make_agent
@@ -178,7 +178,7 @@ async def test_raise_at_a_tool_start_after_its_approval_ends_the_run_and_the_mod
 
 
 def _target() -> Any:
-    from mesh.target import parse_target
+    from mesh.protocol.target import parse_target
 
     return parse_target(URI, None)
 

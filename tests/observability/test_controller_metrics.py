@@ -11,9 +11,9 @@ import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
 from controller.runner import Controller
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import (
     ControllerProcess,
     eventually,

@@ -17,9 +17,9 @@ import nats
 import nats.errors
 import pytest
 
-from mesh.connection import Connection
-from mesh.models import Status
-from mesh.settings import Settings
+from mesh.protocol.models import Status
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import eventually, fast_options, heartbeat, running_controller, send
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.gateway.conftest import Running, eventually, gateway_config, start_gateway
 from tests.gateway.upstream import FakeUpstream, running_upstream
 from tests.observability.dashboard import metric_names, queries

@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.metrics import OTHER, fleet_series
 from controller.metrics_kills import KillClock, actor_kind
 from controller.state import Fleet
-from mesh.models import Heartbeat, Status
+from mesh.protocol.models import Heartbeat, Status
 
 
 def test_actor_kinds_are_a_closed_set() -> None:

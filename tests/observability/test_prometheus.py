@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent_sdk import AsyncAgent
-from mesh.connection import Connection
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import eventually, fast_options, running_controller
 from tests.observability.dashboard import queries
 from tests.observability.prometheus_proc import Prometheus, find_prometheus

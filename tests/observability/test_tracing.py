@@ -13,12 +13,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agent_sdk import AsyncAgent
-from mesh import tracing
-from mesh.codec import decode
-from mesh.connection import Connection
-from mesh.models import KillRecord, Status
-from mesh.operator import AsyncMesh
-from mesh.settings import Settings
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.codec import decode
+from mesh.protocol.models import KillRecord, Status
+from mesh.runtime import tracing
+from mesh.runtime.settings import Settings
+from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import eventually, fast_options, running_controller, wait_status
 from tests.integration.sdk_helpers import audit_events
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mesh import natserrors
-from mesh.connection import Connection
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.runtime.settings import Settings
+from mesh.transport import natserrors
+from mesh.transport.connection import Connection
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 NATS_CONF = ROOT / "nats.conf"

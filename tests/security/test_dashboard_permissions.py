@@ -13,8 +13,8 @@ import pytest
 
 from controller.dashboard.config import DashboardConfig
 from controller.dashboard.server import run_dashboard
-from mesh import natserrors
-from mesh.operator import AsyncMesh
+from mesh.client.operator import AsyncMesh
+from mesh.transport import natserrors
 from tests.waiting import HANG
 
 from .conftest import SecureServer

@@ -13,9 +13,9 @@ import pytest
 from controller.callout import REFUSED, CalloutService, decide
 from controller.natsjwt import IssuerKey, decode_request, new_account_seed
 from mesh.errors import MalformedMessage
-from mesh.identity import CredentialRecord, Identity, Role, hash_secret, new_token, parse_token
-from mesh.models import utcnow
-from mesh.settings import Settings
+from mesh.protocol.identity import CredentialRecord, Identity, Role, hash_secret, new_token, parse_token
+from mesh.protocol.models import utcnow
+from mesh.runtime.settings import Settings
 
 SERVER_ID = "NSERVERIDXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
 USER_NKEY = "UUSERNKEYXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"

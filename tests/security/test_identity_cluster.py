@@ -14,14 +14,14 @@ import pytest
 
 from controller.callout import CalloutService
 from controller.natsjwt import IssuerKey, new_account_seed
-from mesh import natserrors
-from mesh.connection import Connection, recent_permission_violation
 from mesh.errors import AuthenticationFailed
-from mesh.identity import Identity, Role
-from mesh.identity_store import issue, open_bucket, revoke
-from mesh.provision import ProvisionOptions, provision
-from mesh.server import EmbeddedServer
-from mesh.settings import Settings
+from mesh.protocol.identity import Identity, Role
+from mesh.runtime.settings import Settings
+from mesh.transport import natserrors
+from mesh.transport.connection import Connection, recent_permission_violation
+from mesh.transport.identity_store import issue, open_bucket, revoke
+from mesh.transport.provision import ProvisionOptions, provision
+from mesh.transport.server import EmbeddedServer
 from tests.integration.sdk_helpers import await_until
 from tests.security.identity_support import IDENTITY_CONF, STATIC, CalloutThread
 

@@ -1,4 +1,4 @@
-"""nats-identity.conf stays in step with nats.conf and with mesh/permissions.py."""
+"""nats-identity.conf stays in step with nats.conf and with mesh/protocol/permissions.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.permissions import AGENT_EVENTS
+from mesh.protocol.permissions import AGENT_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = (ROOT / "nats.conf").read_text()

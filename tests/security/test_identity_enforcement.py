@@ -11,13 +11,13 @@ import pytest
 from nats.aio.msg import Msg
 
 from agent_sdk import AgentKilled, AsyncAgent
-from mesh import natserrors
-from mesh.codec import encode
-from mesh.connection import Connection, recent_permission_violation
+from mesh.client.operator import AsyncMesh
 from mesh.errors import AuthenticationFailed, PermissionDenied
-from mesh.identity import Identity, Role
-from mesh.models import AuditEvent, Checkpoint, EventType, KillRecord
-from mesh.operator import AsyncMesh
+from mesh.protocol.codec import encode
+from mesh.protocol.identity import Identity, Role
+from mesh.protocol.models import AuditEvent, Checkpoint, EventType, KillRecord
+from mesh.transport import natserrors
+from mesh.transport.connection import Connection, recent_permission_violation
 from tests.integration.sdk_helpers import await_until
 from tests.security.identity_support import IdentityServer, identity_server_fixture
 

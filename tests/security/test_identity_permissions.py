@@ -8,7 +8,7 @@ from itertools import product
 import pytest
 
 from mesh.errors import InvalidTarget
-from mesh.identity import (
+from mesh.protocol.identity import (
     CredentialRecord,
     Identity,
     Role,
@@ -18,14 +18,14 @@ from mesh.identity import (
     parse_token,
     secret_matches,
 )
-from mesh.permissions import (
+from mesh.protocol.permissions import (
     AGENT_EVENTS,
     may_publish,
     may_subscribe,
     permissions_for,
     subject_matches,
 )
-from mesh.subjects import Namespace
+from mesh.protocol.subjects import Namespace
 
 ORGS = ("acme", "globex", "_")
 ENVS = ("prod", "dev", "_")

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from agent_sdk import AsyncAgent
-from mesh.codec import encode
-from mesh.identity import Identity, Role
-from mesh.models import InstanceStatus, Status, utcnow
-from mesh.operator import AsyncMesh
-from mesh.target import parse_agent_uri
+from mesh.client.operator import AsyncMesh
+from mesh.protocol.codec import encode
+from mesh.protocol.identity import Identity, Role
+from mesh.protocol.models import InstanceStatus, Status, utcnow
+from mesh.protocol.target import parse_agent_uri
 from tests.integration.sdk_helpers import await_until
 from tests.security.identity_support import IdentityServer, identity_server_fixture
 

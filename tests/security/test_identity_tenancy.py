@@ -12,10 +12,10 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mesh.codec import encode
-from mesh.connection import Connection, recent_permission_violation
-from mesh.identity import Identity, Role, parse_token
-from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, KillRecord, Status, utcnow
+from mesh.protocol.codec import encode
+from mesh.protocol.identity import Identity, Role, parse_token
+from mesh.protocol.models import AuditEvent, Checkpoint, EventType, InstanceStatus, KillRecord, Status, utcnow
+from mesh.transport.connection import Connection, recent_permission_violation
 from tests.integration.sdk_helpers import await_until
 from tests.security.identity_support import IdentityServer, identity_server_fixture
 

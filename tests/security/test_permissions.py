@@ -16,16 +16,16 @@ import nats.errors
 import pytest
 from nats.js.api import StreamConfig
 
-from mesh import natserrors
-from mesh.audit import publish_event
-from mesh.codec import decode, encode
-from mesh.connection import Connection, recent_permission_violation, translate_error
-from mesh.control import read_records
 from mesh.errors import AuthenticationFailed, MeshError, PermissionDenied
-from mesh.models import AuditEvent, Checkpoint, EventType, InstanceStatus, KillRecord, Status, utcnow
-from mesh.provision import ProvisionOptions, bucket_configs, provision
-from mesh.settings import Settings
-from mesh.subjects import Namespace
+from mesh.protocol.codec import decode, encode
+from mesh.protocol.models import AuditEvent, Checkpoint, EventType, InstanceStatus, KillRecord, Status, utcnow
+from mesh.protocol.subjects import Namespace
+from mesh.runtime.settings import Settings
+from mesh.transport import natserrors
+from mesh.transport.audit import publish_event
+from mesh.transport.connection import Connection, recent_permission_violation, translate_error
+from mesh.transport.control import read_records
+from mesh.transport.provision import ProvisionOptions, bucket_configs, provision
 
 from .conftest import SecureServer
 
@@ -194,14 +194,14 @@ async def test_agent_allowed_operations(secure_server: SecureServer) -> None:
         await okv.put("acme.prod.perm-agent", kill_record("agent://acme/prod/perm-agent", "operator"))
         await eventually(lambda: pushed, what="republished kill record")
 
-        # reading kill records (direct get through mesh.control)
+        # reading kill records (direct get through mesh.transport.control)
         akv = await agent.js.key_value(NS.control_bucket)
         [update] = await read_records(akv, ["acme.prod.perm-agent"])
         assert update.in_force and update.record is not None and update.record.actor == "operator"
         [missing] = await read_records(akv, ["acme.prod.nobody"])
         assert not missing.in_force
 
-        # lifecycle events, with ack, through mesh.audit
+        # lifecycle events, with ack, through mesh.transport.audit
         for etype in (EventType.STARTED, EventType.HALTED, EventType.STOPPED):
             ack = await publish_event(
                 agent.js, NS, AuditEvent(type=etype, agent_uri="agent://acme/prod/perm-agent", instance="i1")

@@ -17,12 +17,12 @@ import pytest
 
 from agent_sdk import AgentKilled, AsyncAgent
 from controller import ControllerOptions, serve
-from mesh import connection as mesh_connection
-from mesh import natserrors
-from mesh.connection import translate_error
+from mesh.client.operator import AsyncMesh
 from mesh.errors import PermissionDenied
-from mesh.models import EventType, Status
-from mesh.operator import AsyncMesh
+from mesh.protocol.models import EventType, Status
+from mesh.transport import connection as mesh_connection
+from mesh.transport import natserrors
+from mesh.transport.connection import translate_error
 
 from .conftest import SecureServer
 

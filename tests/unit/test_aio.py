@@ -1,4 +1,4 @@
-"""mesh.aio.wait_for: timeouts as usual, and an outside cancel that is never lost."""
+"""mesh.runtime.aio.wait_for: timeouts as usual, and an outside cancel that is never lost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from mesh.aio import raise_if_cancelling, stop_tasks, wait_for
+from mesh.runtime.aio import raise_if_cancelling, stop_tasks, wait_for
 
 
 async def test_returns_the_result_or_times_out() -> None:

@@ -9,10 +9,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.auditchain import ChainState, Outcome, classify_publish, link_hash
-from mesh.auditverify import Anchor, BreakKind, StoredMessage, report_json, verify
-from mesh.codec import encode
-from mesh.models import AuditEvent, EventType
+from mesh.protocol.auditchain import ChainState, Outcome, classify_publish, link_hash
+from mesh.protocol.auditverify import Anchor, BreakKind, StoredMessage, report_json, verify
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, EventType
 
 
 def _event(writer: int, n: int, chain: ChainState) -> tuple[str, bytes]:

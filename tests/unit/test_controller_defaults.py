@@ -10,8 +10,8 @@ from cli.controller_cmd import controller as controller_command
 from controller import ControllerOptions
 from controller.runner import Controller
 from controller.state import Fleet
-from mesh.models import Heartbeat, Status
-from mesh.settings import Settings
+from mesh.protocol.models import Heartbeat, Status
+from mesh.runtime.settings import Settings
 
 T0 = 1_700_000_000.0
 URI = "agent://acme/prod/mailer"

@@ -8,9 +8,9 @@ from typing import Any
 from controller.ingest import Ingest
 from controller.state import Fleet, Policy, Transition, event_id
 from controller.stats import Stats
-from mesh.codec import encode
-from mesh.models import AuditEvent, EventType, Heartbeat, Status
-from mesh.subjects import Namespace
+from mesh.protocol.codec import encode
+from mesh.protocol.models import AuditEvent, EventType, Heartbeat, Status
+from mesh.protocol.subjects import Namespace
 
 URI = "agent://acme/prod/mailer"
 KEY = "acme.prod.mailer.i1"

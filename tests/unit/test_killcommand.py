@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mesh.codec import encode
-from mesh.killcommand import (
+from mesh.protocol.codec import encode
+from mesh.protocol.killcommand import (
     AckMatch,
     kill_command,
     kill_plan,
@@ -16,10 +16,10 @@ from mesh.killcommand import (
     resume_plan,
     resume_report,
 )
-from mesh.kvwire import KVEntry
-from mesh.models import AuditEvent, EventType, InstanceStatus, KillRecord, Status
-from mesh.reports import AckRow
-from mesh.target import parse_agent_uri, parse_target
+from mesh.protocol.kvwire import KVEntry
+from mesh.protocol.models import AuditEvent, EventType, InstanceStatus, KillRecord, Status
+from mesh.protocol.reports import AckRow
+from mesh.protocol.target import parse_agent_uri, parse_target
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -192,7 +192,7 @@ def test_a_resume_of_a_target_never_killed_still_waits_for_stray_acks_and_says_n
 
 
 def test_scoped_control_filters_cover_every_record_in_the_org_that_can_overlap() -> None:
-    from mesh.killcommand import scoped_control_filters
+    from mesh.protocol.killcommand import scoped_control_filters
 
     assert scoped_control_filters(parse_target("agent://acme/prod/mailer")) == [
         "acme.prod.mailer", "acme.prod.mailer.*",

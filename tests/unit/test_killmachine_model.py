@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from agent_sdk.killmachine import Effects, KillMachine, Verdict
-from mesh.control import ControlUpdate
-from mesh.models import KillRecord
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import KillRecord
 
 KEYS = ["acme.prod.mailer", "acme._._"]
 EXAMPLES = int(os.environ.get("MESH_MODEL_EXAMPLES", "150"))

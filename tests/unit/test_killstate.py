@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from agent_sdk.killstate import KillState
-from mesh.control import ControlUpdate
-from mesh.models import KillRecord
+from mesh.protocol.controlupdate import ControlUpdate
+from mesh.protocol.models import KillRecord
 
 KEYS = ["a.b.c", "_._._"]
 REC = KillRecord(target="agent://a/b/c")

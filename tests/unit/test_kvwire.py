@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.kvwire import KVLatest, Reply, is_delete, is_delete_operation, parse_direct_reply
+from mesh.protocol.kvwire import KVLatest, Reply, is_delete, is_delete_operation, parse_direct_reply
 
 PREFIX = "$KV.mesh_control."
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from mesh.codec import decode, encode, encode_state
 from mesh.errors import InvalidCheckpoint, MalformedMessage, PayloadTooLarge
-from mesh.models import (
+from mesh.protocol.codec import decode, encode, encode_state
+from mesh.protocol.models import (
     AuditEvent,
     Checkpoint,
     EventType,

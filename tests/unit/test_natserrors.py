@@ -6,7 +6,6 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from mesh import natserrors
 from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -15,7 +14,8 @@ from mesh.errors import (
     NotProvisioned,
     PermissionDenied,
 )
-from mesh.natserrors import note_permission_violation, translate_error
+from mesh.transport import natserrors
+from mesh.transport.natserrors import note_permission_violation, translate_error
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +66,10 @@ def test_a_timeout_after_a_refusal_of_that_subject_is_said_as_the_refusal() -> N
 def test_a_mesh_error_passes_through_untouched() -> None:
     err = NotProvisioned("bucket x")
     assert translate_error(err, "anything") is err
+
+
+def test_a_slow_consumer_names_its_subscription() -> None:
+    dropped = nats.errors.SlowConsumerError("mesh.hb.a.b.c.i", "", 7, None)  # type: ignore[arg-type]
+    assert natserrors.slow_consumer_sid(dropped) == 7
+    assert natserrors.slow_consumer_sid(nats.errors.TimeoutError()) is None
+    assert natserrors.slow_consumer_sid(OSError("slow consumer")) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mesh.errors import ConfigError
-from mesh.policy import GRAMMAR, InstanceUsage, Limit, Policy, evaluate, parse_duration, parse_limit
+from mesh.protocol.policy import GRAMMAR, InstanceUsage, Limit, Policy, evaluate, parse_duration, parse_limit
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,15 @@
-"""Grant arithmetic (mesh.quota) and the client wallet (mesh.leases), without a server."""
+"""Grant arithmetic (mesh.protocol.quota) and the client wallet (mesh.transport.leases), without a server."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh import quota
-from mesh.leases import Wallet
-from mesh.leasewire import LeaseReply
-from mesh.policy import Limit, parse_limit
-from mesh.quota import Ledger
+from mesh.protocol import quota
+from mesh.protocol.leasewire import LeaseReply
+from mesh.protocol.policy import Limit, parse_limit
+from mesh.protocol.quota import Ledger
+from mesh.transport.leases import Wallet
 
 URI = "agent://acme/prod/mailer"
 
@@ -205,8 +205,8 @@ def test_wallet_unlimited_counters_are_free_until_the_recheck() -> None:
 
 
 def test_budget_keys_and_quota_subjects_are_prefix_aware() -> None:
-    from mesh.subjects import Namespace
-    from mesh.target import parse_agent_uri
+    from mesh.protocol.subjects import Namespace
+    from mesh.protocol.target import parse_agent_uri
 
     ns = Namespace("t1")
     agent = parse_agent_uri(URI)

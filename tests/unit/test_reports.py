@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mesh import AuditEvent, ConfigError, EventType, KillRecord, KillReport, ResumeReport, parse_target
-from mesh.eventlog import event_matches, parse_since
-from mesh.reports import AckRow, HeldBy, SilentInstance, sum_metadata
+from mesh.protocol.reports import AckRow, HeldBy, SilentInstance, sum_metadata
+from mesh.transport.eventlog import event_matches, parse_since
 
 NOW = datetime(2025, 1, 31, 9, 0, 12, tzinfo=UTC)
 

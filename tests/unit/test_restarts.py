@@ -1,10 +1,10 @@
-"""mesh.restarts: when a supervisor restarts a crashed part and when it gives up."""
+"""mesh.runtime.restarts: when a supervisor restarts a crashed part and when it gives up."""
 
 from __future__ import annotations
 
 import pytest
 
-from mesh.restarts import CrashBudget, describe_exit
+from mesh.runtime.restarts import CrashBudget, describe_exit
 
 
 def test_restarts_up_to_the_limit_within_the_window_then_gives_up() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from mesh import errors
 from mesh.errors import ConfigError, MeshError
-from mesh.settings import DEFAULT_NATS_URL, Settings
+from mesh.runtime.settings import DEFAULT_NATS_URL, Settings
 
 
 def test_defaults() -> None:
@@ -81,7 +81,7 @@ def test_errors_mix_in_standard_bases_and_carry_data() -> None:
 
 
 def test_agent_killed_message() -> None:
-    from mesh.models import KillRecord
+    from mesh.protocol.models import KillRecord
 
     e = errors.AgentKilled(KillRecord(target="agent://a/b/c", actor="alice", reason="oops"))
     assert str(e) == "agent killed by alice (agent://a/b/c): oops"

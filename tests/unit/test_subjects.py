@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mesh.errors import ConfigError, InvalidTarget
-from mesh.subjects import Namespace, key_to_target, target_to_key
-from mesh.target import parse_agent_uri, parse_target
+from mesh.protocol.subjects import Namespace, key_to_target, target_to_key
+from mesh.protocol.target import parse_agent_uri, parse_target
 
 NS = Namespace()
 URI = parse_agent_uri("agent://acme/prod/mailer")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.errors import InvalidTarget
-from mesh.target import (
+from mesh.protocol.target import (
     AgentURI,
     Target,
     default_instance_id,

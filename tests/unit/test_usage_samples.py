@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from controller.usage import BASELINE, UsageSamples
-from mesh.models import Heartbeat
-from mesh.policy import InstanceUsage, Policy, evaluate, parse_limit
+from mesh.protocol.models import Heartbeat
+from mesh.protocol.policy import InstanceUsage, Policy, evaluate, parse_limit
 
 URI = "agent://acme/prod/mailer"
 

@@ -10,8 +10,8 @@ import time
 import structlog
 
 from agent_sdk import Agent, AgentKilled, AsyncAgent
-from mesh.logs import configure_logging
-from mesh.settings import Settings
+from mesh.runtime.logs import configure_logging
+from mesh.runtime.settings import Settings
 
 
 def main() -> int:

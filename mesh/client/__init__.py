@@ -1,0 +1,1 @@
+"""The operator client: ``AsyncMesh`` and its blocking twin ``Mesh``."""

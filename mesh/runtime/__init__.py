@@ -1,0 +1,1 @@
+"""Process plumbing every layer shares: settings, logging, asyncio helpers, signals, restarts, tracing."""
