@@ -153,7 +153,7 @@ def test_file_keeps_the_suite_rules(path: Path) -> None:
     assert violations(path) == []
 
 
-BAD = f'''
+BAD = f"""
 import asyncio, time, pytest
 
 @pytest.mark.{XFAIL}(strict=False)
@@ -173,7 +173,7 @@ def test_c():
 def test_d():
     pytest.{SKIP}("later")
     x = 1
-'''
+"""
 
 
 def test_the_checker_catches_each_rule(tmp_path: Path) -> None:
