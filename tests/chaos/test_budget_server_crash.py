@@ -16,8 +16,7 @@ from mesh.operator import AsyncMesh
 from mesh.provision import ProvisionOptions, provision
 from mesh.server import EmbeddedServer
 from mesh.settings import Settings
-from tests.integration.controller_helpers import eventually, fast_options, running_controller
-from tests.integration.test_budgets import (
+from tests.integration.budget_helpers import (
     BUDGET_KEY,
     MAILER,
     granted,
@@ -26,6 +25,7 @@ from tests.integration.test_budgets import (
     spend_then_work,
     start,
 )
+from tests.integration.controller_helpers import eventually, fast_options, running_controller
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 
