@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - the email-campaign kill/resume demo (embedded NATS + controller)"
-	@echo "make test   - the test suite against a real nats-server"
+	@echo "make test   - the test suite against a real nats-server (installs the system tools it drives)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make chaos  - only the chaos tests"
 	@echo "make soak   - the long soak tests"
@@ -34,7 +34,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mesh demo
 
+# The system tools the tests drive: a missing one is installed (apt-get) or named, never skipped.
 test: $(STAMP)
+	.ci/system-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -65,11 +67,11 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+	.ci/system-tools redis-server
 	$(BIN)/python -m bench.run --profile $${BENCH_PROFILE:-quick}
 
 bench-smoke: $(BENCH_STAMP)
-	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+	.ci/system-tools redis-server
 	$(BIN)/python -m pytest -m bench -o addopts='-ra --strict-markers' tests/test_bench_smoke.py $(PYTEST_ARGS)
 
 up: $(STAMP)

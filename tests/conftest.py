@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import hypothesis
 import nats
@@ -19,18 +20,16 @@ from mesh.transport.connection import Connection
 from mesh.transport.provision import ProvisionOptions, provision
 from mesh.transport.server import EmbeddedServer
 
-# In CI (MESH_REQUIRE_TOOLS, set by .ci/run) property tests draw the same examples every run, so
-# that a failure there reproduces; a developer's runs stay random and find new cases.
+# In CI (MESH_CI, set by .ci/run) property tests draw the same examples every run, so that a
+# failure there reproduces; a developer's runs stay random and find new cases.
 hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("MESH_REQUIRE_TOOLS"):
+if os.environ.get("MESH_CI"):
     hypothesis.settings.load_profile("ci")
 
 
-def missing_tool(reason: str) -> None:
-    """Skip for a missing system tool on a developer's machine; fail where it must be there (CI)."""
-    if os.environ.get("MESH_REQUIRE_TOOLS"):
-        pytest.fail(f"{reason} (MESH_REQUIRE_TOOLS is set: .ci/run installs it)")
-    pytest.skip(reason)
+def missing_tool(reason: str) -> NoReturn:
+    """Fail for a missing system tool: `make test` installs them, so a test that needs one never skips."""
+    pytest.fail(f"{reason} (`make test` installs it with .ci/system-tools; or run that script as root)")
 
 
 @pytest.fixture(scope="session")

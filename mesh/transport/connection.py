@@ -88,6 +88,16 @@ class _Client(NATS):
 
     link_up: Callable[[], None] | None = None
 
+    async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
+        # nats-py writes PING straight to the socket, ahead of the commands still queued for its
+        # flusher task: after subscribe(), flush() could return (PONG) before the server had the
+        # SUB, and a peer's request then met no responders. Queued commands go first.
+        if self.is_connected and self._transport is not None and self._pending:
+            self._transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._send_ping(future)
+
     @property
     def _status(self) -> int:
         return int(self.__dict__.get("_mesh_status", NATS.DISCONNECTED))

@@ -16,8 +16,7 @@ from mesh.runtime.settings import Settings
 from mesh.transport.connection import Connection
 from mesh.transport.provision import ProvisionOptions, provision
 from mesh.transport.server import EmbeddedServer
-from tests.integration.controller_helpers import eventually, fast_options, running_controller
-from tests.integration.test_budgets import (
+from tests.integration.budget_helpers import (
     BUDGET_KEY,
     MAILER,
     granted,
@@ -26,6 +25,7 @@ from tests.integration.test_budgets import (
     spend_then_work,
     start,
 )
+from tests.integration.controller_helpers import eventually, fast_options, running_controller
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 

@@ -16,7 +16,7 @@ from mesh.transport.kvscan import put_key
 from tests.gateway.conftest import AGENT, eventually, gateway_config
 from tests.gateway.upstream import FakeUpstream
 from tests.security.conftest import SecureServer, secure_server  # noqa: F401 - the fixture
-from tests.security.test_permissions import assert_denied, assert_subscribe_denied, kill_record
+from tests.security.permissions_helpers import assert_denied, assert_subscribe_denied, kill_record
 
 pytestmark = pytest.mark.timeout(90)
 
