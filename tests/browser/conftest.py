@@ -138,7 +138,7 @@ def running_stack(
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium under Playwright; skipped (with the reason) only when it is not installed."""
+    """Debian's chromium under Playwright; a missing one fails the test, naming how to install it."""
     if CHROMIUM is None:
         missing_tool("chromium is not on PATH (apt-get install -y chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright

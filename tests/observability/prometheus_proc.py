@@ -20,7 +20,7 @@ def find_prometheus() -> str:
     path = shutil.which(PROMETHEUS)
     if path is None:
         missing_tool("prometheus is not installed (apt-get install -y prometheus; .ci/run does it)")
-        raise AssertionError("unreachable")  # missing_tool skips or fails
+        raise AssertionError("unreachable")  # missing_tool always fails
     return path
 
 
