@@ -455,9 +455,10 @@ class AgentCore:
 
     async def _acknowledge(self, plan: HaltPlan) -> None:
         metadata = dict(self.metadata)
-        latest = self.ckpt.latest
-        checkpoint = self.ckpt.state
-        seq = latest[0] if latest else None
+        # The checkpoint first, then the acks carrying what is stored: were they pipelined, a put
+        # refused during an election (a 503) could leave an ack promising more than a restart restores.
+        await self.ckpt.flush()
+        seq, checkpoint = self.ckpt.stored()
         status = plan.status.value
         # Traced kills only (agent-mesh[otel]): one span per record, under the kill's.
         spans = [self._halt_span(r, status) if r.record.trace else None for r in plan.new]
@@ -474,10 +475,7 @@ class AgentCore:
             )
             for r, span in zip(plan.new, spans, strict=True)
         ]
-        # The checkpoint put and the acks leave back to back on one connection: the server
-        # stores the checkpoint first, and we wait for both acks in one round trip.
-        _, sent = await self.ckpt.flush_with(self._send_acks(acks))
-        results = sent if isinstance(sent, list) else [sent] * len(plan.new)
+        results = await self._send_acks(acks)
         for r, result, span in zip(plan.new, results, spans, strict=True):
             tracing.end(span, **{"mesh.acked": not isinstance(result, BaseException)})
             if isinstance(result, BaseException):
