@@ -23,6 +23,7 @@ __all__ = ["CheckpointStore"]
 
 log = structlog.get_logger("agent_sdk.checkpoints")
 
+
 class CheckpointStore:
     """The latest checkpoint of one instance and its durable copy in the checkpoints bucket.
 

@@ -148,6 +148,10 @@ async def test_an_ack_never_carries_a_checkpoint_a_restart_would_not_restore(set
         async def acks(command_id: str) -> list[AuditEvent]:
             return [e for e in await audit_events(conn, "halted") if e.command_id == command_id]
 
+        async def sleep_until_killed(agent: AsyncAgent) -> None:
+            while True:
+                await agent.sleep(0.05)
+
         async def first_checkpoint_stored() -> bool:
             saved = await stored()
             return saved is not None and saved.seq == 1
@@ -161,8 +165,7 @@ async def test_an_ack_never_carries_a_checkpoint_a_restart_would_not_restore(set
             await agent.checkpoint({"n": 2})  # refused: no stream answers for the key now
             control_key, _, record = await put_kill(conn, URI, "e1")
             with pytest.raises(AgentKilled):
-                while True:
-                    await agent.sleep(0.05)
+                await sleep_until_killed(agent)
             (ack,) = await await_until(lambda: acks(record.command_id), what="the halted ack")
         finally:
             await agent.stop()  # its last flush is refused too: as a process gone before the retry
