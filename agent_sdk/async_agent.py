@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -23,6 +24,20 @@ __all__ = ["AsyncAgent"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+async def _outlast_cancels(closing: asyncio.Future[None]) -> None:
+    """Wait for ``closing`` (bounded by its own timeouts) however often we are cancelled meanwhile.
+
+    asyncio.run's Ctrl+C handler cancels the main task from a signal handler, which may run in
+    the middle of the task's step: we then see the request (``cancelling()``) before the task
+    is thrown its CancelledError, which lands on our next await. Left to a plain shield, that
+    await ended and asyncio.run cancelled the report with the rest of the leftover tasks.
+    """
+    while not closing.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(closing)
+    closing.result()
 
 
 class AsyncAgent(InstanceView):
@@ -107,7 +122,7 @@ class AsyncAgent(InstanceView):
         if cancelling():
             # Stopping because we were cancelled (Ctrl+C under asyncio.run, SIGTERM): report it from a
             # task of its own, whose steps are not taken for a second cancel.
-            await asyncio.shield(asyncio.ensure_future(self._core.close(outcome, exc)))
+            await _outlast_cancels(asyncio.ensure_future(self._core.close(outcome, exc)))
             return
         await self._core.close(outcome, exc)
 

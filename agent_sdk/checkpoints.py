@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -22,16 +21,6 @@ from mesh.transport.natstypes import JetStreamContext, KeyValue
 __all__ = ["CheckpointStore"]
 
 log = structlog.get_logger("agent_sdk.checkpoints")
-
-T = TypeVar("T")
-
-
-async def _settle(coro: Coroutine[Any, Any, T]) -> T | BaseException:
-    """Await ``coro``; an ordinary exception is returned rather than raised."""
-    try:
-        return await coro
-    except Exception as exc:
-        return exc
 
 
 class CheckpointStore:
@@ -51,6 +40,8 @@ class CheckpointStore:
         self.restored: Any = None
         #: (seq, JSON bytes) of the newest checkpoint, replaced atomically by the caller thread.
         self.latest: tuple[int, bytes] | None = None
+        #: (seq, JSON bytes) of the newest checkpoint known to be stored: what an ack may carry.
+        self.durable: tuple[int, bytes] | None = None
         self.written_seq = 0
         self.seq = 0
         self.usage = usage or UsageCounters()
@@ -86,7 +77,7 @@ class CheckpointStore:
             return None  # only usage was ever saved under this id: there is no checkpoint
         self.seq = self.written_seq = saved.seq
         self.restored = saved.state
-        self.latest = (saved.seq, encode_state(saved.state))
+        self.latest = self.durable = (saved.seq, encode_state(saved.state))
         return saved.state
 
     def stage(self, state: Any) -> bool:
@@ -107,6 +98,16 @@ class CheckpointStore:
         latest = self.latest
         return None if latest is None else json.loads(latest[1])
 
+    def stored(self) -> tuple[int | None, Any]:
+        """(seq, state) of the newest checkpoint known to be stored; (None, None) if there is none.
+
+        A ``halted`` acknowledgement carries this, never a checkpoint still in flight: the
+        cluster campaign saw a put fail during an election while the ack was stored, and the
+        restarted instance restored less than its acknowledgement said it had saved.
+        """
+        durable = self.durable
+        return (None, None) if durable is None else (durable[0], json.loads(durable[1]))
+
     @property
     def usage_dirty(self) -> bool:
         return self.usage.version != self.usage_written
@@ -118,50 +119,32 @@ class CheckpointStore:
 
     async def flush(self) -> bool:
         """Write the latest checkpoint if it is not stored yet; False (logged) if that failed."""
-        ok, _ = await self.flush_with(None)
-        return ok
-
-    async def flush_with(
-        self, alongside: Coroutine[Any, Any, T] | None
-    ) -> tuple[bool, T | BaseException | None]:
-        """Flush, pipelined with ``alongside`` on the same connection; wait for both.
-
-        The checkpoint put is handed to the connection first and ``alongside`` (the ``halted``
-        acknowledgements) right behind it, so both go out in one write and the server, which
-        handles one connection's messages in order, stores the checkpoint first: one round
-        trip instead of two. Nothing is written when nothing changed since the last flush.
-        Returns (checkpoint stored or nothing to store, ``alongside``'s result or exception).
-        """
         async with self._lock:
             self.scheduled = False  # cleared before reading latest: a later stage() wakes us again
             latest = self.latest
             usage_version, usage = self.usage.snapshot()
             due = (latest is not None and latest[0] > self.written_seq) or usage_version != self.usage_written
             if not due or self.kv is None:
-                return True, (await _settle(alongside) if alongside is not None else None)
+                return True
             seq, state = (latest[0], json.loads(latest[1])) if latest is not None else (0, None)
             value = encode(
                 Checkpoint(
                     agent_uri=self.agent_uri, instance=self.instance, seq=seq, state=state, usage=usage
                 )
             )
-            put: asyncio.Future[Any] = asyncio.ensure_future(self.kv.put(self.key, value))
-            other = asyncio.ensure_future(_settle(alongside)) if alongside is not None else None
             try:
-                await put
+                await self.kv.put(self.key, value)
             except Exception as exc:
                 raise_if_cancelling()
                 err = translate_error(exc, "write checkpoint", subject=self.key)
                 log.warning("checkpoint write failed; will retry", seq=seq, error=str(err))
                 self.wake()  # the writer task retries in the background
-                return False, (await other if other is not None else None)
-            except BaseException:
-                if other is not None:
-                    other.cancel()
-                raise
+                return False
+            if latest is not None and seq > self.written_seq:
+                self.durable = latest
             self.written_seq = max(self.written_seq, seq)
             self.usage_written = max(self.usage_written, usage_version)
-            return True, (await other if other is not None else None)
+            return True
 
     async def run_writer(self) -> None:
         """Background task: write whenever woken, retrying after failures."""

@@ -135,14 +135,14 @@ class Escalation:
         assert conn is not None
         try:
             core.machine.status = Status.TERMINATED
-            seq = core.ckpt.latest[0] if core.ckpt.latest else None
+            seq, checkpoint = core.ckpt.stored()  # no flush: the process ends within a second
             event = events.ack_event(
                 core.cfg,
                 EventType.TERMINATED,
                 held,
                 status="terminated",
                 metadata=dict(core.metadata),
-                checkpoint=core.ckpt.state,
+                checkpoint=checkpoint,
                 checkpoint_seq=seq,
             )
             # On our own loop the instance's chain continues; from a rescue loop (ours is stuck,

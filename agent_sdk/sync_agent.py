@@ -158,9 +158,7 @@ class Agent(InstanceView):
         """Sleep ``seconds``, waking at once when killed (a safe point: may raise or pause)."""
         core = self._core
         if not self._attention.is_set():
-            with core._sync_lock:
-                core.sync_parked += 1
-            try:
+            with core.sync_parked():
                 # The flag is tested after we count as parked: a kill that lands in between is
                 # either acknowledged by the loop or seen here, never missed.
                 deadline = time.monotonic() + seconds
@@ -170,9 +168,6 @@ class Agent(InstanceView):
                     if remaining <= 0:
                         break
                     wake.wait(remaining)
-            finally:
-                with core._sync_lock:
-                    core.sync_parked -= 1
         if self._must_check():
             self._slow_path()
 

@@ -6,7 +6,7 @@ Each instance is a real SDK instance with its own kill state, parked in
 ``await agent.sleep()`` (or in a guarded coroutine with ``--guarded``), with ``on_kill`` = ``--mode``.
 The wall-clock time at which the SDK applies a pushed kill (its kill flag goes up: the instance
 *observed* the kill) and at which it applies the resume (flag down) is noted by wrapping the
-instance's internal ``_refresh`` -- a bench-only probe, the SDK itself is not changed. In
+instance's ``refresh`` -- a bench-only probe, the SDK itself is not changed. In
 ``raise`` mode the parked call raises ``AgentKilled``; the task waits for the resume and parks
 again. In ``pause`` mode the parked call blocks until the resume and returns.
 ``--agents-per-connection K``: instances share one NATS connection per K of them (the SDK's
@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> None:
     def probe(agent: AsyncAgent) -> None:
         core = agent._core
         flag = core.killed_evt
-        original = core._refresh
+        original = core.refresh
 
         def refresh() -> None:
             before = flag.is_set()
@@ -73,7 +73,7 @@ async def run(args: argparse.Namespace) -> None:
             elif before and not after:
                 resumed.append(time.time())
 
-        core._refresh = refresh  # type: ignore[method-assign]
+        core.refresh = refresh  # type: ignore[method-assign]
 
     async def instance(i: int) -> None:
         nonlocal ready, raised

@@ -64,7 +64,7 @@ async def _cycle(settings: Any, nc: Any, n: int, cycle: int) -> dict[str, float]
         core = agents[0]._core
         agents[0].record(units=LIMIT + 1)
         t0 = time.perf_counter()
-        await core.send_heartbeat()  # the breaching heartbeat, now rather than at the next tick
+        await core.timers.send_heartbeat()  # the breaching heartbeat, now rather than at the next tick
         try:
             await asyncio.wait_for(done.wait(), 10)
         except TimeoutError:

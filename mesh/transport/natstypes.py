@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nats as nats_py
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -22,9 +21,6 @@ __all__ = [
     "PullSubscription",
     "RawStreamMsg",
     "Subscription",
-    "nats_py",
 ]
 
 PullSubscription = JetStreamContext.PullSubscription
-# ``nats_py``: for a module that still names nats-py's exceptions (agent_sdk/core.py, until its
-# bucket opening goes through mesh.transport.kvops.open_bucket, which says them as mesh errors).

@@ -120,7 +120,7 @@ async def test_the_periodic_reread_catches_a_kill_whose_push_was_missed(
     try:
         # A dead push path: the agent's control subscriptions are gone, so only its own
         # periodic re-read of the kill records can bring the kill.
-        for sub in agent._core._subs:
+        for sub in agent._core.feed.subs:
             await sub.unsubscribe()
         async with watching(conn.nc, conn.ns) as hbs:
             await hbs.more(["r1"])  # the agent is alive and connected

@@ -106,8 +106,7 @@ def test_only_the_transport_imports_nats() -> None:
 def test_pure_imports_load_no_network_client(module: str) -> None:
     """``import mesh`` and the protocol modules load neither nats-py nor anyio (a fresh interpreter)."""
     probe = (
-        f"import sys, {module}\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'nats', 'anyio'}))"
+        f"import sys, {module}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {{'nats', 'anyio'}}))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", f"import {module} loads {out.stdout.strip()}"
