@@ -35,9 +35,11 @@ demo: $(STAMP)
 	$(BIN)/mesh demo
 
 # The system tools the tests drive: a missing one is installed (apt-get) or named, never skipped.
+# Two workers: every test starts its own servers on port 0, so none shares state with another.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	.ci/system-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
