@@ -297,10 +297,13 @@ def resume_plan(
     target = command.target
     held = tuple(records_over(records, target, skip=command.key))
     held_targets = [key_to_target(h.key) for h in held]
+    cleared = command.key in records
     paused = [s for s in statuses if s.status is Status.PAUSED and _matches(target, s)]
-    free = tuple(s for s in paused if not any(_matches(t, s) for t in held_targets))
+    # A resume that cleared nothing changed nothing, so no instance owes it an answer; the
+    # controller may still list as paused an instance that an earlier resume has just freed.
+    free = tuple(s for s in paused if cleared and not any(_matches(t, s) for t in held_targets))
     wait = bool(free) or not (paused or any(covers(t, target) for t in held_targets))
-    return ResumePlan(held, free, wait, command.key in records)
+    return ResumePlan(held, free, wait, cleared)
 
 
 def resume_report(

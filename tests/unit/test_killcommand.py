@@ -191,6 +191,16 @@ def test_a_resume_of_a_target_never_killed_still_waits_for_stray_acks_and_says_n
     assert command.event(3, cleared=False).data == {"key": "acme.prod.mailer", "cleared": False}
 
 
+def test_a_resume_that_cleared_nothing_expects_nobody_though_the_controller_still_lists_paused() -> None:
+    uri = "agent://acme/prod/mailer"
+    command = resume_command(parse_target("agent://acme/*/*"), actor="alice")
+    # An earlier resume cleared the record; the controller has not yet written the instance active.
+    plan = resume_plan(command, {}, [status(uri, "a", Status.PAUSED, ["acme._._"])])
+    assert not plan.cleared and plan.free == () and plan.expected == set()
+    report = resume_report(command, 12, plan, {})
+    assert report.complete and report.missing == [] and report.expected == 0
+
+
 def test_scoped_control_filters_cover_every_record_in_the_org_that_can_overlap() -> None:
     from mesh.protocol.killcommand import scoped_control_filters
 
