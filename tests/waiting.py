@@ -10,6 +10,10 @@ from typing import Any
 #: How long any wait may take before the test fails as hung. Generous on purpose: it bounds a
 #: hang on a slow, shared CI machine, and no test asserts how quickly a condition was met.
 HANG = 30.0
+#: How long a kill report waits, in a test that keeps one instance silent on purpose: the report
+#: returns only when this window ends, and the live instances' acks (milliseconds) must land in
+#: it. Not a timing claim: ten seconds only has to outlast a loaded CI machine.
+SILENT_WINDOW = 10.0
 POLL = 0.02
 
 

@@ -24,6 +24,7 @@ from mesh.transport.connection import Connection
 from mesh.transport.provision import ProvisionOptions, provision
 from mesh.transport.server import EmbeddedServer
 from tests.integration.controller_helpers import Pacer
+from tests.waiting import SILENT_WINDOW
 
 from .helpers import all_events, count, eventually, stalled, start_fleet, stop_fleet
 
@@ -84,7 +85,7 @@ async def test_controller_kill9_during_a_kill(own_server: EmbeddedServer, tmp_pa
 
             sub = await mute.nc.subscribe(mute.ns.audit_filter(EventType.KILL.value), cb=on_kill_event)
             await mute.nc.flush()
-            kill = asyncio.create_task(op.kill(TARGET, reason="chaos: controller crash", wait=3.0))
+            kill = asyncio.create_task(op.kill(TARGET, reason="chaos: controller crash", wait=SILENT_WINDOW))
             await eventually(lambda: in_flight, what="the KILL event")
             await sub.unsubscribe()
             assert in_flight == [True], "the controller died after the kill had finished"

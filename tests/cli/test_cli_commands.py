@@ -15,6 +15,7 @@ from mesh.runtime.settings import Settings
 from mesh.transport.connection import Connection
 from tests.integration.controller_helpers import fast_options, running_controller
 from tests.operator_support import MESH, URI, Worker, listed_by_a_controller, register, wait_until
+from tests.waiting import SILENT_WINDOW
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,9 +68,9 @@ async def test_kill_json_and_exit_3_when_an_expected_instance_is_silent(
     started = [await Worker(settings, URI, name).start() for name in NAMES]
     try:
         await listed_by_a_controller(settings, conn, [(URI, n) for n in NAMES], ghosts=[(URI, "ghost")])
-        # The ghost never acks, so each report waits out its window: generous, so that the two
-        # live workers' acks land in it even on a loaded machine.
-        code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", "5")
+        # The ghost never acks, so each report waits out its window (SILENT_WINDOW).
+        window = f"{SILENT_WINDOW:g}"
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--json", "--wait", window)
         assert code == 3
         report = json.loads(out)
         assert set(report) == {"target", "command_id", "instances", "acked", "missing"}
@@ -78,9 +79,9 @@ async def test_kill_json_and_exit_3_when_an_expected_instance_is_silent(
         assert set(report["instances"][0]) == {"agent_uri", "instance", "status", "metadata", "checkpoint"}
         assert [m["instance"] for m in report["missing"]] == ["ghost"]
 
-        code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", "3")
+        code, out, _ = await mesh_cli(settings, "kill", URI, "--wait", window)
         assert code == 3
-        assert "1 silent" in out and "ghost: no acknowledgement within 3s (last seen" in out
+        assert "1 silent" in out and f"ghost: no acknowledgement within {window}s (last seen" in out
     finally:
         for w in started:
             await w.stop()

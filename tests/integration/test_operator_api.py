@@ -13,7 +13,7 @@ from mesh.transport.connection import Connection
 from tests.heartbeats import watching
 from tests.integration.controller_helpers import fast_options, running_controller
 from tests.operator_support import URI, Worker, listed_by_a_controller, register, wait_until
-from tests.waiting import HANG
+from tests.waiting import HANG, SILENT_WINDOW
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,9 +74,8 @@ async def test_kill_returns_when_every_expected_instance_acked_and_lists_silent_
             settings, conn, [(URI, n) for n in NAMES],
             ghosts=[(URI, "ghost"), ("agent://acme/prod/other", "elsewhere")],
         )  # fmt: skip
-        # The ghost never acks, so the report waits out this window: generous, so that the two
-        # live workers' acks land in it even on a loaded machine.
-        report = await mesh.kill(URI, wait=5.0)
+        # The ghost never acks, so the report waits out its window (SILENT_WINDOW).
+        report = await mesh.kill(URI, wait=SILENT_WINDOW)
     finally:
         for w in started:
             await w.stop()
@@ -104,14 +103,15 @@ async def _all_paused(mesh: AsyncMesh) -> bool:
 async def test_kill_is_idempotent_and_resume_clears_exactly_its_record(
     mesh: AsyncMesh, workers: list[Worker], controller: None
 ) -> None:
-    first = await mesh.kill(URI, wait=2.0)
-    again = await mesh.kill(URI, wait=2.0)
+    # The controller lists both workers, so each report returns once both acked (HANG bounds a hang).
+    first = await mesh.kill(URI, wait=HANG)
+    again = await mesh.kill(URI, wait=HANG)
     assert first.command_id != again.command_id and again.revision > first.revision
     assert [h.target for h in await mesh.records()] == [URI]
 
-    wide = await mesh.kill("agent://acme/*/*", reason="freeze acme", wait=1.0)
+    wide = await mesh.kill("agent://acme/*/*", reason="freeze acme", wait=HANG)
     assert wide.revision > again.revision
-    held = await mesh.resume(URI, reason="fixed", wait=1.0)
+    held = await mesh.resume(URI, reason="fixed", wait=HANG)  # expects nobody: returns at once
     assert held.cleared
     assert [h.target for h in held.still_held_by] == ["agent://acme/*/*"]
     assert held.still_held_by[0].record.reason == "freeze acme"
