@@ -30,6 +30,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = HANG, what: str = 
             return last
         if time.monotonic() > deadline:
             raise _timed_out(what, timeout, last)
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         time.sleep(POLL)
 
 
@@ -56,4 +57,5 @@ async def await_until(
                 return last
         if time.monotonic() > deadline:
             raise _timed_out(what, timeout, last)
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         await asyncio.sleep(POLL)

@@ -47,6 +47,7 @@ async def start_agent(settings: Settings, uri: str, instance: str, log: Log) -> 
             return await agent.start()
         except Exception as exc:
             log.write(ev="start_failed", uri=uri, inst=instance, error=repr(exc)[:300])
+            # sleep-ok: backoff between start attempts while the servers are away (the campaign restarts them)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

@@ -58,6 +58,7 @@ class Nemesis:
             "server_kill9", sorted(self.system.agents), down=round(self.rng.uniform(0.5, 4), 2)
         )
         await asyncio.to_thread(server.kill)
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         await asyncio.to_thread(server.restart_after_exit)
         self._healed(entry)
@@ -69,6 +70,7 @@ class Nemesis:
             "node_kill9", sorted(self.system.agents), node=k, down=round(self.rng.uniform(1, 8), 2)
         )
         await asyncio.to_thread(server.kill)
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         await asyncio.to_thread(server.restart_after_exit, 30.0)
         self._healed(entry)
@@ -78,6 +80,7 @@ class Nemesis:
         assert ctl is not None
         entry = self._fault("controller_kill9", [], down=round(self.rng.uniform(0.2, 3), 2))
         await asyncio.to_thread(ctl.kill9)
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         ctl.start()
         self._healed(entry)
@@ -90,6 +93,7 @@ class Nemesis:
         proc = self.system.agents[name]
         entry = self._fault("agent_freeze", [name], down=round(self.rng.uniform(0.5, 6), 2), pid=proc.pid)
         proc.freeze()
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         proc.thaw()
         self._healed(entry)
@@ -99,6 +103,7 @@ class Nemesis:
         proc = self.system.agents[name]
         entry = self._fault("agent_restart", [name], down=round(self.rng.uniform(0.2, 2), 2), pid=proc.pid)
         await asyncio.to_thread(proc.kill9)
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         proc.start()
         self.history.add("proc_start", name=name, pid=proc.pid, why="nemesis restart")
@@ -109,6 +114,7 @@ class Nemesis:
         assert proxy is not None
         entry = self._fault("proxy_cut", [PROXIED], down=round(self.rng.uniform(0.5, 4), 2))
         proxy.cut()
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         proxy.restore()
         self._healed(entry)
@@ -118,6 +124,7 @@ class Nemesis:
         assert proxy is not None
         entry = self._fault("proxy_stall", [PROXIED], down=round(self.rng.uniform(0.5, 6), 2))
         proxy.stall()
+        # sleep-ok: the fault's own duration ("down"), healed right after
         await asyncio.sleep(float(entry["down"]))  # type: ignore[arg-type]
         proxy.flow()
         self._healed(entry)

@@ -83,6 +83,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         stop, stop_supervisor = asyncio.Event(), asyncio.Event()
         watch = asyncio.create_task(supervise(system, history, stop_supervisor))
         tasks = [asyncio.create_task(operator.run(stop)), asyncio.create_task(nemesis.run(stop))]
+        # sleep-ok: the campaign's length: the operator and the nemesis act for this long
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.gather(*tasks)
@@ -92,6 +93,7 @@ async def campaign(seconds: float, seed: int, topology: str, workdir: Path, out:
         history.add("quiesce")
         last_heal = max((e["t"] for e in history.of("heal")), default=time.time())
         recover = max((checker.RECOVER.get(f["name"], 5.0) for f in history.of("fault")[-1:]), default=0.0)
+        # sleep-ok: the quiet window after the last heal that the checker's convergence rules are stated over
         await asyncio.sleep(max(SETTLE, last_heal + recover + 3.0 - time.time()))
         end = time.time()
         history.add("end")

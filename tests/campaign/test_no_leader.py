@@ -24,6 +24,7 @@ async def test_an_event_waits_out_a_stream_without_leader(settings: Settings) ->
         event = AuditEvent(type=EventType.KILL, target="agent://acme/prod/mailer", actor="op")
 
         async def stream_appears() -> None:  # as a new leader would, a moment later
+            # sleep-ok: how long the stream has no leader: the publish must retry through it
             await asyncio.sleep(1.0)
             await conn.js.add_stream(audit_stream_config(conn.ns, ProvisionOptions()))
 
@@ -49,6 +50,7 @@ async def test_a_kv_write_waits_out_a_stream_that_does_not_answer_yet(settings: 
         try:
 
             async def answers() -> None:
+                # sleep-ok: how long the stream does not answer: the write must retry through it
                 await asyncio.sleep(1.0)
                 await conn.js.update_stream(StreamConfig(name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"]))
 

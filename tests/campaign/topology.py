@@ -191,6 +191,7 @@ class System:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mesh init failed: {done.stdout} {done.stderr}")
+            # sleep-ok: the retry interval: mesh init is retried until it succeeds or the deadline passes
             time.sleep(1.0)
 
     def start_controller(self) -> None:

@@ -134,6 +134,7 @@ async def loop_turns(turns: int, every: float = 0.02) -> None:
     async def tick() -> None:
         nonlocal ticks
         while True:
+            # sleep-ok: one tick: loop_turns counts these pauses of a work loop's length
             await asyncio.sleep(every)
             ticks += 1
 
@@ -157,6 +158,7 @@ async def all_events(settings: Settings, attempts: int = 4) -> list[AuditEvent]:
         except nats.errors.TimeoutError:
             if attempt == attempts - 1:
                 raise
+            # sleep-ok: backoff before re-reading while the cluster re-elects its stream leaders
             await asyncio.sleep(1.0)
     raise AssertionError("unreachable")
 

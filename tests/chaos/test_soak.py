@@ -175,6 +175,7 @@ async def test_soak_kill_resume_cycles(
                 else:
                     await op.kill(random_target(rng), reason="soak", wait=0.0)
                     kills += 1
+                # sleep-ok: paces the operator workload (a random gap between commands)
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
 
             truth = {h.key for h in await op.records()}

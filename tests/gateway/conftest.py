@@ -36,6 +36,7 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float =
         if value:
             return value
         assert time.monotonic() < deadline, "condition not met in time"
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         await asyncio.sleep(0.02)
 
 

@@ -75,6 +75,7 @@ async def test_cost_policy_stops_an_sdk_less_agent(upstream: FakeUpstream, tmp_p
                 await ai.chat.completions.create(**CHAT)
             except openai.PermissionDeniedError as exc:
                 return exc
+            # sleep-ok: paces the spending calls: eventually() repeats this check until the cap refuses one
             await asyncio.sleep(0.1)
             return None
 

@@ -106,7 +106,7 @@ class Pacer:
             await send(
                 self.nc, self.ns, heartbeat(self.uri, self.instance, seq=seq, status=self.status, **self.kw)
             )
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(self.every)  # sleep-ok: the heartbeat interval this fake instance keeps
 
     def start(self) -> Pacer:
         self.task = asyncio.create_task(self._run())

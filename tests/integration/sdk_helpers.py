@@ -35,6 +35,7 @@ def wait_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: str = "
             return value
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         time.sleep(0.01)
 
 
@@ -48,6 +49,7 @@ async def await_until(pred: Callable[[], Any], timeout: float = DEADLINE, what: 
             return value
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         await asyncio.sleep(0.01)
 
 

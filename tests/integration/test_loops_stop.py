@@ -29,6 +29,7 @@ async def _until_consuming(conn: Connection) -> None:
             await conn.js.consumer_info(conn.ns.audit_stream, "test-lifecycle")
             return
         except Exception:
+            # sleep-ok: the poll interval: the loop retries the lookup until the consumer exists
             await asyncio.sleep(0.05)
     raise AssertionError("the lifecycle feed never created its consumer")
 

@@ -33,7 +33,7 @@ async def test_running_guarded_coroutine_is_cancelled(conn: Connection, settings
         async def llm_call() -> str:
             entered.set()
             try:
-                await asyncio.sleep(60)
+                await asyncio.sleep(60)  # sleep-ok: a long call that the kill must cancel (it never runs out)
             finally:
                 unwound.append("cancelled")
             return "never"
@@ -148,6 +148,7 @@ async def await_until_async(fetch: object, count: int, timeout: float = 60.0) ->
         got = await fetch()  # type: ignore[operator]
         if len(got) >= count or loop.time() > end:
             return list(got)
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         await asyncio.sleep(0.1)
 
 

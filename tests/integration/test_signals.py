@@ -210,6 +210,7 @@ def _reported(settings: Settings, instance: str, *types: EventType) -> list[str]
         found = asyncio.run(_events(settings, instance, types))
         if found or time.monotonic() > deadline:
             return found
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         time.sleep(0.1)
 
 

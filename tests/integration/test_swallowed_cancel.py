@@ -86,7 +86,7 @@ async def test_an_agent_loop_whose_cancel_was_swallowed_stops_at_its_next_safe_p
                     await agent.checkpoint({"n": n})
                 else:
                     await act(n)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # sleep-ok: paces the work loop (a plain pause, not a safe point)
 
         task = asyncio.create_task(loop())
         await _cancel_as_reply_lands(nc, task)

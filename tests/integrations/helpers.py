@@ -52,7 +52,7 @@ class ToolLog:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 self.add("cancelled", n)
-                await asyncio.sleep(0.01)  # unwinding takes a moment, as closing a connection would
+                await asyncio.sleep(0.01)  # sleep-ok: unwinding takes a moment, as closing a connection would
                 raise
         self.add("end", n)
         return f"step {n} done"
@@ -92,4 +92,5 @@ async def wait_ack(conn: Connection, command_id: str, timeout: float = DEADLINE)
             assert len(acks) == 1, acks
             return acks[0]
         assert time.monotonic() < deadline, "no halted acknowledgement"
+        # sleep-ok: the poll interval: the loop re-checks until the condition holds or the deadline passes
         await asyncio.sleep(0.02)

@@ -25,7 +25,7 @@ async def test_a_cancelled_call_that_pauses_is_acknowledged_without_waiting_out_
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
-                await asyncio.sleep(0.01)  # unwinding takes a moment (closing a connection, say)
+                await asyncio.sleep(0.01)  # sleep-ok: unwinding takes a moment (closing a connection, say)
                 raise
 
         async def worker() -> str:

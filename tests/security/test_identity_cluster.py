@@ -101,6 +101,7 @@ async def _provisioned(cluster: Cluster) -> None:
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
+            # sleep-ok: backoff between provisioning tries while the cluster elects its leaders
             await asyncio.sleep(0.5)
 
 

@@ -203,7 +203,7 @@ async def test_the_sdk_runs_under_its_own_credential_and_is_killed(
         async def work_until_killed() -> None:
             while True:
                 await agent.heartbeat()  # a safe point: raises once the kill is observed
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # sleep-ok: paces the work loop between safe points
 
         async with AsyncMesh(ident.token_settings(tokens["root"], actor="root"), name="test-root") as mesh:
             worker = asyncio.ensure_future(work_until_killed())

@@ -50,6 +50,7 @@ async def test_agent_allowed_operations(secure_server: SecureServer) -> None:
                 "mesh.hb.acme.prod.perm-hb.i1", b'{"agent_uri":"agent://acme/prod/perm-hb","instance":"i1"}'
             )
             await agent.nc.flush()
+            # sleep-ok: the poll interval: `while not await beat()` re-sends until a heartbeat arrives
             await asyncio.sleep(0.1)
             return bool(beats)
 
