@@ -3,10 +3,11 @@
 - no ``assert True`` (or any assert of a constant);
 - no assertion on elapsed time (``time.monotonic() - t0 < X``, ``elapsed < X``): a bound that only
   stops a hang belongs in a wait helper (tests/waiting.py) or pytest-timeout;
-- no ``time.sleep``/``asyncio.sleep``/``anyio.sleep`` of a constant directly in a test body: wait
-  for a condition instead (a sleep in a ``while <condition>`` poll, or in a helper or a nested
-  work loop, is pacing, not synchronization). A line may carry ``# sleep-ok: <why>`` where a fixed
-  pause is itself what is tested;
+- every ``time.sleep``/``asyncio.sleep``/``anyio.sleep`` call in any file under tests/ (helpers
+  too), other than a sleep of a literal ``0`` (one loop turn), is either a poll, inside the body of
+  a ``while`` loop of the same function whose test is not a constant (``while True:`` re-checks
+  nothing), or says why a fixed pause is right there: ``# sleep-ok: <why>`` with a non-empty
+  reason, at the end of the line the call starts on or on a comment line right above it;
 - no marker or pytest call that expects a failure or skips a test (``BANNED_MARKS``, ``BANNED_CALLS``;
   their names are built from pieces so that a grep for them does not flag this checker). A missing
   system tool fails too (``missing_tool`` in tests/conftest.py): `make test` installs them;
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,8 @@ TIMING_NAMES = ("elapsed", "duration", "took", "took_s")
 XFAIL, SKIP = "x" + "fail", "sk" + "ip"
 BANNED_MARKS = {XFAIL, SKIP, SKIP + "if"}
 BANNED_CALLS = {XFAIL, "importor" + SKIP, SKIP}
+SLEEP_OK = re.compile(r"#\s*sleep-ok:\s*\S")
+UNJUSTIFIED = "fixed sleep outside a `while <condition>` poll (wait for a condition, or `# sleep-ok: <why>`)"
 CHECKER_PREFIXES = ("assert", "check", "expect", "wait_", "await_", "eventually", "_assert", "_check")
 
 
@@ -50,17 +54,29 @@ def _is_test(node: ast.AST) -> bool:
     return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
 
 
-def _own_nodes(fn: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a function's body, not descending into nested functions or classes, nor
-    into the body of a ``while <condition>`` loop (a poll: the condition is re-checked)."""
-    stack = list(ast.iter_child_nodes(fn))
+def _unpolled_sleeps(tree: ast.AST) -> Iterator[ast.Call]:
+    """The sleep calls (not of a literal 0) outside the body of a ``while <condition>`` poll of
+    their own function; a nested function or class starts again outside any poll."""
+    scopes = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
+    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
     while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, ast.While) and not isinstance(node.test, ast.Constant):
-            continue
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
-            stack.extend(ast.iter_child_nodes(node))
+        node, polled = stack.pop()
+        if isinstance(node, ast.Call) and _pausing_sleep(node) and not polled:
+            yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, scopes):
+                stack.append((child, False))
+            elif isinstance(node, ast.While) and not isinstance(node.test, ast.Constant):
+                stack.append((child, polled or child in node.body))
+            else:
+                stack.append((child, polled))
+
+
+def _justified(lines: list[str], lineno: int) -> bool:
+    """``# sleep-ok: <why>`` ends the call's first line or is the comment line right above it."""
+    here = lines[lineno - 1]
+    above = lines[lineno - 2].strip() if lineno > 1 else ""
+    return bool(SLEEP_OK.search(here) or (above.startswith("#") and SLEEP_OK.match(above)))
 
 
 def _clock_call(node: ast.AST) -> bool:
@@ -92,12 +108,13 @@ def _timing_assert(node: ast.Assert) -> bool:
     )
 
 
-def _constant_sleep(call: ast.Call) -> bool:
+def _pausing_sleep(call: ast.Call) -> bool:
+    """A sleep call that pauses: anything but ``sleep(0)``, which only yields one loop turn."""
     name = _dotted(call.func)
-    if len(name) < 2 or (name[-2], name[-1]) not in SLEEPS or not call.args:
+    if len(name) < 2 or (name[-2], name[-1]) not in SLEEPS:
         return False
-    arg = call.args[0]
-    return isinstance(arg, ast.Constant) and isinstance(arg.value, int | float) and arg.value > 0
+    arg = call.args[0] if call.args else None
+    return not (isinstance(arg, ast.Constant) and arg.value == 0 and not isinstance(arg.value, bool))
 
 
 def _checks_something(fn: ast.AST) -> bool:
@@ -115,7 +132,11 @@ def _checks_something(fn: ast.AST) -> bool:
 
 def violations(path: Path, rel: str | None = None) -> list[str]:
     rel = rel or path.relative_to(TESTS).as_posix()
-    source = path.read_text()
+    return source_violations(path.read_text(), rel)
+
+
+def source_violations(source: str, rel: str) -> list[str]:
+    """The rule breaks in ``source``, the text of tests/``rel``."""
     lines = source.splitlines()
     tree = ast.parse(source, filename=rel)
     out: list[str] = []
@@ -136,14 +157,11 @@ def violations(path: Path, rel: str | None = None) -> list[str]:
             name = _dotted(node.func)
             if name[:1] == ("pytest",) and len(name) == 2 and name[1] in BANNED_CALLS:
                 out.append(f"{where(node)}: pytest.{name[1]}() (a test that cannot fail)")
+    for call in sorted(_unpolled_sleeps(tree), key=lambda c: c.lineno):
+        if not _justified(lines, call.lineno):
+            out.append(f"{where(call)}: {UNJUSTIFIED}")
     for fn in ast.walk(tree):
-        if not _is_test(fn):
-            continue
-        for node in _own_nodes(fn):
-            fixed = isinstance(node, ast.Call) and _constant_sleep(node)
-            if fixed and "# sleep-ok:" not in lines[node.lineno - 1]:
-                out.append(f"{where(node)}: fixed sleep in a test body (wait for a condition)")
-        if not _checks_something(fn):
+        if _is_test(fn) and not _checks_something(fn):
             out.append(f"{where(fn)}: {fn.name} asserts nothing")  # type: ignore[attr-defined]
     return out
 
@@ -185,6 +203,42 @@ def test_the_checker_catches_each_rule(tmp_path: Path) -> None:
     assert f"pytest.mark.{XFAIL}" in text
     assert "assert of a constant" in text
     assert text.count("timing assertion") == 2
-    assert text.count("fixed sleep in a test body") == 1  # the `# sleep-ok:` line is allowed
+    assert text.count(UNJUSTIFIED) == 1  # the `# sleep-ok:` line is allowed
     assert f"pytest.{SKIP}() (a test that cannot fail)" in text
     assert "test_d asserts nothing" in text
+
+
+HELPER_SLEEPS = """
+import asyncio, time
+
+def settle():
+    time.sleep(0.5)
+
+async def waits_without_a_reason():
+    await asyncio.sleep(1)  # sleep-ok:
+
+async def spins_forever():
+    while True:
+        await asyncio.sleep(0.1)
+
+async def poll(ready):
+    while not ready():
+        await asyncio.sleep(0.02)
+
+def pause():
+    time.sleep(2)  # sleep-ok: the fault's own duration
+
+async def backoff():
+    # sleep-ok: a fake upstream's simulated work
+    await asyncio.sleep(0.3)
+
+async def one_turn():
+    await asyncio.sleep(0)
+"""
+
+
+def test_the_sleep_rule_reaches_helpers_and_spares_polls_and_reasons() -> None:
+    """A helper's bare sleep, an empty reason and a ``while True`` pause are flagged; a poll, a
+    sleep with its reason (on its line or the one above) and ``sleep(0)`` are not."""
+    found = source_violations(HELPER_SLEEPS, "probe_helpers.py")
+    assert found == [f"tests/probe_helpers.py:{n}: {UNJUSTIFIED}" for n in (5, 8, 12)]
