@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from controller.discovery import ServiceAPI
+from controller.discovery import controller_service
 from controller.ingest import Ingest
 from controller.lease import Lease
 from controller.lifecycle import LifecycleFeed
@@ -29,6 +29,7 @@ from mesh.runtime.aio import stop_tasks, wait_for
 from mesh.runtime.settings import Settings
 from mesh.transport.connection import Connection, translate_error
 from mesh.transport.kvops import open_bucket
+from mesh.transport.micro import SnapshotService
 from mesh.transport.natserrors import slow_consumer_sid
 from mesh.transport.natstypes import KeyValue, Subscription
 from mesh.transport.provision import ProvisionOptions, provision
@@ -105,7 +106,7 @@ class Controller:
         conn = Connection(self.settings, name=f"mesh-controller {o.holder}", on_error=self._on_error)
         await conn.connect()
         self.conn = conn
-        service: ServiceAPI | None = None
+        service: SnapshotService | None = None
         http: MetricsServer | None = None
         ticker = asyncio.create_task(self._tick(stop))
         try:
@@ -118,7 +119,7 @@ class Controller:
             except Exception as exc:
                 raise translate_error(exc, "open the controller's buckets", subject=ns.leases_bucket) from exc
             self.lease = Lease(leases_kv, o.holder, o.lease_ttl)
-            service = ServiceAPI(conn.nc, ns.controller_service, ns.prefix, self.snapshot)
+            service = controller_service(conn.nc, ns.controller_service, ns.prefix, self.snapshot)
             await service.start()
             log.info("controller started", holder=o.holder, prefix=ns.prefix, lease_ttl=o.lease_ttl)
             while not stop.is_set():

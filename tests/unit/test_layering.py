@@ -25,8 +25,8 @@ ALLOWED = {
 MESH_LAYERS = ["mesh.errors", "mesh.protocol", "mesh.runtime", "mesh.transport", "mesh.client"]
 #: Packages a pure module may not load: the network client, the event loops, threads, logging.
 IMPURE = {"nats", "anyio", "asyncio", "threading", "socketserver", "subprocess", "structlog"}
-#: Outside ``mesh/transport``, only the controller's service discovery uses nats-py (``nats.micro``).
-NATS_OUTSIDE_TRANSPORT = {"controller/discovery.py"}
+#: Outside ``mesh/transport``, nothing uses nats-py (``nats.micro`` too is wrapped there).
+NATS_OUTSIDE_TRANSPORT: set[str] = set()
 
 
 def _modules(path: Path) -> set[str]:
