@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mesh.errors import MalformedMessage, MeshError
 from mesh.protocol.controlupdate import ControlUpdate
+from mesh.transport.connection import Connection
 from mesh.transport.control import (
     parse_control_message,
     read_records,
@@ -45,17 +46,14 @@ class ControlFeed:
         if core.router is not None:
             await core.router.attach(core, subjects, core.control_kv)
             return
-        for subject in subjects:
-            self.subs.append(await core.conn.nc.subscribe(subject, cb=self._on_message))
+        self.subs = await core.conn.subscribe_all(subjects, self._on_message)
         await core.conn.nc.flush()
 
     async def unsubscribe(self) -> None:
         if self.core.router is not None:
             await self.core.router.detach(self.core)
         subs, self.subs = self.subs, []
-        for sub in subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await Connection.unsubscribe_all(subs)
 
     # -- pushed records ---------------------------------------------------------------------------
     async def _on_message(self, msg: Msg) -> None:
