@@ -342,8 +342,24 @@ class Connection:
             log.debug("drain failed, closing", error=str(exc) or type(exc).__name__)
         finally:
             if not nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+                await _close_outright(nc)
+
+
+async def _close_outright(nc: NATS) -> None:
+    """Close ``nc``; a cancel that nats-py raises on its own (not ours) is not a failure of close."""
+    try:
+        await nc.close()
+    except asyncio.CancelledError:
+        # nats-py cancels its reconnect task, which may be awaiting the socket's close waiter;
+        # that cancels the shared future, and close() then awaits it and raises CancelledError
+        # although nobody cancelled us. By then the client is CLOSED; only a cancel of our own
+        # task is passed on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("close raised nats-py's own cancel; the connection is closed")
+    except Exception as exc:
+        log.debug("close failed", error=str(exc) or type(exc).__name__)
 
 
 async def connect(settings: Settings | None = None, **kwargs: Any) -> Connection:
