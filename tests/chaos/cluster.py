@@ -8,7 +8,6 @@ the store goes to a temp dir), so that a test of the cluster tests what compose 
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from mesh.transport.server import EmbeddedServer
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -71,11 +71,6 @@ def parse_flags(command: list[str]) -> dict[str, str | bool]:
             i += 1
     return flags
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rehost(url: str, ports: dict[str, int], host_of_self: str | None = None) -> str:

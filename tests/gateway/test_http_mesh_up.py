@@ -14,14 +14,15 @@ from mesh.runtime.settings import Settings
 from tests.cli.test_cli_commands import env_for
 from tests.gateway.conftest import AGENT, eventually
 from tests.gateway.http_api_support import validating_client
-from tests.gateway.test_mesh_up_policy import _free_port, _line, _run
+from tests.gateway.test_mesh_up_policy import _line, _run
 from tests.operator_support import MESH
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_mesh_up_serves_the_api(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = Settings(nats_url=f"nats://127.0.0.1:{port}", prefix="mesh")
     env = env_for(settings, MESH_ACTOR="alice")
     proc = await asyncio.create_subprocess_exec(

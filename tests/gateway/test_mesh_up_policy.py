@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,12 @@ from tests.cli.test_cli_commands import env_for
 from tests.gateway.conftest import AGENT, UPSTREAM_SECRET, eventually
 from tests.gateway.upstream import FakeUpstream
 from tests.operator_support import MESH
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _run(env: dict[str, str], *args: str) -> str:
@@ -49,7 +44,7 @@ async def _line(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
 async def test_cost_policy_stops_an_sdk_less_agent(upstream: FakeUpstream, tmp_path: Path) -> None:
     from mesh.runtime.settings import Settings
 
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'[gateway]\nport = 0\n\n[upstreams.openai]\nkind = "openai"\nbase_url = "{upstream.url}/v1"\n'

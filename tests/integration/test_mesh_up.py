@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,10 @@ from pathlib import Path
 
 from mesh.runtime.settings import Settings
 from mesh.transport.connection import Connection
+from tests.ports import free_port
 
 MESH = str(Path(sys.executable).parent / "mesh")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(port: int, data_dir: Path) -> subprocess.Popen[str]:
@@ -56,7 +51,7 @@ async def _put_and_get(url: str, value: bytes | None) -> bytes:
 
 
 def test_up_serves_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(port, tmp_path / "store")
     try:
         line = _wait_line(proc, "NATS_URL=")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 BIN = Path(sys.executable).parent
 MESH = str(BIN / "mesh")
 WORKER = str(Path(__file__).parent / "agents" / "worker.py")
@@ -22,11 +23,6 @@ URI = "agent://acme/prod/mailer"
 
 pytestmark = pytest.mark.timeout(240)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -48,7 +44,7 @@ class Up:
     """A ``mesh up`` in a process group of its own, as a terminal runs it."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.err = open(tmp / "up.err", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

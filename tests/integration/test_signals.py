@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from mesh.protocol.models import EventType
 from mesh.runtime.settings import Settings
 from mesh.transport.server import EmbeddedServer
 from tests.integration.test_mesh_up_supervision import _children
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 MESH = str(BIN / "mesh")
@@ -30,11 +30,6 @@ EXIT_BOUND = 30.0  # only stops a hang: a clean exit takes about a second
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:
@@ -180,7 +175,7 @@ def test_mesh_dashboard_exits_0_with_nothing_left(
     own_server: EmbeddedServer, prefix: str, tmp_path: Path, moment: str, how: str
 ) -> None:
     settings = Settings(nats_url=own_server.url, prefix=prefix)
-    dash = Proc([MESH, "dashboard", "--port", str(_free_port())], settings, tmp_path / "dashboard.log")
+    dash = Proc([MESH, "dashboard", "--port", str(free_port())], settings, tmp_path / "dashboard.log")
     try:
         if moment == "start-up":
             dash.wait_connected(own_server.port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import missing_tool
+from tests.ports import free_port
 
 PROMETHEUS = "prometheus"
 
@@ -23,11 +23,6 @@ def find_prometheus() -> str:
         raise AssertionError("unreachable")  # missing_tool always fails
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Prometheus:

@@ -23,7 +23,7 @@ from tests.integration.controller_helpers import (
     send,
 )
 from tests.observability.helpers import Samples, scrape, series, value
-from tests.observability.prometheus_proc import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +22,11 @@ from mesh.transport.identity_store import issue, open_bucket, revoke
 from mesh.transport.provision import ProvisionOptions, provision
 from mesh.transport.server import EmbeddedServer
 from tests.integration.sdk_helpers import await_until
+from tests.ports import free_port
 from tests.security.identity_support import IDENTITY_CONF, STATIC, CalloutThread
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -55,7 +50,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     passwords = {user: "pw-" + secrets.token_urlsafe(18) for user in STATIC}
     route = "rt-" + secrets.token_urlsafe(12)
     seed = new_account_seed()
-    cluster_ports = [_free_port() for _ in range(3)]
+    cluster_ports = [free_port() for _ in range(3)]
     servers = []
     with pytest.MonkeyPatch.context() as mp:
         for user, pw in passwords.items():
@@ -73,7 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ]
             server = EmbeddedServer(
                 Path(base) / f"n{i}",
-                port=_free_port(),
+                port=free_port(),
                 config_file=IDENTITY_CONF,
                 server_name=f"nats-{i + 1}",
                 extra_args=[*flags, "--routes", routes],
