@@ -11,12 +11,14 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
-from mesh.errors import ConfigError, InvalidTarget, MalformedMessage
+from mesh.errors import ConfigError, InvalidTarget, MalformedMessage, MeshError
 from mesh.protocol.codec import decode
 from mesh.protocol.models import AuditEvent, utcnow
 from mesh.protocol.target import Target, parse_agent_uri, parse_target
 from mesh.transport.connection import Connection, translate_error
+from mesh.transport.refusals import Refusals
 
 __all__ = ["event_matches", "parse_since", "read_events", "subscribe_audit"]
 
@@ -93,22 +95,30 @@ async def read_events(
         opt_start_time=since.isoformat() if since else None,  # type: ignore[arg-type]
         inactive_threshold=60.0,
     )
+    stream = conn.ns.audit_stream
+    name = conn.credential_id
     try:
-        upto = 0 if follow else (await conn.js.stream_info(conn.ns.audit_stream)).state.last_seq
-        psub = await conn.js.pull_subscribe(
-            conn.ns.audit_wildcard, stream=conn.ns.audit_stream, config=config
-        )
+        upto = 0 if follow else (await conn.js.stream_info(stream)).state.last_seq
+        if name is None:
+            psub = await conn.js.pull_subscribe(conn.ns.audit_wildcard, stream=stream, config=config)
+        else:
+            psub = await _scoped_reader(conn, name, pattern, config)
         info = await psub.consumer_info()
+    except MeshError:
+        raise
     except Exception as exc:
-        raise translate_error(exc, "read audit events", subject=conn.ns.audit_stream) from exc
+        raise translate_error(exc, "read audit events", subject=stream) from exc
     # Read up to the stream's last sequence as it was when we started, not until the consumer's
     # pending count says zero: on a cluster an ephemeral consumer may sit on a replica that is
     # still catching up, and its count then stops short of the history (seen: 1,999 of 5,000).
     nothing = (info.num_pending or 0) == 0
     last = 0
     idle = 0
+    # A scoped read is filtered: the stream's last message may lie outside it, so it ends when
+    # its consumer has nothing more pending.
+    drained = False
     try:
-        while follow or (last < upto and not (nothing and last == 0)):
+        while follow or (last < upto and not drained and not (nothing and last == 0)):
             try:
                 msgs = await psub.fetch(BATCH, timeout=poll if follow else READ_FETCH_TIMEOUT)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -127,12 +137,43 @@ async def read_events(
                 if not follow and seq > upto:
                     return  # written after we started: not part of this read
                 last = seq
+                drained = name is not None and msg.metadata.num_pending == 0
                 event = _decode(msg)
                 if event is not None and event_matches(pattern, event):
                     yield event
     finally:
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await conn.js.delete_consumer(stream, name)
+
+
+async def _scoped_reader(
+    conn: Connection, name: str, pattern: Target, config: ConsumerConfig
+) -> JetStreamContext.PullSubscription:
+    """A scoped identity's read: the one consumer named after its credential, filtered on ``pattern``.
+
+    Its permissions (mesh/protocol/permissions.py) allow exactly that consumer, with a filter
+    inside its scope in the API subject; an ephemeral consumer over the whole stream is refused.
+    """
+    stream = conn.ns.audit_stream
+    subject = conn.ns.audit_filter("*", pattern)
+    config.name = name
+    config.filter_subject = subject
+    with contextlib.suppress(Exception):  # one left by an earlier read that was cut short
+        await conn.js.delete_consumer(stream, name)
+    refusals = Refusals(conn)
+    try:
+        await refusals.guard(
+            f"read the audit events of {pattern} (a scoped credential reads only inside its scope: "
+            "name a pattern within it)",
+            conn.js.add_consumer(stream, config),
+            publishes_to=f"$JS.API.CONSUMER.CREATE.{stream}.{name}.{subject}",
+        )
+    finally:
+        refusals.close()
+    return await conn.js.pull_subscribe_bind(name, stream=stream)
 
 
 async def subscribe_audit(

@@ -9,9 +9,10 @@ import pytest
 
 from agent_sdk import AsyncAgent
 from mesh.client.operator import AsyncMesh
+from mesh.errors import PermissionDenied
 from mesh.protocol.codec import encode
 from mesh.protocol.identity import Identity, Role
-from mesh.protocol.models import InstanceStatus, Status, utcnow
+from mesh.protocol.models import EventType, InstanceStatus, Status, utcnow
 from mesh.protocol.target import parse_agent_uri
 from tests.integration.sdk_helpers import await_until
 from tests.security.identity_support import IdentityServer, identity_server_fixture
@@ -74,3 +75,26 @@ async def test_an_org_scoped_operator_lists_kills_and_reads_its_own_org_only(ide
             assert resumed.cleared and resumed.still_held_by == []
             await await_until(lambda: not agent.killed, what="the agent resumed")
         worker.cancel()
+
+
+async def test_an_org_scoped_operator_reads_the_audit_events_of_its_org_and_is_refused_the_rest(
+    ident: IdentityServer,
+) -> None:
+    _, alice = await ident.issue(Identity(role=Role.OPERATOR, scope="agent://acme/*/*", name="alice"))
+    _, gina = await ident.issue(Identity(role=Role.OPERATOR, scope="agent://globex/*/*", name="gina"))
+    async with AsyncMesh(ident.token_settings(gina, actor="gina"), name="test-gina") as mesh:
+        await mesh.kill(GLOBEX, reason="globex's own", wait=0)
+    async with AsyncMesh(ident.token_settings(alice, actor="alice"), name="test-alice") as mesh:
+        await mesh.kill(ACME, instance="nobody", reason="acme's own", wait=0)
+        # Through the consumer named after its credential, filtered inside its scope.
+        seen = [e async for e in mesh.events("agent://acme/*/*")]
+        assert any(e.type is EventType.KILL and e.reason == "acme's own" for e in seen)
+        assert all((e.agent_uri or e.target or "").startswith("agent://acme/") for e in seen), seen
+        again = [e async for e in mesh.events("agent://acme/prod/mailer")]  # the consumer was removed
+        assert [e.reason for e in again if e.type is EventType.KILL][-1] == "acme's own"
+        # Wider than its scope: refused by the server, and said so at once.
+        with pytest.raises(PermissionDenied, match="scoped credential reads only inside its scope"):
+            _ = [e async for e in mesh.events("agent://*/*/*")]
+    async with AsyncMesh(ident.token_settings(gina, actor="gina"), name="test-gina") as mesh:
+        theirs = [e async for e in mesh.events("agent://globex/*/*")]
+        assert [e.reason for e in theirs if e.type is EventType.KILL] == ["globex's own"]
