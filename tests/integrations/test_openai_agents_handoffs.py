@@ -1,4 +1,4 @@
-"""OpenAI Agents SDK handoffs under the kill switch: the agent handed off to has its tool calls guarded too."""
+"""OpenAI Agents SDK handoffs under the kill switch: the agent handed off to has guarded tool calls too."""
 
 from __future__ import annotations
 
