@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -88,11 +88,12 @@ def test_every_agent_reachable_through_handoffs_is_copied_once_with_its_tools_gu
         guarded = switch.guard_agent(triage)
         assert switch.guard_agent(triage) is guarded and switch.guard_agent(guarded) is guarded
         assert triage.handoffs[0] is not guarded.handoffs[0]  # the original is left as it was
-        target = guarded.handoffs[0]
+        target: Any = guarded.handoffs[0]
+        copy: Any
         if kind == "agent":
             copy = target
         else:
-            ref = target._agent_ref  # type: ignore[union-attr]
+            ref = target._agent_ref
             copy = ref() if ref is not None else switch.guard_agent(worker)
         assert copy is switch.guard_agent(worker) and copy is not worker
         assert copy.tools[0].on_invoke_tool is not worker.tools[0].on_invoke_tool  # type: ignore[union-attr]
