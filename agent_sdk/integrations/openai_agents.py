@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
 
 from agent_sdk.async_agent import AsyncAgent
 from agent_sdk.integrations import require
@@ -13,14 +16,25 @@ from agent_sdk.integrations.safepoints import any_killed, call_guarded, mode, pa
 from mesh.errors import AgentKilled
 
 try:
-    from agents import Agent, AgentsException, FunctionTool, RunHooks, Runner, RunResult, RunState
+    from agents import (
+        Agent,
+        AgentsException,
+        FunctionTool,
+        Handoff,
+        RunHooks,
+        Runner,
+        RunResult,
+        RunResultStreaming,
+        RunState,
+    )
     from agents.items import ItemHelpers, ModelResponse, TResponseInputItem
     from agents.run_context import RunContextWrapper
+    from agents.stream_events import StreamEvent
     from agents.tool import Tool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise require("openai_agents", "openai-agents", exc) from exc
 
-__all__ = ["CHECKPOINT_KEY", "KillSwitch"]
+__all__ = ["CHECKPOINT_KEY", "KillSwitch", "StreamedRun"]
 
 #: The key of this integration's entry in the instance checkpoint.
 CHECKPOINT_KEY = "openai_agents"
@@ -90,16 +104,18 @@ class _Hooks(RunHooks[Any]):
 class KillSwitch:
     """Runs OpenAI Agents SDK agents under one AsyncAgent's kill switch.
 
-    ``result = await KillSwitch(mesh).run(agent, "input")`` in place of ``Runner.run(agent, "input")``.
-    Every model call and every tool call is a safe point; a tool call running when a kill lands
-    is cancelled. ``pause`` holds the run there and, after ``mesh resume``, goes on (a cancelled
-    tool call runs again). ``raise`` ends the run with AgentKilled, after saving where it was as the
-    instance's checkpoint; the next ``run`` of this instance (a restarted process too) continues
-    from it. A kill at a tool call saves the SDK's own ``RunState``: the killed calls are its
-    pending approvals, which the next run approves. A kill before a model call, or in the middle of
-    a tool call, saves the conversation so far as an input list (the SDK makes a RunState only
-    from a run that returned, and such a run raised): the next run starts from it, and the model
-    call (or the tool call, which the model asks for again) is made then.
+    ``result = await KillSwitch(mesh).run(agent, "input")`` in place of ``Runner.run(agent, "input")``,
+    and ``stream = await KillSwitch(mesh).run_streamed(agent, "input")`` in place of
+    ``Runner.run_streamed(agent, "input")``. Every model call and every tool call is a safe point;
+    a function tool call running when a kill lands is cancelled, in the given agent and in every
+    agent its handoffs reach. ``pause`` holds the run there and, after ``mesh resume``, goes on (a
+    cancelled tool call runs again). ``raise`` ends the run with AgentKilled, after saving where it
+    was as the instance's checkpoint; the next ``run`` of this instance (a restarted process too)
+    continues from it. A kill at a tool call saves the SDK's own ``RunState``: the killed calls are
+    its pending approvals, which the next run approves. A kill before a model call, or in the
+    middle of a tool call, saves the conversation so far as an input list (the SDK makes a RunState
+    only from a run that returned, and such a run raised): the next run starts from it, and the
+    model call (or the tool call, which the model asks for again) is made then.
     """
 
     def __init__(self, mesh: AsyncAgent) -> None:
@@ -107,7 +123,9 @@ class KillSwitch:
         self.progress = RunProgress()
         self._killed = mesh._core.killed_evt
         self._kill_calls: set[str] = set()
+        # id(original) -> (original, copy); both held, so an id is not reused while it is a key.
         self._agents: dict[int, tuple[Agent[Any], Agent[Any]]] = {}
+        self._copies: dict[int, Agent[Any]] = {}
 
     async def safe_point(self) -> None:
         if self._killed.is_set() and mode(self.mesh) == "raise":
@@ -117,13 +135,45 @@ class KillSwitch:
 
     # -- tools ----------------------------------------------------------------------------------------
     def guard_agent(self, agent: Agent[Any]) -> Agent[Any]:
-        """A copy of ``agent`` whose function tools are guarded calls (the same copy on every call)."""
+        """A copy of ``agent`` whose function tools are guarded calls, as are those of every agent
+        its handoffs reach (each agent copied once, the same copy on every call; cycles are fine).
+
+        A handoff whose target is an ``Agent`` (or a ``handoff()`` of one) points to that agent's
+        copy; every ``Handoff`` also guards the agent its ``on_invoke_handoff`` returns, so a
+        target known only when the handoff is invoked is guarded then.
+        """
+        if self._copies.get(id(agent)) is agent:
+            return agent  # already a copy of ours (e.g. returned by a guarded handoff)
         known = self._agents.get(id(agent))
         if known is not None and known[0] is agent:
             return known[1]
         tools = [self._guard_tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools]
         guarded = agent.clone(tools=tools)
         self._agents[id(agent)] = (agent, guarded)
+        self._copies[id(guarded)] = guarded
+        # Registered before its handoffs are: a cycle back to this agent finds the copy.
+        guarded.handoffs = [self._guard_handoff(h) for h in agent.handoffs]
+        return guarded
+
+    def _guard_handoff(self, handoff: Any) -> Any:
+        if isinstance(handoff, Agent):
+            return self.guard_agent(handoff)
+        if not isinstance(handoff, Handoff):
+            return handoff  # not a kind the SDK hands off through: left as it is
+        invoke = handoff.on_invoke_handoff
+
+        async def on_invoke_handoff(context: RunContextWrapper[Any], arguments: str) -> Any:
+            # The SDK runs the agent this returns: the target's copy, whatever the handoff decides.
+            target = await invoke(context, arguments)
+            return self.guard_agent(target) if isinstance(target, Agent) else target
+
+        guarded: Handoff[Any, Any] = dataclasses.replace(handoff, on_invoke_handoff=on_invoke_handoff)
+        # _agent_ref (init=False, so not copied by replace) is how the SDK's RunState finds the
+        # target; it must name the copy, which this switch keeps alive.
+        ref = handoff._agent_ref
+        target = ref() if ref is not None else None
+        if isinstance(target, Agent):
+            guarded._agent_ref = weakref.ref(self.guard_agent(target))
         return guarded
 
     def _guard_tool(self, tool: FunctionTool) -> FunctionTool:
@@ -162,22 +212,47 @@ class KillSwitch:
         ended (saved by this process, or restored at start by a restarted one), that run
         continues instead and ``input`` is not used.
         """
-        guarded = self.guard_agent(agent)
-        start: str | list[Any] | RunState[Any] = input
-        restored = await self._restored(guarded)
-        if restored is not None:
-            start = restored
+        guarded, start = await self._start(agent, input)
         hooks = _Hooks(self, kwargs.pop("hooks", None))
         try:
             result = await Runner.run(guarded, start, hooks=hooks, **kwargs)
         except Exception as exc:
-            killed = any_killed(exc)
-            if killed is None and not any(isinstance(e, _Stopped) for e in _chain(exc)):
-                raise  # not a kill (_Stopped is ours, if the SDK wrapped it or not)
-            conversation = _input_list(exc)
-            if conversation is not None:
-                await self._save({"kind": "input", "input": conversation})
-            raise (killed or self._killed_error()) from None
+            killed = await self._stopped_by(exc)
+            if killed is None:
+                raise
+            raise killed from None
+        await self._returned(result)
+        return result
+
+    async def run_streamed(self, agent: Agent[Any], input: str | list[Any], **kwargs: Any) -> StreamedRun:
+        """``Runner.run_streamed(agent, input, **kwargs)`` under the kill switch, as :meth:`run`.
+
+        Awaited (a checkpointed run is read first), it returns the SDK's streamed result wrapped:
+        its ``stream_events()`` holds while the run is paused and ends with AgentKilled when a
+        kill ends the run.
+        """
+        guarded, start = await self._start(agent, input)
+        hooks = _Hooks(self, kwargs.pop("hooks", None))
+        return StreamedRun(self, Runner.run_streamed(guarded, start, hooks=hooks, **kwargs))
+
+    async def _start(self, agent: Agent[Any], input: str | list[Any]) -> tuple[Agent[Any], Any]:
+        """The guarded agent and where its run starts: ``input``, or the checkpointed run."""
+        guarded = self.guard_agent(agent)
+        restored = await self._restored(guarded)
+        return guarded, input if restored is None else restored
+
+    async def _stopped_by(self, exc: Exception) -> AgentKilled | None:
+        """The AgentKilled that ended the run with ``exc`` (its conversation saved first), or None."""
+        killed = any_killed(exc)
+        if killed is None and not any(isinstance(e, _Stopped) for e in _chain(exc)):
+            return None  # not a kill (_Stopped is ours, if the SDK wrapped it or not)
+        conversation = _input_list(exc)
+        if conversation is not None:
+            await self._save({"kind": "input", "input": conversation})
+        return killed or self._killed_error()
+
+    async def _returned(self, result: RunResult | RunResultStreaming) -> None:
+        """A run that returned: killed at a tool call (its RunState saved, AgentKilled), or done."""
         pending = [i.call_id for i in result.interruptions if i.call_id in self._kill_calls]
         if pending:
             state = result.to_state()
@@ -185,7 +260,6 @@ class KillSwitch:
             raise self._killed_error()
         done = {"kind": "done", "progress": self.progress.metadata()}
         await self.mesh.checkpoint(with_entry(self.mesh, CHECKPOINT_KEY, done))
-        return result
 
     async def _save(self, entry: dict[str, Any]) -> None:
         """Save the run as the checkpoint, then pass the safe point that acknowledges the kill."""
@@ -215,6 +289,36 @@ class KillSwitch:
                     state.approve(item)
             return state
         return None
+
+
+class StreamedRun:
+    """``Runner.run_streamed``'s result under the kill switch (every attribute but one is the SDK's own).
+
+    ``stream_events()`` yields the SDK's events; a paused run holds it; a run that a kill ends,
+    ends it with AgentKilled, after its state is saved as the instance's checkpoint.
+    """
+
+    def __init__(self, switch: KillSwitch, result: RunResultStreaming) -> None:
+        self.switch = switch
+        #: The SDK's own streamed result.
+        self.result = result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+    async def stream_events(self) -> AsyncIterator[StreamEvent]:
+        try:
+            # An async generator (typed as an iterator): closed with ours when the caller stops early.
+            inner = cast(AsyncGenerator[StreamEvent, None], self.result.stream_events())
+            async with aclosing(inner) as events:
+                async for event in events:
+                    yield event
+        except Exception as exc:
+            killed = await self.switch._stopped_by(exc)
+            if killed is None:
+                raise
+            raise killed from None
+        await self.switch._returned(self.result)
 
 
 def _input_list(exc: BaseException) -> list[Any] | None:
