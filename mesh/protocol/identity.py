@@ -15,10 +15,13 @@ from mesh.errors import ConfigError, InvalidTarget
 from mesh.protocol.target import WILDCARD, parse_agent_uri, parse_target, validate_instance
 
 __all__ = [
+    "ACTOR_KEY_PREFIX",
     "TOKEN_PREFIX",
+    "ActorKey",
     "CredentialRecord",
     "Identity",
     "Role",
+    "actor_key_name",
     "hash_secret",
     "inbox_prefix",
     "new_token",
@@ -30,6 +33,9 @@ __all__ = [
 TOKEN_PREFIX = "mesh1"
 _TOKEN = re.compile(rf"{TOKEN_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})")
 _CRED_ID = re.compile(r"[0-9a-f]{16}")
+#: Where the identities bucket keeps a credential's public signing key: ``pub.<id>``. Readers of
+#: the audit log may read these keys (never the credential records, which hold the secret's hash).
+ACTOR_KEY_PREFIX = "pub"
 #: A person's name: what the audit log shows as the actor.
 _PERSON = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 
@@ -117,6 +123,29 @@ class CredentialRecord(BaseModel):
     secret_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     issued_at: datetime
     issued_by: str = "unknown"
+
+
+class ActorKey(BaseModel):
+    """The public half of a credential's audit signing key, with the identity it speaks for.
+
+    Written by whoever issues the credential, next to its record; kept when the credential is
+    revoked, so that the events it signed while it was valid still verify.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    identity: Identity
+    #: The Ed25519 public key, base64url without padding (32 bytes).
+    public_key: str = Field(min_length=43, max_length=43)
+    issued_at: datetime
+
+
+def actor_key_name(cred_id: str) -> str:
+    """The identities-bucket key of ``cred_id``'s public signing key."""
+    if not _CRED_ID.fullmatch(cred_id):
+        raise ConfigError(f"invalid credential id {cred_id!r}: expected 16 hex digits")
+    return f"{ACTOR_KEY_PREFIX}.{cred_id}"
 
 
 def new_token() -> tuple[str, str, str]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "LIVE_STATUSES",
     "WIRE_VERSION",
+    "ActorSig",
     "AuditEvent",
     "ChainLink",
     "Checkpoint",
@@ -166,6 +167,17 @@ class ChainLink(_Wire):
     prev: str | None = Field(default=None, max_length=128)
 
 
+class ActorSig(_Wire):
+    """A credential holder's Ed25519 signature over an audit event (see mesh/protocol/actorsig.py)."""
+
+    #: The signing scheme, so that a later one can be told apart.
+    v: int = 1
+    #: The credential whose key signed (its public key is in the identities bucket, ``pub.<id>``).
+    cred: str = Field(pattern=r"^[0-9a-f]{16}$")
+    #: The signature, base64url without padding (64 bytes).
+    sig: str = Field(min_length=1, max_length=128)
+
+
 class AuditEvent(_Wire):
     """One entry of the append-only audit stream."""
 
@@ -183,6 +195,9 @@ class AuditEvent(_Wire):
     data: dict[str, Any] = Field(default_factory=dict)
     #: Set by ``publish_event``; absent on events written before chaining (reported as unchained).
     chain: ChainLink | None = None
+    #: Set by a writer holding a credential of its own (nats-identity.conf); absent otherwise, and
+    #: on events written before signing: such an event's actor is only claimed.
+    sig: ActorSig | None = None
 
 
 class HaltAck(_Wire):

@@ -11,11 +11,11 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from mesh.protocol.actorsig import Signer, audit_subject_of
 from mesh.protocol.auditchain import ChainState, Outcome, classify_publish, link_hash
 from mesh.protocol.codec import encode
 from mesh.protocol.models import AuditEvent
 from mesh.protocol.subjects import Namespace
-from mesh.protocol.target import AgentURI, Target, parse_agent_uri, parse_target
 from mesh.runtime.aio import raise_if_cancelling
 from mesh.transport.connection import translate_error
 
@@ -50,14 +50,7 @@ def chain_for(js: JetStreamContext) -> AuditChain:
 
 def audit_subject_for(ns: Namespace, event: AuditEvent) -> str:
     """Events about an instance go under its URI; commands under their (maybe wildcard) target."""
-    scope: Target | AgentURI
-    if event.agent_uri:
-        scope = parse_agent_uri(event.agent_uri)
-    elif event.target:
-        scope = parse_target(event.target)
-    else:
-        scope = Target("*", "*", "*")
-    return ns.audit_subject(event.type.value, scope, event.instance)
+    return audit_subject_of(ns, event)
 
 
 async def publish_event(
@@ -69,6 +62,7 @@ async def publish_event(
     attempts: int = 3,
     chain: AuditChain | None = None,
     unavailable_for: float | None = None,
+    signer: Signer | None = None,
 ) -> PubAck:
     """Publish ``event``, linked into ``chain`` (default: the connection's), and wait for the ack.
 
@@ -77,10 +71,13 @@ async def publish_event(
     known to be stored; when that is unknown it ends, and the next event starts a new chain.
     While the stream has no leader (503), it retries for ``unavailable_for`` seconds (default
     ``timeout * attempts``): a kill must not be in force and missing from the audit log because
-    the cluster was electing a leader.
+    the cluster was electing a leader. With a ``signer`` (a writer holding a mesh token), the
+    event is signed for its subject first (mesh/protocol/actorsig.py): one signature per event.
     """
     chain = chain if chain is not None else chain_for(js)
     subject = audit_subject_for(ns, event)
+    if signer is not None:
+        event = signer.sign(event, subject)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (timeout * attempts if unavailable_for is None else unavailable_for)
     async with chain.lock:

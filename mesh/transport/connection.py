@@ -20,6 +20,7 @@ from mesh.errors import (
     AuthenticationFailed,
     ConnectionFailed,
 )
+from mesh.protocol.actorsig import Signer
 from mesh.protocol.identity import inbox_prefix, parse_token
 from mesh.protocol.subjects import Namespace
 from mesh.runtime.aio import wait_for
@@ -154,6 +155,8 @@ class Connection:
         self.scoped = False
         #: The id of that token's credential: its scans use a consumer of that name.
         self.credential_id: str | None = None
+        #: What this connection's writers sign audit events with: set with a mesh token.
+        self.signer: Signer | None = None
 
     def add_listener(self, on_disconnect: Callback | None, on_reconnect: Callback | None) -> object:
         """Also call these on disconnect/reconnect (several users of one connection); a token."""
@@ -294,6 +297,7 @@ class Connection:
                 options["inbox_prefix"] = inbox_prefix(parsed[0])
                 self.scoped = True
                 self.credential_id = parsed[0]
+                self.signer = Signer(parsed[0], parsed[1])
         if self.settings.creds:
             options["user_credentials"] = str(self.settings.creds)
 

@@ -8,13 +8,22 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from mesh.errors import NotProvisioned
+from mesh.protocol.actorsig import public_key
 from mesh.protocol.codec import decode, encode
-from mesh.protocol.identity import CredentialRecord, Identity, hash_secret, new_token
+from mesh.protocol.identity import (
+    ACTOR_KEY_PREFIX,
+    ActorKey,
+    CredentialRecord,
+    Identity,
+    actor_key_name,
+    hash_secret,
+    new_token,
+)
 from mesh.protocol.models import utcnow
 from mesh.protocol.subjects import Namespace
 from mesh.transport.connection import translate_error
 
-__all__ = ["identities_bucket", "issue", "list_records", "lookup", "open_bucket", "revoke"]
+__all__ = ["identities_bucket", "issue", "list_records", "lookup", "open_bucket", "put_key", "revoke"]
 
 
 def identities_bucket(ns: Namespace) -> str:
@@ -49,7 +58,11 @@ async def open_bucket(
 
 
 async def issue(kv: KeyValue, identity: Identity, *, issued_by: str) -> tuple[CredentialRecord, str]:
-    """Store a new credential for ``identity``; returns its record and the token (shown once)."""
+    """Store a new credential for ``identity``; returns its record and the token (shown once).
+
+    Its public audit signing key (derived from the secret, mesh/protocol/actorsig.py) goes in
+    next to it as ``pub.<id>``, first: a credential is never in force without its key.
+    """
     cred_id, secret, token = new_token()
     record = CredentialRecord(
         id=cred_id,
@@ -58,11 +71,23 @@ async def issue(kv: KeyValue, identity: Identity, *, issued_by: str) -> tuple[Cr
         issued_at=utcnow(),
         issued_by=issued_by,
     )
+    await put_key(
+        kv, ActorKey(id=cred_id, identity=identity, public_key=public_key(secret), issued_at=record.issued_at)
+    )
     try:
         await kv.create(cred_id, encode(record))
     except Exception as exc:
         raise translate_error(exc, "issue a credential", subject=cred_id) from exc
     return record, token
+
+
+async def put_key(kv: KeyValue, key: ActorKey) -> None:
+    """Store ``key`` as ``pub.<id>``; never over an existing one (old events must keep verifying)."""
+    name = actor_key_name(key.id)
+    try:
+        await kv.create(name, encode(key))
+    except Exception as exc:
+        raise translate_error(exc, "store a credential's public key", subject=name) from exc
 
 
 async def lookup(kv: KeyValue, cred_id: str) -> CredentialRecord | None:
@@ -98,6 +123,8 @@ async def list_records(kv: KeyValue) -> list[CredentialRecord]:
         raise translate_error(exc, "list credentials") from exc
     out: list[CredentialRecord] = []
     for key in keys:
+        if key.startswith(ACTOR_KEY_PREFIX + "."):
+            continue  # a public signing key, not a credential
         record = await lookup(kv, key)
         if record is not None:
             out.append(record)
